@@ -1,0 +1,509 @@
+//! Sans-I/O pre-aggregation: 1-second windows of flow records per configured [`Dimension`],
+//! bounded whatever the key cardinality.
+//!
+//! Two halves, one table type:
+//! * [`ShardWindow`] (every shard, per second): adds records to one [`KeyTable`] per dimension
+//!   and, when the second closes, splits the rows by owner shard (`hash(key) % shards`) into
+//!   [`PartialBatch`]es.
+//! * [`OwnerWindow`] (every shard, for the keys it owns): merges the partials of all shards
+//!   and emits the second's rows, the top `top_k` per dimension by bytes, the rest folded into
+//!   the `other` key.
+//!
+//! **Bounded and exact in sum.** A [`KeyTable`] holds at most `capacity` keys. When full, a new
+//! key evicts the smallest of a few sampled rows, whose counts are *added to the `other` row*:
+//! memory is bounded, heavy hitters survive (they are never the smallest), and the sum over all
+//! keys of a dimension (`other` included) always equals the true total. While the cardinality
+//! stays under the capacity and `top_k`, the result is exact per key and identical for any shard
+//! count.
+//!
+//! May depend on: `model`. Lives on: shard cores (and replay, tests, benches).
+
+pub mod hll;
+
+use crate::model::{Dimension, FlowRecord, Key};
+use hll::Hll;
+use rustc_hash::FxHashMap;
+
+/// Sentinel sketch index: the row carries no distinct-count sketch.
+pub const NO_SKETCH: u32 = u32::MAX;
+
+/// The counters of one key in one second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    /// Key.
+    pub key: Key,
+    /// Octets (sampling-scaled).
+    pub bytes: u64,
+    /// Packets (sampling-scaled).
+    pub packets: u64,
+    /// Flow records.
+    pub flows: u64,
+    /// Part of `bytes` from records longer than the long-flow threshold.
+    pub long_bytes: u64,
+    /// Part of `packets` from long records.
+    pub long_packets: u64,
+    /// Number of long records.
+    pub long_flows: u64,
+    /// Sum of the long records' durations, milliseconds.
+    pub long_dur_ms: u64,
+}
+
+impl Row {
+    #[inline]
+    fn absorb(&mut self, o: &Row) {
+        self.bytes += o.bytes;
+        self.packets += o.packets;
+        self.flows += o.flows;
+        self.long_bytes += o.long_bytes;
+        self.long_packets += o.long_packets;
+        self.long_flows += o.long_flows;
+        self.long_dur_ms += o.long_dur_ms;
+    }
+}
+
+/// A bounded per-second table of rows for one dimension, with evict-to-`other`.
+pub struct KeyTable {
+    index: FxHashMap<Key, u32>,
+    rows: Vec<Row>,
+    sketches: Vec<Hll>,
+    other: Row,
+    other_sketch: Hll,
+    capacity: usize,
+    distinct: bool,
+    rng: u64,
+    /// Rows folded into `other` to make room (counter).
+    pub evictions: u64,
+}
+
+impl KeyTable {
+    /// A table of at most `capacity` keys; `distinct` keeps a sketch per row.
+    pub fn new(capacity: usize, distinct: bool) -> KeyTable {
+        let capacity = capacity.max(1);
+        let mut index = FxHashMap::default();
+        index.reserve(capacity);
+        KeyTable {
+            index,
+            rows: Vec::with_capacity(capacity),
+            sketches: if distinct { Vec::with_capacity(capacity) } else { Vec::new() },
+            other: Row { key: Key::OTHER, ..Row::default() },
+            other_sketch: Hll::default(),
+            capacity,
+            distinct,
+            rng: 0x853c_49e6_748f_ea9b,
+            evictions: 0,
+        }
+    }
+
+    /// Keys held (not counting `other`).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    /// Whether the table holds nothing (not even `other`).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.other.flows == 0 && self.other.bytes == 0
+    }
+
+    /// The slot of `key`, inserting (and evicting) as needed.
+    #[inline]
+    fn slot(&mut self, key: Key) -> usize {
+        if key.is_other() {
+            return usize::MAX;
+        }
+        if let Some(&i) = self.index.get(&key) {
+            return i as usize;
+        }
+        if self.rows.len() >= self.capacity {
+            self.evict_one();
+        }
+        let i = self.rows.len();
+        self.rows.push(Row { key, ..Row::default() });
+        if self.distinct {
+            self.sketches.push(Hll::default());
+        }
+        self.index.insert(key, i as u32);
+        i
+    }
+
+    /// Folds the smallest of 8 sampled rows into `other`.
+    fn evict_one(&mut self) {
+        let n = self.rows.len();
+        let mut victim = 0usize;
+        let mut least = u64::MAX;
+        for _ in 0..8 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let i = (self.rng % n as u64) as usize;
+            if self.rows[i].bytes < least {
+                least = self.rows[i].bytes;
+                victim = i;
+            }
+        }
+        let row = self.rows.swap_remove(victim);
+        self.other.absorb(&row);
+        if self.distinct {
+            let s = self.sketches.swap_remove(victim);
+            self.other_sketch.merge(&s);
+        }
+        self.index.remove(&row.key);
+        if victim < self.rows.len() {
+            let moved = self.rows[victim].key;
+            self.index.insert(moved, victim as u32);
+        }
+        self.evictions += 1;
+    }
+
+    /// Adds one record.
+    #[inline]
+    pub fn add(&mut self, key: Key, r: &FlowRecord, long_ms: u32, item: Option<u128>) {
+        let i = self.slot(key);
+        let (row, sk) = if i == usize::MAX {
+            (&mut self.other, &mut self.other_sketch)
+        } else {
+            let sk = if self.distinct { &mut self.sketches[i] } else { &mut self.other_sketch };
+            (&mut self.rows[i], sk)
+        };
+        row.bytes += r.bytes;
+        row.packets += r.packets;
+        row.flows += 1;
+        if r.duration_ms > long_ms {
+            row.long_bytes += r.bytes;
+            row.long_packets += r.packets;
+            row.long_flows += 1;
+            row.long_dur_ms += r.duration_ms as u64;
+        }
+        if let Some(it) = item {
+            if self.distinct {
+                sk.add(it);
+            }
+        }
+    }
+
+    /// Merges a partial row (and its sketch).
+    #[inline]
+    pub fn merge(&mut self, row: &Row, sketch: Option<&Hll>) {
+        let i = self.slot(row.key);
+        if i == usize::MAX {
+            self.other.absorb(row);
+            if let Some(s) = sketch {
+                self.other_sketch.merge(s);
+            }
+        } else {
+            self.rows[i].absorb(row);
+            if let (true, Some(s)) = (self.distinct, sketch) {
+                self.sketches[i].merge(s);
+            }
+        }
+    }
+
+    /// Visits every row (regular rows, then `other` if non-empty) with its sketch, then empties
+    /// the table, keeping its memory.
+    pub fn drain(&mut self, mut f: impl FnMut(&Row, Option<&Hll>)) {
+        for (i, row) in self.rows.iter().enumerate() {
+            f(row, self.sketches.get(i));
+        }
+        if self.other.flows > 0 || self.other.bytes > 0 || self.other.packets > 0 {
+            f(&self.other, self.distinct.then_some(&self.other_sketch));
+        }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.sketches.clear();
+        self.index.clear();
+        self.other = Row { key: Key::OTHER, ..Row::default() };
+        self.other_sketch = Hll::default();
+    }
+
+    /// Keeps the `k` rows with most bytes (ties broken by key, so the choice is deterministic)
+    /// and folds the rest into `other`.
+    pub fn truncate_top(&mut self, k: usize) {
+        if self.rows.len() <= k {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.rows.len() as u32).collect();
+        let rows = &self.rows;
+        order.select_nth_unstable_by(k, |&a, &b| {
+            let (ra, rb) = (&rows[a as usize], &rows[b as usize]);
+            rb.bytes.cmp(&ra.bytes).then(ra.key.cmp(&rb.key))
+        });
+        let mut keep_rows = Vec::with_capacity(k);
+        let mut keep_sk = Vec::with_capacity(if self.distinct { k } else { 0 });
+        for (n, &i) in order.iter().enumerate() {
+            let row = self.rows[i as usize];
+            if n < k {
+                keep_rows.push(row);
+                if self.distinct {
+                    keep_sk.push(self.sketches[i as usize]);
+                }
+            } else {
+                self.other.absorb(&row);
+                if self.distinct {
+                    self.other_sketch.merge(&self.sketches[i as usize]);
+                }
+                self.evictions += 1;
+            }
+        }
+        self.index.clear();
+        for (i, r) in keep_rows.iter().enumerate() {
+            self.index.insert(r.key, i as u32);
+        }
+        self.rows = keep_rows;
+        self.sketches = keep_sk;
+    }
+}
+
+/// Aggregation settings shared by shard and owner windows.
+#[derive(Clone, Debug)]
+pub struct AggConfig {
+    /// Dimensions, in output order.
+    pub dimensions: Vec<Dimension>,
+    /// Keys per dimension per shard per second before evict-to-`other`.
+    pub max_keys: usize,
+    /// Rows emitted per dimension per second (split evenly across owner shards).
+    pub top_k: usize,
+    /// Records longer than this (ms) are "long" and spread over their duration for detection.
+    pub long_flow_ms: u32,
+}
+
+impl Default for AggConfig {
+    fn default() -> Self {
+        AggConfig {
+            dimensions: vec![
+                Dimension::Total,
+                Dimension::SrcIp,
+                Dimension::DstIp,
+                Dimension::DstPort,
+                Dimension::Proto,
+                Dimension::ExporterInIf,
+            ],
+            max_keys: 65_536,
+            top_k: 1000,
+            long_flow_ms: 2000,
+        }
+    }
+}
+
+/// One row of a partial aggregate sent to its owner.
+#[derive(Clone, Copy, Debug)]
+pub struct PartialRow {
+    /// Index into the configured dimensions.
+    pub dim: u8,
+    /// The row.
+    pub row: Row,
+    /// Index into [`PartialBatch::sketches`], or [`NO_SKETCH`].
+    pub sketch: u32,
+}
+
+/// What one shard sends one owner at the end of a second.
+#[derive(Clone, Debug, Default)]
+pub struct PartialBatch {
+    /// Second closed (Unix seconds).
+    pub second: u64,
+    /// Sending shard.
+    pub from: u16,
+    /// Rows owned by the receiver.
+    pub rows: Vec<PartialRow>,
+    /// Distinct-count sketches referenced by rows.
+    pub sketches: Vec<Hll>,
+}
+
+/// The owner shard of a key.
+#[inline]
+pub fn owner_of(key: &Key, shards: usize) -> usize {
+    if shards <= 1 {
+        0
+    } else {
+        (key.stable_hash() % shards as u64) as usize
+    }
+}
+
+/// The per-shard open window: one bounded table per dimension.
+///
+/// Lives on: one shard core.
+pub struct ShardWindow {
+    dims: Vec<Dimension>,
+    tables: Vec<KeyTable>,
+    long_ms: u32,
+}
+
+impl ShardWindow {
+    /// An empty window.
+    pub fn new(cfg: &AggConfig) -> ShardWindow {
+        ShardWindow {
+            dims: cfg.dimensions.clone(),
+            tables: cfg
+                .dimensions
+                .iter()
+                .map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some()))
+                .collect(),
+            long_ms: cfg.long_flow_ms,
+        }
+    }
+
+    /// Adds one record to every dimension.
+    #[inline]
+    pub fn add(&mut self, r: &FlowRecord) {
+        for (d, t) in self.dims.iter().zip(self.tables.iter_mut()) {
+            t.add(d.key(r), r, self.long_ms, d.distinct_item(r));
+        }
+    }
+
+    /// Rows evicted to `other` so far, summed over dimensions.
+    pub fn evictions(&self) -> u64 {
+        self.tables.iter().map(|t| t.evictions).sum()
+    }
+
+    /// Closes the second: one batch per owner shard (index = owner), the tables emptied.
+    pub fn close(&mut self, second: u64, from: u16, owners: usize) -> Vec<PartialBatch> {
+        let mut out: Vec<PartialBatch> =
+            (0..owners.max(1)).map(|_| PartialBatch { second, from, ..Default::default() }).collect();
+        for (di, t) in self.tables.iter_mut().enumerate() {
+            t.drain(|row, sk| {
+                let b = &mut out[owner_of(&row.key, owners)];
+                let sketch = match sk {
+                    Some(s) if !s.is_empty() => {
+                        b.sketches.push(*s);
+                        (b.sketches.len() - 1) as u32
+                    }
+                    _ => NO_SKETCH,
+                };
+                b.rows.push(PartialRow { dim: di as u8, row: *row, sketch });
+            });
+        }
+        out
+    }
+}
+
+/// A finished row as the owner emits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnedRow {
+    /// Index into the configured dimensions.
+    pub dim: u8,
+    /// Counters.
+    pub row: Row,
+    /// Distinct-count estimate, where the dimension tracks one.
+    pub distinct: Option<u64>,
+}
+
+/// The owner's merge of all shards' partials for one second.
+///
+/// Lives on: one shard core (for the keys it owns).
+pub struct OwnerWindow {
+    tables: Vec<KeyTable>,
+    dims: Vec<Dimension>,
+    top_k: usize,
+}
+
+impl OwnerWindow {
+    /// An empty owner window; `owners` splits `top_k` evenly.
+    pub fn new(cfg: &AggConfig, owners: usize) -> OwnerWindow {
+        let owners = owners.max(1);
+        OwnerWindow {
+            tables: cfg
+                .dimensions
+                .iter()
+                .map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some()))
+                .collect(),
+            dims: cfg.dimensions.clone(),
+            top_k: cfg.top_k.div_ceil(owners).max(1),
+        }
+    }
+
+    /// Merges one partial batch.
+    pub fn merge(&mut self, b: &PartialBatch) {
+        for pr in &b.rows {
+            let Some(t) = self.tables.get_mut(pr.dim as usize) else { continue };
+            t.merge(&pr.row, b.sketches.get(pr.sketch as usize));
+        }
+    }
+
+    /// Finishes the second: `observe` sees every merged row first (detection must see keys the
+    /// top-K cut is about to fold away), then the top rows per dimension (plus `other`) are
+    /// appended to `out`; tables are emptied.
+    pub fn finish_with(&mut self, mut observe: impl FnMut(u8, &Row, Option<u64>), out: &mut Vec<OwnedRow>) {
+        for (di, t) in self.tables.iter_mut().enumerate() {
+            let has = self.dims[di].distinct_name().is_some();
+            for (i, row) in t.rows.iter().enumerate() {
+                let d = if has { t.sketches.get(i).map(|s| s.estimate()) } else { None };
+                observe(di as u8, row, d);
+            }
+            t.truncate_top(self.top_k);
+            t.drain(|row, sk| {
+                out.push(OwnedRow {
+                    dim: di as u8,
+                    row: *row,
+                    distinct: if has { Some(sk.map_or(0, |s| s.estimate())) } else { None },
+                })
+            });
+        }
+    }
+
+    /// [`OwnerWindow::finish_with`] without an observer.
+    pub fn finish(&mut self, out: &mut Vec<OwnedRow>) {
+        self.finish_with(|_, _, _| {}, out)
+    }
+
+    /// Rows folded into `other` by the owner's bounds.
+    pub fn evictions(&self) -> u64 {
+        self.tables.iter().map(|t| t.evictions).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Ip;
+
+    fn rec(src: u32, bytes: u64) -> FlowRecord {
+        FlowRecord { src: Ip::from_v4(src), dst: Ip::from_v4(1), bytes, packets: 1, proto: 6, ..Default::default() }
+    }
+
+    #[test]
+    fn eviction_keeps_sum_and_heavy_hitters() {
+        let mut t = KeyTable::new(64, true);
+        let mut total = 0;
+        for i in 0..10_000u32 {
+            let r = rec(i, 10);
+            t.add(Dimension::SrcIp.key(&r), &r, 2000, Dimension::SrcIp.distinct_item(&r));
+            total += 10;
+            let h = rec(0xdead, 1000);
+            t.add(Dimension::SrcIp.key(&h), &h, 2000, None);
+            total += 1000;
+        }
+        assert!(t.len() <= 64);
+        let mut sum = 0;
+        let mut heavy = 0;
+        t.drain(|r, _| {
+            sum += r.bytes;
+            if r.key.ip == Ip::from_v4(0xdead) {
+                heavy = r.bytes;
+            }
+        });
+        assert_eq!(sum, total);
+        assert_eq!(heavy, 10_000_000);
+    }
+
+    #[test]
+    fn shard_to_owner_roundtrip() {
+        let cfg = AggConfig { top_k: 10_000, ..AggConfig::default() };
+        let mut w = ShardWindow::new(&cfg);
+        for i in 0..100 {
+            w.add(&rec(i, 100));
+        }
+        let batches = w.close(7, 0, 3);
+        let mut total = 0;
+        for (o, b) in batches.iter().enumerate() {
+            let mut ow = OwnerWindow::new(&cfg, 3);
+            ow.merge(b);
+            let mut out = Vec::new();
+            ow.finish(&mut out);
+            for r in out.iter().filter(|r| cfg.dimensions[r.dim as usize] == Dimension::SrcIp) {
+                assert_eq!(owner_of(&r.row.key, 3), o);
+                total += r.row.bytes;
+            }
+        }
+        assert_eq!(total, 100 * 100);
+    }
+}

@@ -1,0 +1,456 @@
+//! Sans-I/O layer-1 anomaly detection: per (dimension, key, metric) exponentially weighted mean
+//! and variance (Welford-style update) on `ln(1 + value)`, a calibrated score, a |z| threshold,
+//! warm-up, cooldown, and CUSUM for sustained level shifts.
+//!
+//! **Why the log scale.** Per-second traffic counts are heavy-tailed and multiplicative; on raw
+//! values a doubling of a big key and a blip of a tiny key look alike to a z-score. On
+//! `ln(1 + x)` a z of 3.5 means "several times the usual", whatever the key's size.
+//!
+//! **Why spreading.** Exporters emit a long flow once per active timeout (often 60 s): on
+//! arrival time, a steady elephant is a sawtooth. Rollups stay exact by arrival, but the detector
+//! sees each long record (duration > `long_flow_ms`) spread evenly over its own duration: the
+//! rate `bytes / duration` is added now and removed `duration` seconds later (a 256-slot timing
+//! wheel). A steady elephant becomes a flat line; a surge of short flows still shows in the
+//! second it arrives.
+//!
+//! **Robustness.** An anomalous value moves the baseline only as far as the threshold (clamped
+//! update), so an attack does not teach the detector that attacks are normal.
+//!
+//! **Bounded.** State exists only for tracked keys: at most `max_tracked` per dimension per
+//! owner shard; idle keys are evicted, and when full the least active sampled key is replaced.
+//!
+//! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
+
+use crate::aggregate::Row;
+use crate::model::{Alert, AlertKind, Dimension, Key, Metric};
+use rustc_hash::FxHashMap;
+
+/// Timing-wheel size: the longest spread, seconds.
+pub const WHEEL: usize = 256;
+
+/// Detector settings.
+#[derive(Clone, Debug)]
+pub struct DetectConfig {
+    /// Dimensions whose keys get detectors.
+    pub dimensions: Vec<Dimension>,
+    /// EWMA weight of a new second (0 < alpha < 1).
+    pub alpha: f64,
+    /// Seconds of history before a key may alert.
+    pub warmup_s: u32,
+    /// |z| above which a second is anomalous.
+    pub z_threshold: f64,
+    /// Floor for the standard deviation on the log scale.
+    pub min_std: f64,
+    /// Seconds after an alert during which the same (key, metric) stays quiet.
+    pub cooldown_s: u64,
+    /// CUSUM slack (in standard deviations).
+    pub cusum_k: f64,
+    /// CUSUM decision threshold.
+    pub cusum_h: f64,
+    /// Alert when a key drops far below its baseline (e.g. an interface goes silent).
+    pub drop_alerts: bool,
+    /// Consecutive low seconds before a drop alert.
+    pub drop_confirm_s: u8,
+    /// Smallest per-second values worth an alert, per metric (bytes, packets, flows, distinct).
+    pub min_value: [f64; 4],
+    /// Tracked keys per dimension per owner shard.
+    pub max_tracked: usize,
+    /// A tracked key unseen this long is forgotten, seconds.
+    pub idle_evict_s: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            dimensions: vec![
+                Dimension::Total,
+                Dimension::SrcIp,
+                Dimension::DstIp,
+                Dimension::DstPort,
+                Dimension::ExporterInIf,
+            ],
+            alpha: 0.02,
+            warmup_s: 30,
+            z_threshold: 3.5,
+            min_std: 0.3,
+            cooldown_s: 30,
+            cusum_k: 1.0,
+            cusum_h: 12.0,
+            drop_alerts: true,
+            drop_confirm_s: 2,
+            min_value: [100_000.0, 100.0, 20.0, 20.0],
+            max_tracked: 10_000,
+            idle_evict_s: 900,
+        }
+    }
+}
+
+/// One metric's streaming state (40 bytes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricState {
+    n: u32,
+    low_run: u8,
+    mean: f64,
+    var: f64,
+    cpos: f64,
+    cneg: f64,
+    last_alert: u64,
+}
+
+/// The result of one update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// Calibrated anomaly score in [0, 1] (two-sided normal tail on the log scale).
+    pub score: f64,
+    /// Standardised deviation.
+    pub z: f64,
+    /// Baseline on the original scale (`exp(mean) - 1`).
+    pub baseline: f64,
+    /// An alert, if one fires this second.
+    pub alert: Option<AlertKind>,
+}
+
+/// `erf` (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let s = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    s * y
+}
+
+/// Calibrated score for a standardised deviation: `P(|Z| < |z|)` under the baseline.
+#[inline]
+pub fn score_of(z: f64) -> f64 {
+    erf(z.abs() / std::f64::consts::SQRT_2).clamp(0.0, 1.0)
+}
+
+impl MetricState {
+    /// Feeds one second's value; `second` drives the cooldown.
+    pub fn update(&mut self, cfg: &DetectConfig, metric: usize, x: f64, second: u64) -> Verdict {
+        let y = x.max(0.0).ln_1p();
+        if self.n == 0 {
+            self.n = 1;
+            self.mean = y;
+            self.var = 0.0;
+            return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
+        }
+        let std = self.var.sqrt().max(cfg.min_std);
+        let z = (y - self.mean) / std;
+        let baseline = self.mean.exp_m1();
+        let warm = self.n >= cfg.warmup_s;
+        let thr = cfg.z_threshold;
+        let floor = cfg.min_value[metric];
+        let mut alert = None;
+        if warm {
+            let cooled = second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
+            if z > thr && x >= floor {
+                alert = Some(AlertKind::Spike);
+            } else if z < -thr && cfg.drop_alerts && baseline >= floor {
+                self.low_run = self.low_run.saturating_add(1);
+                if self.low_run >= cfg.drop_confirm_s {
+                    alert = Some(AlertKind::Drop);
+                }
+            } else {
+                self.low_run = 0;
+            }
+            self.cpos = (self.cpos + z - cfg.cusum_k).max(0.0);
+            self.cneg = (self.cneg - z - cfg.cusum_k).max(0.0);
+            if alert.is_none()
+                && (self.cpos > cfg.cusum_h && x >= floor || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor)
+            {
+                alert = Some(AlertKind::LevelShift);
+            }
+            if alert.is_some() {
+                self.cpos = 0.0;
+                self.cneg = 0.0;
+                self.low_run = 0;
+                if cooled {
+                    self.last_alert = second;
+                } else {
+                    alert = None;
+                }
+            }
+        }
+        // Clamped (robust) Welford-style EWMA update.
+        let alpha = if warm { cfg.alpha } else { cfg.alpha.max(1.0 / (self.n as f64 + 1.0)) };
+        let yc = if warm { self.mean + z.clamp(-thr, thr) * std } else { y };
+        let diff = yc - self.mean;
+        let incr = alpha * diff;
+        self.mean += incr;
+        self.var = (1.0 - alpha) * (self.var + diff * incr);
+        self.n = self.n.saturating_add(1);
+        Verdict { score: score_of(z), z, baseline, alert }
+    }
+
+    /// Seconds of history.
+    pub fn samples(&self) -> u32 {
+        self.n
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    key: Key,
+    gen: u32,
+    last_seen: u64,
+    /// Detector input this second from short records, per metric.
+    cur: [f64; 4],
+    /// Current spread rate of long records (bytes, packets, flows).
+    spread: [f64; 3],
+    m: [MetricState; 4],
+    activity: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Decrement {
+    slot: u32,
+    gen: u32,
+    amt: [f32; 3],
+}
+
+/// Detectors for the keys of one dimension on one owner shard.
+pub struct DimDetector {
+    dim: Dimension,
+    index: FxHashMap<Key, u32>,
+    keys: Vec<Tracked>,
+    wheel: Vec<Vec<Decrement>>,
+    next_gen: u32,
+    rng: u64,
+    /// Keys forgotten (idle or replaced).
+    pub evicted: u64,
+    /// Long records whose spread did not fit the wheel (applied at once).
+    pub spread_overflow: u64,
+}
+
+impl DimDetector {
+    /// Detectors for one dimension.
+    pub fn new(dim: Dimension, cfg: &DetectConfig) -> DimDetector {
+        DimDetector {
+            dim,
+            index: FxHashMap::default(),
+            keys: Vec::with_capacity(cfg.max_tracked.min(1 << 16)),
+            wheel: (0..WHEEL).map(|_| Vec::new()).collect(),
+            next_gen: 1,
+            rng: 0x2545_f491_4f6c_dd1d,
+            evicted: 0,
+            spread_overflow: 0,
+        }
+    }
+
+    /// Keys tracked.
+    pub fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn slot_for(&mut self, key: Key, cfg: &DetectConfig) -> usize {
+        if let Some(&i) = self.index.get(&key) {
+            return i as usize;
+        }
+        if self.keys.len() >= cfg.max_tracked.max(1) {
+            // Replace the least active of 8 sampled keys.
+            let n = self.keys.len();
+            let mut victim = 0;
+            let mut least = f64::MAX;
+            for _ in 0..8 {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let i = (self.rng % n as u64) as usize;
+                if self.keys[i].activity < least {
+                    least = self.keys[i].activity;
+                    victim = i;
+                }
+            }
+            self.remove(victim);
+        }
+        let i = self.keys.len();
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.keys.push(Tracked {
+            key,
+            gen: self.next_gen,
+            last_seen: 0,
+            cur: [0.0; 4],
+            spread: [0.0; 3],
+            m: [MetricState::default(); 4],
+            activity: 0.0,
+        });
+        self.index.insert(key, i as u32);
+        i
+    }
+
+    fn remove(&mut self, i: usize) {
+        let t = self.keys.swap_remove(i);
+        self.index.remove(&t.key);
+        if i < self.keys.len() {
+            let moved = self.keys[i].key;
+            self.index.insert(moved, i as u32);
+        }
+        self.evicted += 1;
+    }
+
+    /// Applies the wheel slot of `second` (spreads that end now).
+    pub fn begin_second(&mut self, second: u64) {
+        let slot = (second % WHEEL as u64) as usize;
+        let mut decs = std::mem::take(&mut self.wheel[slot]);
+        for d in decs.drain(..) {
+            if let Some(t) = self.keys.get_mut(d.slot as usize) {
+                if t.gen == d.gen {
+                    for m in 0..3 {
+                        t.spread[m] = (t.spread[m] - d.amt[m] as f64).max(0.0);
+                    }
+                }
+            }
+        }
+        self.wheel[slot] = decs;
+    }
+
+    /// Feeds one merged row of this second (before any top-K cut).
+    pub fn observe(&mut self, row: &Row, distinct: Option<u64>, second: u64, cfg: &DetectConfig) {
+        if row.key.is_other() {
+            return;
+        }
+        let i = self.slot_for(row.key, cfg);
+        let gen = self.keys[i].gen;
+        let t = &mut self.keys[i];
+        t.last_seen = second;
+        t.cur = [
+            (row.bytes - row.long_bytes) as f64,
+            (row.packets - row.long_packets) as f64,
+            (row.flows - row.long_flows) as f64,
+            distinct.unwrap_or(0) as f64,
+        ];
+        if row.long_flows > 0 {
+            let dur_s = (row.long_dur_ms / row.long_flows / 1000).clamp(1, WHEEL as u64 - 1);
+            let rate = [
+                row.long_bytes as f64 / dur_s as f64,
+                row.long_packets as f64 / dur_s as f64,
+                row.long_flows as f64 / dur_s as f64,
+            ];
+            let slot = ((second + dur_s) % WHEEL as u64) as usize;
+            let w = &mut self.wheel[slot];
+            if w.len() < cfg.max_tracked.max(1024) * 2 {
+                for m in 0..3 {
+                    t.spread[m] += rate[m];
+                }
+                w.push(Decrement { slot: i as u32, gen, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
+            } else {
+                for m in 0..3 {
+                    t.cur[m] += [row.long_bytes, row.long_packets, row.long_flows][m] as f64;
+                }
+                self.spread_overflow += 1;
+            }
+        }
+    }
+
+    /// Updates every tracked key for `second` (absent keys see 0) and emits alerts.
+    pub fn end_second(&mut self, second: u64, cfg: &DetectConfig, alerts: &mut Vec<Alert>) {
+        let mut i = 0;
+        while i < self.keys.len() {
+            let t = &mut self.keys[i];
+            let seen = t.last_seen == second;
+            let spreading = t.spread.iter().any(|&s| s > 0.0);
+            if !seen && !spreading && second.saturating_sub(t.last_seen) > cfg.idle_evict_s {
+                self.remove(i);
+                continue;
+            }
+            let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
+            let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
+            for (m, &x) in vals.iter().enumerate().take(n_metrics) {
+                let v = t.m[m].update(cfg, m, x, second);
+                if let Some(kind) = v.alert {
+                    alerts.push(Alert {
+                        second,
+                        layer: 1,
+                        dimension: self.dim,
+                        key: t.key,
+                        metric: Metric::ALL[m],
+                        kind,
+                        value: x,
+                        baseline: v.baseline,
+                        score: v.score,
+                        z: v.z,
+                    });
+                }
+            }
+            t.activity = t.activity * 0.95 + vals[0] * 0.05;
+            t.cur = [0.0; 4];
+            i += 1;
+        }
+    }
+}
+
+/// All detectors of one owner shard, one per detected dimension.
+pub struct Detectors {
+    cfg: DetectConfig,
+    /// Per aggregation-dimension index: the detector, if this dimension is detected.
+    per_dim: Vec<Option<DimDetector>>,
+}
+
+impl Detectors {
+    /// Detectors for the aggregation dimensions `agg_dims` that `cfg` names.
+    pub fn new(cfg: &DetectConfig, agg_dims: &[Dimension]) -> Detectors {
+        Detectors {
+            per_dim: agg_dims
+                .iter()
+                .map(|d| cfg.dimensions.contains(d).then(|| DimDetector::new(*d, cfg)))
+                .collect(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Starts a second.
+    pub fn begin_second(&mut self, second: u64) {
+        for d in self.per_dim.iter_mut().flatten() {
+            d.begin_second(second);
+        }
+    }
+
+    /// Feeds one merged row of aggregation dimension index `dim`.
+    #[inline]
+    pub fn observe(&mut self, dim: u8, row: &Row, distinct: Option<u64>, second: u64) {
+        if let Some(Some(d)) = self.per_dim.get_mut(dim as usize) {
+            d.observe(row, distinct, second, &self.cfg);
+        }
+    }
+
+    /// Ends a second, appending alerts.
+    pub fn end_second(&mut self, second: u64, alerts: &mut Vec<Alert>) {
+        for d in self.per_dim.iter_mut().flatten() {
+            d.end_second(second, &self.cfg, alerts);
+        }
+    }
+
+    /// Keys tracked over all dimensions.
+    pub fn tracked(&self) -> usize {
+        self.per_dim.iter().flatten().map(|d| d.tracked()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_series_is_quiet_and_spike_alerts() {
+        let cfg = DetectConfig::default();
+        let mut m = MetricState::default();
+        let mut x = 1.0e6;
+        for s in 1..600u64 {
+            x = 1.0e6 * (1.0 + 0.1 * ((s as f64) * 0.7).sin());
+            assert_eq!(m.update(&cfg, 0, x, s).alert, None, "second {s}");
+        }
+        let v = m.update(&cfg, 0, x * 20.0, 600);
+        assert_eq!(v.alert, Some(AlertKind::Spike));
+        assert!(v.score > 0.999);
+    }
+
+    #[test]
+    fn score_is_calibrated() {
+        assert!((score_of(1.96) - 0.95).abs() < 1e-3);
+        assert!(score_of(0.0) < 1e-9);
+    }
+}

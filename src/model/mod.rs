@@ -1,0 +1,476 @@
+//! Plain data that crosses cores: [`FlowRecord`], addresses, [`Dimension`] keys, [`Rollup`] and
+//! [`Alert`].
+//!
+//! Depends on nothing but `std` and `serde`; reads no clock. Every type here is `Copy` or owns
+//! plain vectors, so batches of them can be moved between shard cores and I/O cores.
+//!
+//! Lives on: every core.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IPv4 or IPv6 address as one `u128`: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so keys
+/// hash and compare as one integer and v4/v6 share one code path.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Ip(pub u128);
+
+const V4_MAPPED_PREFIX: u128 = 0xffff_0000_0000;
+
+impl Ip {
+    /// The unspecified address (`::`), used where a record carries no address.
+    pub const UNSPECIFIED: Ip = Ip(0);
+
+    /// An IPv4 address from its big-endian `u32` value.
+    #[inline]
+    pub const fn from_v4(v: u32) -> Ip {
+        Ip(V4_MAPPED_PREFIX | v as u128)
+    }
+
+    /// An IPv6 address from its 16 network-order bytes.
+    #[inline]
+    pub const fn from_v6(b: [u8; 16]) -> Ip {
+        Ip(u128::from_be_bytes(b))
+    }
+
+    /// Whether this is an IPv4 (mapped) address.
+    #[inline]
+    pub const fn is_v4(self) -> bool {
+        self.0 >> 32 == 0xffff
+    }
+
+    /// The address as `std::net::IpAddr`.
+    pub fn to_std(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::from(self.0 as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl From<IpAddr> for Ip {
+    fn from(a: IpAddr) -> Ip {
+        match a {
+            IpAddr::V4(v4) => Ip::from_v4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Ip::from_v4(u32::from(v4)),
+                None => Ip(u128::from(v6)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Ip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_std().fmt(f)
+    }
+}
+
+impl fmt::Debug for Ip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The flow protocol a datagram was sniffed as.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Cisco NetFlow version 5.
+    NetflowV5,
+    /// Cisco NetFlow version 9 (RFC 3954).
+    NetflowV9,
+    /// IPFIX (RFC 7011).
+    Ipfix,
+    /// sFlow version 5.
+    Sflow5,
+}
+
+impl Protocol {
+    /// All protocols, in counter order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::NetflowV5,
+        Protocol::NetflowV9,
+        Protocol::Ipfix,
+        Protocol::Sflow5,
+    ];
+    /// Stable label (used in counters and logs).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Protocol::NetflowV5 => "netflow_v5",
+            Protocol::NetflowV9 => "netflow_v9",
+            Protocol::Ipfix => "ipfix",
+            Protocol::Sflow5 => "sflow_v5",
+        }
+    }
+    /// Index into per-protocol counter arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One decoded flow, fixed-size and `Copy`: what every decoder produces and every aggregator
+/// consumes. Byte and packet counts are already multiplied by the sampling rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// Address the datagram came from (NetFlow/IPFIX) or the sFlow agent address.
+    pub exporter: Ip,
+    /// Source address.
+    pub src: Ip,
+    /// Destination address.
+    pub dst: Ip,
+    /// Source transport port (0 where none).
+    pub src_port: u16,
+    /// Destination transport port (0 where none; ICMP type/code for ICMP when exported so).
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// OR of the TCP flags seen.
+    pub tcp_flags: u8,
+    /// IP type of service / traffic class.
+    pub tos: u8,
+    /// Octets, scaled by the sampling rate.
+    pub bytes: u64,
+    /// Packets, scaled by the sampling rate.
+    pub packets: u64,
+    /// Input interface index (SNMP ifIndex).
+    pub in_if: u32,
+    /// Output interface index.
+    pub out_if: u32,
+    /// Source autonomous system.
+    pub src_as: u32,
+    /// Destination autonomous system.
+    pub dst_as: u32,
+    /// Sampling rate applied (1 = unsampled).
+    pub sampling_rate: u32,
+    /// Flow duration in milliseconds (last - first switched); 0 for packet samples.
+    pub duration_ms: u32,
+}
+
+/// A rollup dimension: what a 1-second aggregate is keyed by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    /// One key for all traffic.
+    Total,
+    /// Source address.
+    SrcIp,
+    /// Destination address.
+    DstIp,
+    /// Source port with protocol.
+    SrcPort,
+    /// Destination port with protocol (the service).
+    DstPort,
+    /// IP protocol.
+    Proto,
+    /// Exporter address.
+    Exporter,
+    /// Exporter address with input interface.
+    ExporterInIf,
+    /// Exporter address with output interface.
+    ExporterOutIf,
+    /// Source AS.
+    SrcAs,
+    /// Destination AS.
+    DstAs,
+}
+
+impl Dimension {
+    /// Every dimension, in a stable order.
+    pub const ALL: [Dimension; 11] = [
+        Dimension::Total,
+        Dimension::SrcIp,
+        Dimension::DstIp,
+        Dimension::SrcPort,
+        Dimension::DstPort,
+        Dimension::Proto,
+        Dimension::Exporter,
+        Dimension::ExporterInIf,
+        Dimension::ExporterOutIf,
+        Dimension::SrcAs,
+        Dimension::DstAs,
+    ];
+
+    /// Stable name, as in the config file and in every output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dimension::Total => "total",
+            Dimension::SrcIp => "src_ip",
+            Dimension::DstIp => "dst_ip",
+            Dimension::SrcPort => "src_port",
+            Dimension::DstPort => "dst_port",
+            Dimension::Proto => "proto",
+            Dimension::Exporter => "exporter",
+            Dimension::ExporterInIf => "exporter_in_if",
+            Dimension::ExporterOutIf => "exporter_out_if",
+            Dimension::SrcAs => "src_as",
+            Dimension::DstAs => "dst_as",
+        }
+    }
+
+    /// Parses a dimension name.
+    pub fn from_name(s: &str) -> Option<Dimension> {
+        Dimension::ALL.iter().copied().find(|d| d.name() == s)
+    }
+
+    /// The key of a record in this dimension.
+    #[inline]
+    pub fn key(self, r: &FlowRecord) -> Key {
+        match self {
+            Dimension::Total => Key::new(Ip::UNSPECIFIED, 0),
+            Dimension::SrcIp => Key::new(r.src, 0),
+            Dimension::DstIp => Key::new(r.dst, 0),
+            Dimension::SrcPort => Key::new(Ip::UNSPECIFIED, (r.src_port as u32) << 8 | r.proto as u32),
+            Dimension::DstPort => Key::new(Ip::UNSPECIFIED, (r.dst_port as u32) << 8 | r.proto as u32),
+            Dimension::Proto => Key::new(Ip::UNSPECIFIED, r.proto as u32),
+            Dimension::Exporter => Key::new(r.exporter, 0),
+            Dimension::ExporterInIf => Key::new(r.exporter, r.in_if),
+            Dimension::ExporterOutIf => Key::new(r.exporter, r.out_if),
+            Dimension::SrcAs => Key::new(Ip::UNSPECIFIED, r.src_as),
+            Dimension::DstAs => Key::new(Ip::UNSPECIFIED, r.dst_as),
+        }
+    }
+
+    /// The item whose distinct count this dimension tracks per key, if any: destination
+    /// ports (with protocol) per source address (scans), source addresses per destination (fan-in).
+    #[inline]
+    pub fn distinct_item(self, r: &FlowRecord) -> Option<u128> {
+        match self {
+            Dimension::SrcIp => Some((r.dst_port as u128) << 8 | r.proto as u128),
+            Dimension::DstIp => Some(r.src.0),
+            _ => None,
+        }
+    }
+
+    /// Name of the distinct-count field in outputs, if this dimension has one.
+    pub const fn distinct_name(self) -> Option<&'static str> {
+        match self {
+            Dimension::SrcIp => Some("distinct_dst_ports"),
+            Dimension::DstIp => Some("distinct_src_ips"),
+            _ => None,
+        }
+    }
+
+    /// Formats a key of this dimension for humans and outputs.
+    pub fn format_key(self, k: &Key) -> String {
+        if k.is_other() {
+            return "other".to_string();
+        }
+        match self {
+            Dimension::Total => "total".to_string(),
+            Dimension::SrcIp | Dimension::DstIp | Dimension::Exporter => k.ip.to_string(),
+            Dimension::SrcPort | Dimension::DstPort => {
+                format!("{}/{}", k.num >> 8, proto_name((k.num & 0xff) as u8))
+            }
+            Dimension::Proto => proto_name(k.num as u8).to_string(),
+            Dimension::ExporterInIf | Dimension::ExporterOutIf => format!("{}:{}", k.ip, k.num),
+            Dimension::SrcAs | Dimension::DstAs => format!("AS{}", k.num),
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A short protocol name for the common protocols, else the number.
+pub fn proto_name(p: u8) -> std::borrow::Cow<'static, str> {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string().into(),
+    }
+}
+
+/// A dimension key: an address and a number, interpreted per [`Dimension`]. The `other` key
+/// collects everything a bounded table folded away.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+pub struct Key {
+    /// Address part (unspecified where the dimension has none).
+    pub ip: Ip,
+    /// Number part (port<<8|proto, interface, AS, protocol).
+    pub num: u32,
+    /// 1 for the `other` key, else 0.
+    pub other: u8,
+}
+
+impl Key {
+    /// A regular key.
+    #[inline]
+    pub const fn new(ip: Ip, num: u32) -> Key {
+        Key { ip, num, other: 0 }
+    }
+    /// The `other` key of every dimension.
+    pub const OTHER: Key = Key { ip: Ip(0), num: 0, other: 1 };
+    /// Whether this is the `other` key.
+    #[inline]
+    pub const fn is_other(&self) -> bool {
+        self.other != 0
+    }
+    /// A 64-bit hash, stable across processes and shard counts (decides the owner shard).
+    #[inline]
+    pub fn stable_hash(&self) -> u64 {
+        let a = mix64((self.ip.0 as u64) ^ mix64((self.ip.0 >> 64) as u64));
+        mix64(a ^ ((self.num as u64) << 8 | self.other as u64))
+    }
+}
+
+/// A strong 64-bit finaliser (splitmix64/murmur3 fmix).
+#[inline]
+pub const fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One finished 1-second aggregate of one key of one dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollup {
+    /// Window start, Unix seconds (arrival time).
+    pub second: u64,
+    /// Dimension.
+    pub dimension: Dimension,
+    /// Key within the dimension.
+    pub key: Key,
+    /// Octets (sampling-scaled).
+    pub bytes: u64,
+    /// Packets (sampling-scaled).
+    pub packets: u64,
+    /// Flow records.
+    pub flows: u64,
+    /// Distinct count (destination ports per source / sources per destination), if tracked.
+    pub distinct: Option<u64>,
+}
+
+/// The metric a detector watches.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Octets per second.
+    Bytes,
+    /// Packets per second.
+    Packets,
+    /// Flow records per second.
+    Flows,
+    /// Distinct count per second (ports per source, sources per destination).
+    Distinct,
+}
+
+impl Metric {
+    /// Every metric, in state order.
+    pub const ALL: [Metric; 4] = [Metric::Bytes, Metric::Packets, Metric::Flows, Metric::Distinct];
+    /// Stable name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Metric::Bytes => "bytes",
+            Metric::Packets => "packets",
+            Metric::Flows => "flows",
+            Metric::Distinct => "distinct",
+        }
+    }
+}
+
+/// What kind of deviation an alert reports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Far above the baseline in one second.
+    Spike,
+    /// Far below the baseline (e.g. an interface went silent).
+    Drop,
+    /// A sustained shift found by CUSUM.
+    LevelShift,
+}
+
+/// One anomaly, from any detection layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Second the anomaly was seen (Unix seconds).
+    pub second: u64,
+    /// Detection layer (1 = inline on the shards).
+    pub layer: u8,
+    /// Dimension of the key.
+    pub dimension: Dimension,
+    /// The key.
+    pub key: Key,
+    /// Metric.
+    pub metric: Metric,
+    /// Kind of deviation.
+    pub kind: AlertKind,
+    /// Observed value (per second, on the detector's signal).
+    pub value: f64,
+    /// Baseline (expected) value per second.
+    pub baseline: f64,
+    /// Calibrated anomaly score in [0, 1].
+    pub score: f64,
+    /// Standardised deviation on the transformed scale.
+    pub z: f64,
+}
+
+impl Alert {
+    /// A human-readable reason.
+    pub fn reason(&self) -> String {
+        let dir = match self.kind {
+            AlertKind::Spike => "above",
+            AlertKind::Drop => "below",
+            AlertKind::LevelShift => "shifted from",
+        };
+        format!(
+            "{} {} {}/s is {} baseline {:.0}/s (z={:.1}, score={:.3})",
+            self.dimension.format_key(&self.key),
+            self.metric.name(),
+            fmt_num(self.value),
+            dir,
+            self.baseline,
+            self.z,
+            self.score
+        )
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_roundtrip_v4_v6() {
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let ip = Ip::from(a);
+        assert!(ip.is_v4());
+        assert_eq!(ip.to_std(), a);
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let ip6 = Ip::from(b);
+        assert!(!ip6.is_v4());
+        assert_eq!(ip6.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn key_formats() {
+        let r = FlowRecord { dst_port: 443, proto: 6, ..Default::default() };
+        assert_eq!(Dimension::DstPort.format_key(&Dimension::DstPort.key(&r)), "443/tcp");
+        assert_eq!(Dimension::DstPort.format_key(&Key::OTHER), "other");
+        assert_eq!(Dimension::from_name("exporter_in_if"), Some(Dimension::ExporterInIf));
+    }
+}

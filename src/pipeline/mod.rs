@@ -1,0 +1,421 @@
+//! The sans-I/O data path, in the three roles every deployment has:
+//!
+//! * [`ShardCore`] — decode datagrams and pre-aggregate the open second; at the end of the
+//!   second, split the partial aggregates by owner.
+//! * [`OwnerCore`] — merge the partials of all shards for the keys this shard owns, run layer-1
+//!   detection on the merged rows (before any top-K cut), emit the top rows and alerts.
+//! * [`Assembler`] — collect the outputs of all owners for one second, merge the per-owner
+//!   `other` rows into one, and hand a complete [`SecondOutput`] to the sinks.
+//!
+//! The live runtime ([`crate::shard`]) moves [`PartialBatch`]es and [`OwnerOutput`]s between cores
+//! over bounded channels; [`Engine`] runs the same three roles in one thread for `replay`,
+//! tests and benches. Both call exactly this code.
+//!
+//! May depend on: `model`, `decode`, `aggregate`, `detect`. Lives on: shard cores (ShardCore,
+//! OwnerCore), I/O core (Assembler), replay thread (Engine).
+
+use crate::aggregate::{AggConfig, OwnedRow, OwnerWindow, PartialBatch, ShardWindow};
+use crate::decode::{DecodeError, Decoded, Decoder, DecoderConfig, FlowSink, InterfaceCounters};
+use crate::detect::{DetectConfig, Detectors};
+use crate::model::{Alert, Dimension, FlowRecord, Ip, Rollup};
+use std::collections::VecDeque;
+
+/// Everything the pipeline needs to know.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineConfig {
+    /// Decoder settings.
+    pub decode: DecoderConfig,
+    /// Aggregation settings.
+    pub agg: AggConfig,
+    /// Detection settings (`None` disables layer 1).
+    pub detect: Option<DetectConfig>,
+}
+
+/// Per-shard ingest counters (plain integers; snapshotted off the hot path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestCounters {
+    /// Records aggregated.
+    pub records: u64,
+    /// Sum of scaled bytes of aggregated records.
+    pub bytes: u64,
+    /// Sum of scaled packets.
+    pub packets: u64,
+    /// Windows closed.
+    pub windows_closed: u64,
+    /// sFlow interface counter records seen.
+    pub counter_records: u64,
+}
+
+struct WindowSink<'a> {
+    w: &'a mut ShardWindow,
+    c: &'a mut IngestCounters,
+}
+
+impl FlowSink for WindowSink<'_> {
+    #[inline]
+    fn flow(&mut self, r: &FlowRecord) {
+        self.c.records += 1;
+        self.c.bytes += r.bytes;
+        self.c.packets += r.packets;
+        self.w.add(r);
+    }
+    fn counters(&mut self, _c: &InterfaceCounters) {
+        self.c.counter_records += 1;
+    }
+}
+
+/// Decode + pre-aggregate of one shard.
+///
+/// Lives on: one shard core.
+pub struct ShardCore {
+    /// Shard index.
+    pub id: u16,
+    shards: usize,
+    /// Decoder (templates, counters).
+    pub decoder: Decoder,
+    window: ShardWindow,
+    /// Ingest counters.
+    pub counters: IngestCounters,
+}
+
+impl ShardCore {
+    /// Shard `id` of `shards`.
+    pub fn new(cfg: &PipelineConfig, id: u16, shards: usize) -> ShardCore {
+        ShardCore {
+            id,
+            shards: shards.max(1),
+            decoder: Decoder::new(&cfg.decode),
+            window: ShardWindow::new(&cfg.agg),
+            counters: IngestCounters::default(),
+        }
+    }
+
+    /// Decodes one datagram from `source` at Unix second `now` into the open window.
+    #[inline]
+    pub fn ingest(&mut self, data: &[u8], source: Ip, now: u64) -> Result<Decoded, DecodeError> {
+        let mut sink = WindowSink { w: &mut self.window, c: &mut self.counters };
+        self.decoder.decode(data, source, now, &mut sink)
+    }
+
+    /// Closes the open window as `second`: one batch per owner (index = owner shard).
+    pub fn close(&mut self, second: u64) -> Vec<PartialBatch> {
+        self.counters.windows_closed += 1;
+        self.window.close(second, self.id, self.shards)
+    }
+
+    /// Rows folded into `other` by this shard's bounds.
+    pub fn evictions(&self) -> u64 {
+        self.window.evictions()
+    }
+}
+
+/// What one owner emits for one second.
+#[derive(Clone, Debug, Default)]
+pub struct OwnerOutput {
+    /// Second (Unix seconds).
+    pub second: u64,
+    /// Owner shard.
+    pub owner: u16,
+    /// Rows (top-K per dimension plus `other`).
+    pub rows: Vec<OwnedRow>,
+    /// Layer-1 alerts.
+    pub alerts: Vec<Alert>,
+}
+
+/// Owner counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerCounters {
+    /// Seconds finished.
+    pub seconds: u64,
+    /// Batches that arrived for a second already finished (merged into the open one).
+    pub late_batches: u64,
+    /// Seconds finished before every shard had reported (stalled shard).
+    pub forced: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+}
+
+/// Merge + detect for the keys one shard owns.
+///
+/// Lives on: one shard core.
+pub struct OwnerCore {
+    id: u16,
+    shards: usize,
+    window: OwnerWindow,
+    detectors: Option<Detectors>,
+    open: Option<u64>,
+    received: usize,
+    early: VecDeque<PartialBatch>,
+    last_finished: Option<u64>,
+    /// Counters.
+    pub counters: OwnerCounters,
+}
+
+impl OwnerCore {
+    /// Owner `id` of `shards`.
+    pub fn new(cfg: &PipelineConfig, id: u16, shards: usize) -> OwnerCore {
+        OwnerCore {
+            id,
+            shards: shards.max(1),
+            window: OwnerWindow::new(&cfg.agg, shards),
+            detectors: cfg.detect.as_ref().map(|d| Detectors::new(d, &cfg.agg.dimensions)),
+            open: None,
+            received: 0,
+            early: VecDeque::new(),
+            last_finished: None,
+            counters: OwnerCounters::default(),
+        }
+    }
+
+    /// Accepts one shard's batch; returns the finished seconds it completed.
+    pub fn accept(&mut self, b: PartialBatch, out: &mut Vec<OwnerOutput>) {
+        if self.last_finished.is_some_and(|l| b.second <= l) {
+            self.counters.late_batches += 1;
+            self.window.merge(&b);
+            return;
+        }
+        match self.open {
+            None => self.open = Some(b.second),
+            Some(s) if b.second > s => {
+                self.early.push_back(b);
+                return;
+            }
+            _ => {}
+        }
+        self.window.merge(&b);
+        self.received += 1;
+        if self.received >= self.shards {
+            self.finish_open(out);
+        }
+    }
+
+    /// Finishes the open second even if some shard has not reported (a stalled shard).
+    pub fn force(&mut self, out: &mut Vec<OwnerOutput>) {
+        if self.open.is_some() {
+            self.counters.forced += 1;
+            self.finish_open(out);
+        }
+    }
+
+    fn finish_open(&mut self, out: &mut Vec<OwnerOutput>) {
+        let Some(second) = self.open.take() else { return };
+        self.received = 0;
+        let mut o = OwnerOutput { second, owner: self.id, ..Default::default() };
+        if let Some(det) = self.detectors.as_mut() {
+            // Seconds with no batch at all (a gap in a capture) still age the detectors.
+            let from = self.last_finished.map_or(second, |l| (l + 1).max(second.saturating_sub(3600)));
+            for s in from..second {
+                det.begin_second(s);
+                det.end_second(s, &mut o.alerts);
+            }
+            det.begin_second(second);
+            self.window.finish_with(|dim, row, distinct| det.observe(dim, row, distinct, second), &mut o.rows);
+            det.end_second(second, &mut o.alerts);
+        } else {
+            self.window.finish_with(|_, _, _| {}, &mut o.rows);
+        }
+        self.counters.seconds += 1;
+        self.counters.alerts += o.alerts.len() as u64;
+        self.last_finished = Some(second);
+        out.push(o);
+        // Batches of the next second that came early.
+        let early = std::mem::take(&mut self.early);
+        for b in early {
+            self.accept(b, out);
+        }
+    }
+
+    /// Keys with detector state.
+    pub fn tracked(&self) -> usize {
+        self.detectors.as_ref().map_or(0, |d| d.tracked())
+    }
+}
+
+/// One complete second, ready for the sinks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecondOutput {
+    /// Second (Unix seconds).
+    pub second: u64,
+    /// Rollups, all dimensions.
+    pub rollups: Vec<Rollup>,
+    /// Alerts.
+    pub alerts: Vec<Alert>,
+}
+
+/// Collects the owners' outputs of each second and merges their `other` rows.
+///
+/// Lives on: the I/O core (and the replay thread).
+pub struct Assembler {
+    dims: Vec<Dimension>,
+    owners: usize,
+    pending: VecDeque<(u64, usize, SecondOutput)>,
+}
+
+impl Assembler {
+    /// An assembler for `owners` owners and the configured dimensions.
+    pub fn new(dims: &[Dimension], owners: usize) -> Assembler {
+        Assembler { dims: dims.to_vec(), owners: owners.max(1), pending: VecDeque::new() }
+    }
+
+    /// Adds one owner's output; complete seconds (in order) are appended to `done`.
+    pub fn add(&mut self, o: OwnerOutput, done: &mut Vec<SecondOutput>) {
+        let pos = match self.pending.iter().position(|(s, _, _)| *s == o.second) {
+            Some(p) => p,
+            None => {
+                let at = self.pending.iter().position(|(s, _, _)| *s > o.second).unwrap_or(self.pending.len());
+                self.pending.insert(at, (o.second, 0, SecondOutput { second: o.second, ..Default::default() }));
+                at
+            }
+        };
+        let entry = &mut self.pending[pos];
+        entry.1 += 1;
+        let so = &mut entry.2;
+        for r in o.rows {
+            let dimension = self.dims[r.dim as usize];
+            if r.row.key.is_other() {
+                if let Some(x) = so.rollups.iter_mut().find(|x| x.dimension == dimension && x.key.is_other()) {
+                    x.bytes += r.row.bytes;
+                    x.packets += r.row.packets;
+                    x.flows += r.row.flows;
+                    x.distinct = match (x.distinct, r.distinct) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    continue;
+                }
+            }
+            so.rollups.push(Rollup {
+                second: o.second,
+                dimension,
+                key: r.row.key,
+                bytes: r.row.bytes,
+                packets: r.row.packets,
+                flows: r.row.flows,
+                distinct: r.distinct,
+            });
+        }
+        so.alerts.extend(o.alerts);
+        while self.pending.front().is_some_and(|(_, n, _)| *n >= self.owners) {
+            if let Some((_, _, mut so)) = self.pending.pop_front() {
+                sort_output(&mut so);
+                done.push(so);
+            }
+        }
+    }
+
+    /// Emits whatever is pending (shutdown, or a stalled owner), oldest first.
+    pub fn flush(&mut self, done: &mut Vec<SecondOutput>) {
+        while let Some((_, _, mut so)) = self.pending.pop_front() {
+            sort_output(&mut so);
+            done.push(so);
+        }
+    }
+
+    /// Seconds waiting for an owner.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Deterministic order: by dimension, then bytes descending, then key.
+fn sort_output(so: &mut SecondOutput) {
+    so.rollups.sort_by(|a, b| {
+        a.dimension.cmp(&b.dimension).then(b.bytes.cmp(&a.bytes)).then(a.key.cmp(&b.key))
+    });
+    so.alerts.sort_by(|a, b| {
+        (a.dimension, a.key, a.metric as u8).cmp(&(b.dimension, b.key, b.metric as u8))
+    });
+}
+
+/// All roles in one thread: N shard cores, N owner cores, one assembler. Datagrams are
+/// spread over shards by exporter address, as `SO_REUSEPORT` spreads by source.
+///
+/// Lives on: the replay thread, tests, benches.
+pub struct Engine {
+    /// Shards.
+    pub shards: Vec<ShardCore>,
+    /// Owners.
+    pub owners: Vec<OwnerCore>,
+    assembler: Assembler,
+    open: Option<u64>,
+    scratch: Vec<OwnerOutput>,
+    /// Decode errors (all shards).
+    pub decode_errors: u64,
+    /// Datagrams fed.
+    pub datagrams: u64,
+}
+
+impl Engine {
+    /// An engine of `shards` shards.
+    pub fn new(cfg: &PipelineConfig, shards: usize) -> Engine {
+        let n = shards.max(1);
+        Engine {
+            shards: (0..n).map(|i| ShardCore::new(cfg, i as u16, n)).collect(),
+            owners: (0..n).map(|i| OwnerCore::new(cfg, i as u16, n)).collect(),
+            assembler: Assembler::new(&cfg.agg.dimensions, n),
+            open: None,
+            scratch: Vec::new(),
+            decode_errors: 0,
+            datagrams: 0,
+        }
+    }
+
+    /// Feeds one datagram that arrived at Unix second `now` from `source`; seconds that ended
+    /// before `now` are closed first and their output appended to `done`.
+    pub fn feed(&mut self, data: &[u8], source: Ip, source_port: u16, now: u64, done: &mut Vec<SecondOutput>) {
+        match self.open {
+            Some(s) if now > s => {
+                self.close(s, done);
+                self.open = Some(now);
+            }
+            None => self.open = Some(now),
+            _ => {}
+        }
+        let n = self.shards.len();
+        let shard = (crate::model::mix64(source.0 as u64 ^ (source_port as u64) << 48) % n as u64) as usize;
+        self.datagrams += 1;
+        if self.shards[shard].ingest(data, source, now).is_err() {
+            self.decode_errors += 1;
+        }
+    }
+
+    /// Closes `second` on every shard and runs the exchange, owners and assembler.
+    fn close(&mut self, second: u64, done: &mut Vec<SecondOutput>) {
+        let n = self.shards.len();
+        let mut per_owner: Vec<Vec<PartialBatch>> = (0..n).map(|_| Vec::new()).collect();
+        for s in &mut self.shards {
+            for (o, b) in s.close(second).into_iter().enumerate() {
+                per_owner[o].push(b);
+            }
+        }
+        for (o, batches) in per_owner.into_iter().enumerate() {
+            for b in batches {
+                self.owners[o].accept(b, &mut self.scratch);
+            }
+        }
+        for out in self.scratch.drain(..) {
+            self.assembler.add(out, done);
+        }
+    }
+
+    /// Closes the open second and flushes everything (end of input).
+    pub fn finish(&mut self, done: &mut Vec<SecondOutput>) {
+        if let Some(s) = self.open.take() {
+            self.close(s, done);
+        }
+        self.assembler.flush(done);
+    }
+
+    /// Sum of ingest counters over shards.
+    pub fn ingest_totals(&self) -> IngestCounters {
+        let mut t = IngestCounters::default();
+        for s in &self.shards {
+            t.records += s.counters.records;
+            t.bytes += s.counters.bytes;
+            t.packets += s.counters.packets;
+            t.windows_closed += s.counters.windows_closed;
+            t.counter_records += s.counters.counter_records;
+        }
+        t
+    }
+}
