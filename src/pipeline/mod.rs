@@ -225,6 +225,19 @@ impl OwnerCore {
         }
     }
 
+    /// Finishes everything held, complete or not (shutdown, end of input).
+    pub fn drain(&mut self, out: &mut Vec<OwnerOutput>) {
+        while self.open.is_some() || !self.early.is_empty() {
+            if self.open.is_none() {
+                if let Some(b) = self.early.pop_front() {
+                    self.accept(b, out);
+                }
+                continue;
+            }
+            self.force(out);
+        }
+    }
+
     /// Keys with detector state.
     pub fn tracked(&self) -> usize {
         self.detectors.as_ref().map_or(0, |d| d.tracked())

@@ -1,0 +1,103 @@
+//! The JSON shapes of rollups and alerts — written once here and used by every sink.
+//!
+//! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
+//! "packets":…,"flows":…[,"distinct_dst_ports"|"distinct_src_ips":…]}`
+//!
+//! Alert: `{"type":"alert","appliance":…,"second":…,"layer":1,"dimension":…,"key":…,
+//! "metric":…,"kind":…,"value":…,"baseline":…,"score":…,"z":…,"reason":…}`
+//!
+//! Lives on: I/O cores.
+
+use crate::model::{Alert, Rollup};
+use std::fmt::Write;
+
+fn esc(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn num(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{}", (v * 1000.0).round() / 1000.0);
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends one rollup as a JSON object (no newline).
+pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
+    out.push_str("{\"type\":\"rollup\",\"appliance\":");
+    esc(out, appliance);
+    let _ = write!(out, ",\"second\":{},\"dimension\":\"{}\",\"key\":", r.second, r.dimension.name());
+    esc(out, &r.dimension.format_key(&r.key));
+    let _ = write!(out, ",\"bytes\":{},\"packets\":{},\"flows\":{}", r.bytes, r.packets, r.flows);
+    if let (Some(name), Some(d)) = (r.dimension.distinct_name(), r.distinct) {
+        let _ = write!(out, ",\"{name}\":{d}");
+    }
+    out.push('}');
+}
+
+/// Appends one alert as a JSON object (no newline).
+pub fn alert(out: &mut String, appliance: &str, a: &Alert) {
+    out.push_str("{\"type\":\"alert\",\"appliance\":");
+    esc(out, appliance);
+    let _ = write!(
+        out,
+        ",\"second\":{},\"layer\":{},\"dimension\":\"{}\",\"key\":",
+        a.second,
+        a.layer,
+        a.dimension.name()
+    );
+    esc(out, &a.dimension.format_key(&a.key));
+    let kind = match a.kind {
+        crate::model::AlertKind::Spike => "spike",
+        crate::model::AlertKind::Drop => "drop",
+        crate::model::AlertKind::LevelShift => "level_shift",
+    };
+    let _ = write!(out, ",\"metric\":\"{}\",\"kind\":\"{kind}\",\"value\":", a.metric.name());
+    num(out, a.value);
+    out.push_str(",\"baseline\":");
+    num(out, a.baseline);
+    out.push_str(",\"score\":");
+    num(out, a.score);
+    out.push_str(",\"z\":");
+    num(out, a.z);
+    out.push_str(",\"reason\":");
+    esc(out, &a.reason());
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Dimension, Ip, Key};
+
+    #[test]
+    fn rollup_is_valid_json() {
+        let r = Rollup {
+            second: 5,
+            dimension: Dimension::DstIp,
+            key: Key::new(Ip::from_v4(0xc0000263), 0),
+            bytes: 10,
+            packets: 2,
+            flows: 1,
+            distinct: Some(3),
+        };
+        let mut s = String::new();
+        rollup(&mut s, "a\"b", &r);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["key"], "192.0.2.99");
+        assert_eq!(v["distinct_src_ips"], 3);
+        assert_eq!(v["appliance"], "a\"b");
+    }
+}

@@ -1,0 +1,118 @@
+//! Per-shard probes and the status line. A shard keeps plain counters in its own state and
+//! sends a [`ShardStatus`] snapshot to the I/O core every status interval; the I/O core keeps
+//! the latest snapshot of each shard in a [`StatusBoard`] and prints one line. No atomics on the
+//! hot path, no labels outside closed sets.
+//!
+//! Lives on: shard cores (building snapshots), I/O core (board, line).
+
+use crate::decode::{DecodeCounters, ErrorReason};
+use crate::io::IoCounters;
+use crate::model::Protocol;
+use crate::pipeline::{IngestCounters, OwnerCounters};
+use std::fmt::Write;
+use std::time::Instant;
+
+/// One shard's counters at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStatus {
+    /// Shard index.
+    pub shard: u16,
+    /// Decoder counters.
+    pub decode: DecodeCounters,
+    /// Ingest counters.
+    pub ingest: IngestCounters,
+    /// Owner counters.
+    pub owner: OwnerCounters,
+    /// Datagrams dropped by the kernel on this shard's sockets (`SO_MEMINFO`).
+    pub kernel_drops: u64,
+    /// Datagrams received on this shard's sockets.
+    pub received: u64,
+    /// Templates cached.
+    pub templates: usize,
+    /// Keys with detector state.
+    pub tracked_keys: usize,
+    /// Rows folded into `other` by bounds.
+    pub evictions: u64,
+    /// Owner outputs dropped because the I/O queue was full.
+    pub handoff_dropped: u64,
+    /// Window close lag, 50th percentile, microseconds.
+    pub close_lag_p50_us: u64,
+    /// Window close lag, 99th percentile, microseconds.
+    pub close_lag_p99_us: u64,
+}
+
+/// The latest status of every shard (I/O core).
+pub struct StatusBoard {
+    shards: Vec<ShardStatus>,
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl StatusBoard {
+    /// A board for `n` shards.
+    pub fn new(n: usize) -> StatusBoard {
+        StatusBoard { shards: (0..n).map(|i| ShardStatus { shard: i as u16, ..Default::default() }).collect(), last: None }
+    }
+
+    /// Stores a shard's snapshot.
+    pub fn update(&mut self, s: ShardStatus) {
+        let i = s.shard as usize;
+        if i < self.shards.len() {
+            self.shards[i] = s;
+        }
+    }
+
+    /// Latest snapshots.
+    pub fn shards(&self) -> &[ShardStatus] {
+        &self.shards
+    }
+
+    /// The one-line status.
+    pub fn line(&mut self, io: &IoCounters) -> String {
+        let mut dec = DecodeCounters::default();
+        let (mut recs, mut kdrops, mut tmpl, mut tracked, mut hdrops, mut evict, mut lag) = (0, 0, 0, 0, 0, 0, 0);
+        for s in &self.shards {
+            dec.add(&s.decode);
+            recs += s.ingest.records;
+            kdrops += s.kernel_drops;
+            tmpl += s.templates;
+            tracked += s.tracked_keys;
+            hdrops += s.handoff_dropped;
+            evict += s.evictions;
+            lag = lag.max(s.close_lag_p99_us);
+        }
+        let dgrams: u64 = dec.datagrams.iter().sum::<u64>() + dec.unknown_datagrams;
+        let now = Instant::now();
+        let rate = match self.last {
+            Some((t, d, r)) if now > t => {
+                let dt = now.duration_since(t).as_secs_f64().max(1e-3);
+                format!(" rate={:.0}dg/s,{:.0}rec/s", (dgrams - d.min(dgrams)) as f64 / dt, (recs - r.min(recs)) as f64 / dt)
+            }
+            _ => String::new(),
+        };
+        self.last = Some((now, dgrams, recs));
+        let mut line = format!("flowshard status: shards={} datagrams={dgrams} records={recs}{rate}", self.shards.len());
+        for p in Protocol::ALL {
+            let n = dec.records[p.index()];
+            if n > 0 {
+                let _ = write!(line, " {}={n}", p.label());
+            }
+        }
+        let _ = write!(line, " decode_errors={}", dec.error_total());
+        for r in ErrorReason::ALL {
+            let n = dec.errors[r.index()];
+            if n > 0 {
+                let _ = write!(line, " err_{}={n}", r.label());
+            }
+        }
+        let _ = write!(
+            line,
+            " templates={tmpl} kernel_drops={kdrops} tracked_keys={tracked} evicted_to_other={evict} close_lag_p99_ms={:.1} seconds={} rollups={} alerts={} handoff_drops={hdrops} sink_errors={}",
+            lag as f64 / 1000.0,
+            io.seconds,
+            io.rollups,
+            io.alerts,
+            io.sink_errors
+        );
+        line
+    }
+}
