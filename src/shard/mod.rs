@@ -245,19 +245,14 @@ async fn shard_main(
     let now_s = Rc::new(Cell::new(unix_now().0));
     let to_io = ep.to_io.clone();
 
-    // Connect the exchange on this core.
-    let mut senders = Vec::new();
-    for (owner, tx) in ep.to_owner.into_iter().enumerate() {
-        if let Some(tx) = tx {
-            senders.push((owner, tx.connect().await));
-        }
-    }
+    // Connect the exchange on this core. Receivers connect inside their own tasks, so that
+    // every pair of shards can complete its handshake whatever order the cores start in.
     let mut receivers = Vec::new();
     for rx in ep.from_shards {
-        let rx = rx.connect().await;
         let sh = sh.clone();
         let to_io = to_io.clone();
         receivers.push(glommio::spawn_local(async move {
+            let rx = rx.connect().await;
             while let Some(b) = rx.recv().await {
                 let mut s = sh.borrow_mut();
                 let s = &mut *s;
@@ -265,6 +260,12 @@ async fn shard_main(
                 s.hand_off(&to_io);
             }
         }));
+    }
+    let mut senders = Vec::new();
+    for (owner, tx) in ep.to_owner.into_iter().enumerate() {
+        if let Some(tx) = tx {
+            senders.push((owner, tx.connect().await));
+        }
     }
 
     // Receive loops.

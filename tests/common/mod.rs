@@ -1,0 +1,176 @@
+//! Helpers shared by the integration tests: where the captures are, their truth, and a
+//! running `flowshard` process.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The capture folder (`../shared/data/captures`, or `$FLOWSHARD_CAPTURES`).
+pub fn captures() -> PathBuf {
+    if let Ok(p) = std::env::var("FLOWSHARD_CAPTURES") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/captures")
+}
+
+/// `truth.json`.
+pub fn truth() -> serde_json::Value {
+    let p = captures().join("truth.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    serde_json::from_str(&text).expect("truth.json parses")
+}
+
+/// The flow captures named in truth.json.
+pub fn capture_names() -> Vec<String> {
+    truth().as_object().expect("object").keys().cloned().collect()
+}
+
+/// The built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flowshard")
+}
+
+/// Sums JSON-lines rollups: (dimension, key) → bytes, plus total bytes/packets/flows of the
+/// `total` dimension.
+#[derive(Default, Debug)]
+pub struct Sums {
+    pub by_key: BTreeMap<(String, String), u64>,
+    pub total_bytes: u64,
+    pub total_packets: u64,
+    pub total_flows: u64,
+    pub alerts: Vec<serde_json::Value>,
+}
+
+pub fn sum_lines(text: &str) -> Sums {
+    let mut s = Sums::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+        match v["type"].as_str() {
+            Some("rollup") => {
+                let dim = v["dimension"].as_str().unwrap_or_default().to_string();
+                let key = v["key"].as_str().unwrap_or_default().to_string();
+                let b = v["bytes"].as_u64().unwrap_or(0);
+                if dim == "total" {
+                    s.total_bytes += b;
+                    s.total_packets += v["packets"].as_u64().unwrap_or(0);
+                    s.total_flows += v["flows"].as_u64().unwrap_or(0);
+                }
+                *s.by_key.entry((dim, key)).or_default() += b;
+            }
+            Some("alert") => s.alerts.push(v),
+            _ => panic!("unknown line {line}"),
+        }
+    }
+    s
+}
+
+/// The top `n` keys of a dimension by bytes (ties by key).
+pub fn top(s: &Sums, dim: &str, n: usize) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> =
+        s.by_key.iter().filter(|((d, k), _)| d == dim && k != "other").map(|((_, k), b)| (k.clone(), *b)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+/// A running `flowshard run`.
+pub struct Running {
+    pub child: Child,
+    pub addr: String,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Starts `flowshard run` on an ephemeral loopback port with `shards` shards.
+    pub fn start(shards: usize, state_dir: &std::path::Path, extra: &[&str]) -> Running {
+        let mut child = Command::new(bin())
+            .args(["run", "--listen", "127.0.0.1:0", "--print-ready", "--no-pin", "--shards", &shards.to_string()])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flowshard");
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut BufReader::new(out), &mut s).expect("read stdout");
+            s
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let l = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("flowshard did not become ready");
+            if let Some(a) = l.strip_prefix("ready ") {
+                break a.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        // Executors connect their exchange right after binding; give them a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Running { child, addr, stderr_lines: rx, stdout }
+    }
+
+    /// Sends SIGINT, waits for exit; returns (exit ok, stdout, stderr lines).
+    pub fn stop(self) -> (bool, String, Vec<String>) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe {
+            libc_kill(self.child.id() as i32, 2);
+        }
+        let mut child = self.child;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("flowshard did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = self.stdout.join().expect("stdout thread");
+        let err: Vec<String> = self.stderr_lines.try_iter().collect();
+        (status.success(), out, err)
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends the UDP payloads of a capture from a loopback source address.
+pub fn send_capture(path: &std::path::Path, to: &str, from: &str, filter: impl Fn(&[u8]) -> bool) -> u64 {
+    let data = std::fs::read(path).expect("read capture");
+    let mut rd = flowshard::replay::pcap::PcapReader::new(&data).expect("pcap");
+    let sock = std::net::UdpSocket::bind((from, 0)).expect("bind sender");
+    let mut n = 0;
+    while let Some(p) = rd.next_udp().expect("pcap") {
+        if !filter(p.payload) {
+            continue;
+        }
+        sock.send_to(p.payload, to).expect("send");
+        n += 1;
+        if n % 32 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    n
+}
+
+/// The JSON summary line of a run (last line starting with '{').
+pub fn summary(err: &[String]) -> serde_json::Value {
+    let l = err.iter().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no summary line in {err:?}"));
+    serde_json::from_str(l).expect("summary JSON")
+}
