@@ -9,14 +9,25 @@ fn main() {
         let mut d = Decoder::new(&DecoderConfig::default());
         let (mut n, mut b, mut p) = (0u64, 0u64, 0u64);
         let mut dg = 0;
-        let mut first = 0; let mut last = 0;
+        let mut first = 0;
+        let mut last = 0;
         while let Some(pk) = rd.next_udp().unwrap() {
             dg += 1;
-            if first == 0 { first = pk.ts_ns; }
+            if first == 0 {
+                first = pk.ts_ns;
+            }
             last = pk.ts_ns;
-            let mut sink = |r: &FlowRecord| { n += 1; b += r.bytes; p += r.packets; };
+            let mut sink = |r: &FlowRecord| {
+                n += 1;
+                b += r.bytes;
+                p += r.packets;
+            };
             let _ = d.decode(pk.payload, pk.src, pk.ts_ns / 1_000_000_000, &mut sink);
         }
-        println!("{f}: dgrams={dg} records={n} bytes={b} packets={p} errors={:?} dur={}s", d.counters.errors, (last-first)/1_000_000_000);
+        println!(
+            "{f}: dgrams={dg} records={n} bytes={b} packets={p} errors={:?} dur={}s",
+            d.counters.errors,
+            (last - first) / 1_000_000_000
+        );
     }
 }

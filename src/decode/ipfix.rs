@@ -15,7 +15,12 @@ const P: Protocol = Protocol::Ipfix;
 /// Header length.
 pub const HEADER_LEN: usize = 16;
 
-pub(crate) fn decode<S: FlowSink>(data: &[u8], exporter: Ip, now: u64, ctx: &mut Ctx<'_, S>) -> Result<(), DecodeError> {
+pub(crate) fn decode<S: FlowSink>(
+    data: &[u8],
+    exporter: Ip,
+    now: u64,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<(), DecodeError> {
     let mut c = Cursor::new(data);
     let t = DecodeError::truncated(P, "header");
     let _version = c.u16().map_err(&t)?;
@@ -24,12 +29,23 @@ pub(crate) fn decode<S: FlowSink>(data: &[u8], exporter: Ip, now: u64, ctx: &mut
     let _seq = c.u32().map_err(&t)?;
     let domain = c.u32().map_err(&t)?;
     if len < HEADER_LEN {
-        return Err(DecodeError::BadLength { proto: P, what: "message", value: len });
+        return Err(DecodeError::BadLength {
+            proto: P,
+            what: "message",
+            value: len,
+        });
     }
     if len > data.len() {
-        return Err(DecodeError::Truncated { proto: Some(P), what: "message", needed: len, remaining: data.len() });
+        return Err(DecodeError::Truncated {
+            proto: Some(P),
+            what: "message",
+            needed: len,
+            remaining: data.len(),
+        });
     }
     // Bytes past the message length are not part of the message.
-    let mut body = c.sub(len - HEADER_LEN).map_err(DecodeError::truncated(P, "message"))?;
+    let mut body = c
+        .sub(len - HEADER_LEN)
+        .map_err(DecodeError::truncated(P, "message"))?;
     walk_sets(&mut body, P, Family::Ipfix, exporter, domain, now, ctx)
 }

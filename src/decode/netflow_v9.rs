@@ -12,7 +12,12 @@ const P: Protocol = Protocol::NetflowV9;
 /// Header length.
 pub const HEADER_LEN: usize = 20;
 
-pub(crate) fn decode<S: FlowSink>(data: &[u8], exporter: Ip, now: u64, ctx: &mut Ctx<'_, S>) -> Result<(), DecodeError> {
+pub(crate) fn decode<S: FlowSink>(
+    data: &[u8],
+    exporter: Ip,
+    now: u64,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<(), DecodeError> {
     let mut c = Cursor::new(data);
     let t = DecodeError::truncated(P, "header");
     let _version = c.u16().map_err(&t)?;
@@ -40,12 +45,22 @@ pub(crate) fn walk_sets<S: FlowSink>(
     };
     // A v9 exporter may pad the datagram; fewer than 4 bytes cannot be a set.
     while c.remaining() >= 4 {
-        let id = c.u16().map_err(DecodeError::truncated(proto, "set header"))?;
-        let len = c.u16().map_err(DecodeError::truncated(proto, "set header"))? as usize;
+        let id = c
+            .u16()
+            .map_err(DecodeError::truncated(proto, "set header"))?;
+        let len = c
+            .u16()
+            .map_err(DecodeError::truncated(proto, "set header"))? as usize;
         if len < 4 {
-            return Err(DecodeError::BadLength { proto, what: "set", value: len });
+            return Err(DecodeError::BadLength {
+                proto,
+                what: "set",
+                value: len,
+            });
         }
-        let body = c.sub(len - 4).map_err(DecodeError::truncated(proto, "set"))?;
+        let body = c
+            .sub(len - 4)
+            .map_err(DecodeError::truncated(proto, "set"))?;
         if id == tmpl_id {
             template_set(ctx, family, exporter, domain, false, body, now)?;
         } else if id == opt_id {

@@ -27,14 +27,22 @@ pub(crate) fn decode<S: FlowSink>(data: &[u8], ctx: &mut Ctx<'_, S>) -> Result<(
     let t = DecodeError::truncated(P, "datagram header");
     let _version = c.u32().map_err(&t)?;
     let Some(agent) = address(&mut c).map_err(&t)? else {
-        return Err(DecodeError::BadSample { agent: Ip::UNSPECIFIED, why: "unknown agent address type" });
+        return Err(DecodeError::BadSample {
+            agent: Ip::UNSPECIFIED,
+            why: "unknown agent address type",
+        });
     };
     let _sub_agent = c.u32().map_err(&t)?;
     let _seq = c.u32().map_err(&t)?;
     let _uptime = c.u32().map_err(&t)?;
     let n = c.u32().map_err(&t)?;
     if n as usize > c.remaining() / 8 {
-        return Err(DecodeError::HostileCount { proto: P, what: "sample", count: n, remaining: c.remaining() });
+        return Err(DecodeError::HostileCount {
+            proto: P,
+            what: "sample",
+            count: n,
+            remaining: c.remaining(),
+        });
     }
     for _ in 0..n {
         let ts = DecodeError::truncated(P, "sample");
@@ -63,7 +71,12 @@ impl From<Truncated> for BadSample {
     }
 }
 
-fn flow_sample<S: FlowSink>(mut c: Cursor<'_>, expanded: bool, agent: Ip, ctx: &mut Ctx<'_, S>) -> Result<(), BadSample> {
+fn flow_sample<S: FlowSink>(
+    mut c: Cursor<'_>,
+    expanded: bool,
+    agent: Ip,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<(), BadSample> {
     let _seq = c.u32()?;
     if expanded {
         c.skip(8)?; // source id type, index
@@ -86,7 +99,13 @@ fn flow_sample<S: FlowSink>(mut c: Cursor<'_>, expanded: bool, agent: Ip, ctx: &
     if n as usize > c.remaining() / 8 {
         return Err(BadSample);
     }
-    let mut r = FlowRecord { exporter: agent, in_if, out_if, packets: 1, ..Default::default() };
+    let mut r = FlowRecord {
+        exporter: agent,
+        in_if,
+        out_if,
+        packets: 1,
+        ..Default::default()
+    };
     let mut have_packet = false;
     for _ in 0..n {
         let format = c.u32()?;
@@ -151,7 +170,12 @@ fn flow_sample<S: FlowSink>(mut c: Cursor<'_>, expanded: bool, agent: Ip, ctx: &
     Ok(())
 }
 
-fn counter_sample<S: FlowSink>(mut c: Cursor<'_>, expanded: bool, agent: Ip, ctx: &mut Ctx<'_, S>) -> Result<(), BadSample> {
+fn counter_sample<S: FlowSink>(
+    mut c: Cursor<'_>,
+    expanded: bool,
+    agent: Ip,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<(), BadSample> {
     let _seq = c.u32()?;
     c.skip(if expanded { 8 } else { 4 })?;
     let n = c.u32()?;
@@ -175,7 +199,16 @@ fn counter_sample<S: FlowSink>(mut c: Cursor<'_>, expanded: bool, agent: Ip, ctx
             let out_octets = b.u64()?;
             b.skip(12)?;
             let out_errors = b.u32()? as u64 + b.u32()? as u64;
-            let c = InterfaceCounters { agent, if_index, if_speed, if_status, in_octets, out_octets, in_errors, out_errors };
+            let c = InterfaceCounters {
+                agent,
+                if_index,
+                if_speed,
+                if_status,
+                in_octets,
+                out_octets,
+                in_errors,
+                out_errors,
+            };
             ctx.dec.counters.counter_records += 1;
             ctx.sink.counters(&c);
         }

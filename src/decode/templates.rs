@@ -172,7 +172,10 @@ pub struct Template {
 
 impl Template {
     fn compile(raw: &[RawField], scope_fields: u16, options: bool, now: u64) -> Option<Template> {
-        let min_len: usize = raw.iter().map(|f| if f.len == VARLEN { 1 } else { f.len as usize }).sum();
+        let min_len: usize = raw
+            .iter()
+            .map(|f| if f.len == VARLEN { 1 } else { f.len as usize })
+            .sum();
         if raw.is_empty() || raw.len() > MAX_FIELDS || min_len == 0 {
             return None;
         }
@@ -181,11 +184,22 @@ impl Template {
             .enumerate()
             .map(|(i, f)| Field {
                 // scope fields of options templates are not flow fields
-                kind: if options && i < scope_fields as usize { Kind::Skip } else { kind_of(f) },
+                kind: if options && i < scope_fields as usize {
+                    Kind::Skip
+                } else {
+                    kind_of(f)
+                },
                 len: f.len,
             })
             .collect();
-        Some(Template { fields, raw: raw.into(), scope_fields, options, min_len, refreshed: now })
+        Some(Template {
+            fields,
+            raw: raw.into(),
+            scope_fields,
+            options,
+            min_len,
+            refreshed: now,
+        })
     }
 
     /// Number of fields.
@@ -293,7 +307,8 @@ impl TemplateStore {
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.map.len();
         let timeout = self.timeout_s;
-        self.map.retain(|_, t| now <= t.refreshed.saturating_add(timeout));
+        self.map
+            .retain(|_, t| now <= t.refreshed.saturating_add(timeout));
         let n = before - self.map.len();
         if n > 0 {
             self.dirty = true;
@@ -309,7 +324,10 @@ impl TemplateStore {
         now: u64,
     ) -> Result<bool, DecodeError> {
         if let Some(old) = self.map.get_mut(&key) {
-            if *old.raw == *self.scratch && old.options == options && old.scope_fields == scope_fields {
+            if *old.raw == *self.scratch
+                && old.options == options
+                && old.scope_fields == scope_fields
+            {
                 if let Some(t) = Rc::get_mut(old) {
                     t.refreshed = now;
                 } else {
@@ -328,13 +346,15 @@ impl TemplateStore {
                 limit: self.max,
             });
         }
-        let t = Template::compile(&self.scratch, scope_fields, options, now).ok_or(DecodeError::BadTemplate {
-            proto: key.family.proto(),
-            exporter: key.exporter,
-            domain: key.domain,
-            template: key.id,
-            why: "no fields, too many fields, or zero-length records",
-        })?;
+        let t = Template::compile(&self.scratch, scope_fields, options, now).ok_or(
+            DecodeError::BadTemplate {
+                proto: key.family.proto(),
+                exporter: key.exporter,
+                domain: key.domain,
+                template: key.id,
+                why: "no fields, too many fields, or zero-length records",
+            },
+        )?;
         self.map.insert(key, Rc::new(t));
         self.dirty = true;
         Ok(true)
@@ -348,8 +368,12 @@ impl TemplateStore {
 
     fn withdraw_all(&mut self, exporter: Ip, domain: u32, family: Family, options: bool) -> usize {
         let before = self.map.len();
-        self.map
-            .retain(|k, t| !(k.exporter == exporter && k.domain == domain && k.family == family && t.options == options));
+        self.map.retain(|k, t| {
+            !(k.exporter == exporter
+                && k.domain == domain
+                && k.family == family
+                && t.options == options)
+        });
         let n = before - self.map.len();
         self.dirty |= n > 0;
         n
@@ -359,7 +383,9 @@ impl TemplateStore {
         if rate == 0 {
             return;
         }
-        if self.sampling.len() >= self.max && !self.sampling.contains_key(&(exporter, domain, sampler)) {
+        if self.sampling.len() >= self.max
+            && !self.sampling.contains_key(&(exporter, domain, sampler))
+        {
             return;
         }
         if self.sampling.insert((exporter, domain, sampler), rate) != Some(rate) {
@@ -408,10 +434,18 @@ impl TemplateStore {
         let mut sampling: Vec<_> = self
             .sampling
             .iter()
-            .map(|((e, d, s), r)| PersistedSampling { exporter: e.to_std(), domain: *d, sampler: *s, rate: *r })
+            .map(|((e, d, s), r)| PersistedSampling {
+                exporter: e.to_std(),
+                domain: *d,
+                sampler: *s,
+                rate: *r,
+            })
             .collect();
         sampling.sort_by_key(|s| (s.exporter, s.domain, s.sampler));
-        Snapshot { templates, sampling }
+        Snapshot {
+            templates,
+            sampling,
+        }
     }
 
     /// Loads a snapshot (entries over the limit or malformed are skipped); returns templates loaded.
@@ -422,8 +456,16 @@ impl TemplateStore {
                 break;
             }
             if let Some(t) = Template::compile(&p.fields, p.scope_fields, p.options, p.refreshed) {
-                let key = TemplateKey { exporter: Ip::from(p.exporter), domain: p.domain, id: p.id, family: p.family };
-                let newer = self.map.get(&key).is_none_or(|old| old.refreshed <= p.refreshed);
+                let key = TemplateKey {
+                    exporter: Ip::from(p.exporter),
+                    domain: p.domain,
+                    id: p.id,
+                    family: p.family,
+                };
+                let newer = self
+                    .map
+                    .get(&key)
+                    .is_none_or(|old| old.refreshed <= p.refreshed);
                 if newer {
                     self.map.insert(key, Rc::new(t));
                     n += 1;
@@ -458,36 +500,68 @@ pub(crate) fn template_set<S: FlowSink>(
                 let scope_len = c.u16().map_err(&tr)? as usize;
                 let opt_len = c.u16().map_err(&tr)? as usize;
                 if scope_len % 4 != 0 || opt_len % 4 != 0 {
-                    return Err(DecodeError::BadLength { proto, what: "options template scope/option", value: scope_len });
+                    return Err(DecodeError::BadLength {
+                        proto,
+                        what: "options template scope/option",
+                        value: scope_len,
+                    });
                 }
                 ((scope_len + opt_len) / 4, scope_len / 4)
             }
             (Family::Ipfix, false) => (c.u16().map_err(&tr)? as usize, 0),
             (Family::Ipfix, true) => {
                 let count = c.u16().map_err(&tr)? as usize;
-                let scope = if count == 0 { 0 } else { c.u16().map_err(&tr)? as usize };
+                let scope = if count == 0 {
+                    0
+                } else {
+                    c.u16().map_err(&tr)? as usize
+                };
                 (count, scope)
             }
         };
-        let key = TemplateKey { exporter, domain, id, family };
+        let key = TemplateKey {
+            exporter,
+            domain,
+            id,
+            family,
+        };
         if count == 0 {
             if family == Family::Ipfix {
                 // RFC 7011 8.1: withdrawal; template id 2 / 3 withdraws all of the set's kind.
                 let n = if id == 2 || id == 3 {
-                    ctx.dec.templates.withdraw_all(exporter, domain, family, options)
+                    ctx.dec
+                        .templates
+                        .withdraw_all(exporter, domain, family, options)
                 } else {
                     usize::from(ctx.dec.templates.withdraw(&key))
                 };
                 ctx.dec.counters.templates_withdrawn += n as u64;
                 continue;
             }
-            return Err(DecodeError::BadTemplate { proto, exporter, domain, template: id, why: "zero fields" });
+            return Err(DecodeError::BadTemplate {
+                proto,
+                exporter,
+                domain,
+                template: id,
+                why: "zero fields",
+            });
         }
         if count > MAX_FIELDS || count * 4 > c.remaining() {
-            return Err(DecodeError::HostileCount { proto, what: "template field", count: count as u32, remaining: c.remaining() });
+            return Err(DecodeError::HostileCount {
+                proto,
+                what: "template field",
+                count: count as u32,
+                remaining: c.remaining(),
+            });
         }
         if id < 256 || (options && scope == 0 && family == Family::Ipfix) || scope > count {
-            return Err(DecodeError::BadTemplate { proto, exporter, domain, template: id, why: "reserved id or bad scope count" });
+            return Err(DecodeError::BadTemplate {
+                proto,
+                exporter,
+                domain,
+                template: id,
+                why: "reserved id or bad scope count",
+            });
         }
         let store = &mut ctx.dec.templates;
         store.scratch.clear();
@@ -500,9 +574,19 @@ pub(crate) fn template_set<S: FlowSink>(
                 (raw_id, 0)
             };
             if family == Family::V9 && len == VARLEN {
-                return Err(DecodeError::BadTemplate { proto, exporter, domain, template: key.id, why: "v9 has no variable-length fields" });
+                return Err(DecodeError::BadTemplate {
+                    proto,
+                    exporter,
+                    domain,
+                    template: key.id,
+                    why: "v9 has no variable-length fields",
+                });
             }
-            store.scratch.push(RawField { id, enterprise, len });
+            store.scratch.push(RawField {
+                id,
+                enterprise,
+                len,
+            });
         }
         match store.learn(key, scope as u16, options, now) {
             Ok(true) => ctx.dec.counters.templates_learned += 1,
@@ -544,7 +628,12 @@ fn ntp_ms(v: u64) -> u64 {
 }
 
 #[inline]
-fn read_record(t: &Template, c: &mut Cursor<'_>, family: Family, a: &mut Acc) -> Result<(), Truncated> {
+fn read_record(
+    t: &Template,
+    c: &mut Cursor<'_>,
+    family: Family,
+    a: &mut Acc,
+) -> Result<(), Truncated> {
     for f in t.fields.iter() {
         let len = if f.len == VARLEN && family == Family::Ipfix {
             match c.u8()? {
@@ -584,8 +673,12 @@ fn read_record(t: &Template, c: &mut Cursor<'_>, family: Family, a: &mut Acc) ->
             Kind::OutIf => a.r.out_if = be_uint(b) as u32,
             Kind::SrcAs => a.r.src_as = be_uint(b) as u32,
             Kind::DstAs => a.r.dst_as = be_uint(b) as u32,
-            Kind::StartUptime | Kind::StartMs | Kind::StartDeltaUs => a.start = Some(time_ms(f.kind, be_uint(b))),
-            Kind::EndUptime | Kind::EndMs | Kind::EndDeltaUs => a.end = Some(time_ms(f.kind, be_uint(b))),
+            Kind::StartUptime | Kind::StartMs | Kind::StartDeltaUs => {
+                a.start = Some(time_ms(f.kind, be_uint(b)))
+            }
+            Kind::EndUptime | Kind::EndMs | Kind::EndDeltaUs => {
+                a.end = Some(time_ms(f.kind, be_uint(b)))
+            }
             Kind::StartSec => a.start = Some(be_uint(b) * 1000),
             Kind::EndSec => a.end = Some(be_uint(b) * 1000),
             Kind::StartNtp => a.start = Some(ntp_ms(be_uint(b))),
@@ -618,7 +711,10 @@ impl Acc {
         if self.rate > 0 {
             Some(self.rate)
         } else if self.pkt_interval > 0 {
-            Some(((self.pkt_interval as u64 + self.pkt_space as u64) / self.pkt_interval as u64) as u32)
+            Some(
+                ((self.pkt_interval as u64 + self.pkt_space as u64) / self.pkt_interval as u64)
+                    as u32,
+            )
         } else {
             None
         }
@@ -636,12 +732,26 @@ pub(crate) fn data_set<S: FlowSink>(
     mut c: Cursor<'_>,
     now: u64,
 ) -> Result<(), DecodeError> {
-    let key = TemplateKey { exporter, domain, id: set_id, family };
-    let Some(t) = ctx.dec.templates.get(&key, now, &mut ctx.dec.counters.templates_expired) else {
+    let key = TemplateKey {
+        exporter,
+        domain,
+        id: set_id,
+        family,
+    };
+    let Some(t) = ctx
+        .dec
+        .templates
+        .get(&key, now, &mut ctx.dec.counters.templates_expired)
+    else {
         ctx.count(ErrorReason::TemplateMissing);
         return Ok(());
     };
-    let domain_rate = ctx.dec.templates.sampling.get(&(exporter, domain, ANY_SAMPLER)).copied();
+    let domain_rate = ctx
+        .dec
+        .templates
+        .sampling
+        .get(&(exporter, domain, ANY_SAMPLER))
+        .copied();
     // Anything shorter than the smallest record is padding.
     while c.remaining() >= t.min_len {
         let mut a = Acc::default();
@@ -651,10 +761,14 @@ pub(crate) fn data_set<S: FlowSink>(
         if t.options {
             if let Some(rate) = a.rate() {
                 let sampler = a.sampler.unwrap_or(ANY_SAMPLER);
-                ctx.dec.templates.set_sampling(exporter, domain, sampler, rate);
+                ctx.dec
+                    .templates
+                    .set_sampling(exporter, domain, sampler, rate);
                 if sampler != ANY_SAMPLER && domain_rate.is_none() {
                     // A single sampler is the usual case: make it the domain default too.
-                    ctx.dec.templates.set_sampling(exporter, domain, ANY_SAMPLER, rate);
+                    ctx.dec
+                        .templates
+                        .set_sampling(exporter, domain, ANY_SAMPLER, rate);
                 }
                 ctx.dec.counters.sampling_updates += 1;
             }
@@ -669,7 +783,15 @@ pub(crate) fn data_set<S: FlowSink>(
         }
         let rate = a
             .rate()
-            .or_else(|| a.sampler.and_then(|s| ctx.dec.templates.sampling.get(&(exporter, domain, s)).copied()))
+            .or_else(|| {
+                a.sampler.and_then(|s| {
+                    ctx.dec
+                        .templates
+                        .sampling
+                        .get(&(exporter, domain, s))
+                        .copied()
+                })
+            })
             .or(domain_rate)
             .unwrap_or(1);
         ctx.emit(r, rate);

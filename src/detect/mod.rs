@@ -116,7 +116,8 @@ fn erf(x: f64) -> f64 {
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
             * t
             * (-x * x).exp();
     s * y
@@ -136,7 +137,12 @@ impl MetricState {
             self.n = 1;
             self.mean = y;
             self.var = 0.0;
-            return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
+            return Verdict {
+                score: 0.0,
+                z: 0.0,
+                baseline: x,
+                alert: None,
+            };
         }
         let std = self.var.sqrt().max(cfg.min_std);
         let z = (y - self.mean) / std;
@@ -146,7 +152,8 @@ impl MetricState {
         let floor = cfg.min_value[metric];
         let mut alert = None;
         if warm {
-            let cooled = second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
+            let cooled =
+                second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
             if z > thr && x >= floor {
                 alert = Some(AlertKind::Spike);
             } else if z < -thr && cfg.drop_alerts && baseline >= floor {
@@ -160,7 +167,8 @@ impl MetricState {
             self.cpos = (self.cpos + z - cfg.cusum_k).max(0.0);
             self.cneg = (self.cneg - z - cfg.cusum_k).max(0.0);
             if alert.is_none()
-                && (self.cpos > cfg.cusum_h && x >= floor || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor)
+                && (self.cpos > cfg.cusum_h && x >= floor
+                    || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor)
             {
                 alert = Some(AlertKind::LevelShift);
             }
@@ -176,14 +184,27 @@ impl MetricState {
             }
         }
         // Clamped (robust) Welford-style EWMA update.
-        let alpha = if warm { cfg.alpha } else { cfg.alpha.max(1.0 / (self.n as f64 + 1.0)) };
-        let yc = if warm { self.mean + z.clamp(-thr, thr) * std } else { y };
+        let alpha = if warm {
+            cfg.alpha
+        } else {
+            cfg.alpha.max(1.0 / (self.n as f64 + 1.0))
+        };
+        let yc = if warm {
+            self.mean + z.clamp(-thr, thr) * std
+        } else {
+            y
+        };
         let diff = yc - self.mean;
         let incr = alpha * diff;
         self.mean += incr;
         self.var = (1.0 - alpha) * (self.var + diff * incr);
         self.n = self.n.saturating_add(1);
-        Verdict { score: score_of(z), z, baseline, alert }
+        Verdict {
+            score: score_of(z),
+            z,
+            baseline,
+            alert,
+        }
     }
 
     /// Seconds of history.
@@ -336,7 +357,11 @@ impl DimDetector {
                 for m in 0..3 {
                     t.spread[m] += rate[m];
                 }
-                w.push(Decrement { slot: i as u32, gen, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
+                w.push(Decrement {
+                    slot: i as u32,
+                    gen,
+                    amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32],
+                });
             } else {
                 for m in 0..3 {
                     t.cur[m] += [row.long_bytes, row.long_packets, row.long_flows][m] as f64;
@@ -357,8 +382,17 @@ impl DimDetector {
                 self.remove(i);
                 continue;
             }
-            let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
-            let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
+            let vals = [
+                t.cur[0] + t.spread[0],
+                t.cur[1] + t.spread[1],
+                t.cur[2] + t.spread[2],
+                t.cur[3],
+            ];
+            let n_metrics = if self.dim.distinct_name().is_some() {
+                4
+            } else {
+                3
+            };
             for (m, &x) in vals.iter().enumerate().take(n_metrics) {
                 let v = t.m[m].update(cfg, m, x, second);
                 if let Some(kind) = v.alert {
@@ -396,7 +430,11 @@ impl Detectors {
         Detectors {
             per_dim: agg_dims
                 .iter()
-                .map(|d| cfg.dimensions.contains(d).then(|| DimDetector::new(*d, cfg)))
+                .map(|d| {
+                    cfg.dimensions
+                        .contains(d)
+                        .then(|| DimDetector::new(*d, cfg))
+                })
                 .collect(),
             cfg: cfg.clone(),
         }

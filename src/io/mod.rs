@@ -63,8 +63,21 @@ pub struct JsonLines {
 
 impl JsonLines {
     /// A JSON-lines sink over `out`.
-    pub fn new(name: &'static str, out: Box<dyn Write + Send>, appliance: &str, rollups: bool, alerts: bool) -> JsonLines {
-        JsonLines { name, out, appliance: appliance.to_string(), rollups, alerts, buf: String::with_capacity(1 << 16) }
+    pub fn new(
+        name: &'static str,
+        out: Box<dyn Write + Send>,
+        appliance: &str,
+        rollups: bool,
+        alerts: bool,
+    ) -> JsonLines {
+        JsonLines {
+            name,
+            out,
+            appliance: appliance.to_string(),
+            rollups,
+            alerts,
+            buf: String::with_capacity(1 << 16),
+        }
     }
 
     /// Builds the sinks a config names.
@@ -74,17 +87,27 @@ impl JsonLines {
             match s {
                 SinkCfg::Stdout { rollups, alerts } => v.push(Box::new(JsonLines::new(
                     "stdout",
-                    Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+                    Box::new(std::io::BufWriter::with_capacity(
+                        1 << 16,
+                        std::io::stdout(),
+                    )),
                     &cfg.general.appliance_id,
                     *rollups,
                     *alerts,
                 ))),
-                SinkCfg::File { path, rollups, alerts } => {
+                SinkCfg::File {
+                    path,
+                    rollups,
+                    alerts,
+                } => {
                     let f = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(path)
-                        .map_err(|source| SinkError::Io { sink: "file", source })?;
+                        .map_err(|source| SinkError::Io {
+                            sink: "file",
+                            source,
+                        })?;
                     v.push(Box::new(JsonLines::new(
                         "file",
                         Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
@@ -117,10 +140,18 @@ impl Sink for JsonLines {
                 self.buf.push('\n');
             }
         }
-        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+        self.out
+            .write_all(self.buf.as_bytes())
+            .map_err(|source| SinkError::Io {
+                sink: self.name,
+                source,
+            })
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { sink: self.name, source })
+        self.out.flush().map_err(|source| SinkError::Io {
+            sink: self.name,
+            source,
+        })
     }
 }
 
@@ -163,15 +194,18 @@ pub fn write_snapshot(state_dir: &Path, shard: u16, snap: &Snapshot) -> std::io:
 pub fn read_snapshots(state_dir: &Path) -> (Snapshot, Vec<String>) {
     let mut all = Snapshot::default();
     let mut problems = Vec::new();
-    let Ok(rd) = std::fs::read_dir(state_dir) else { return (all, problems) };
+    let Ok(rd) = std::fs::read_dir(state_dir) else {
+        return (all, problems);
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if !(name.starts_with("templates-shard") && name.ends_with(".json")) {
             continue;
         }
-        match std::fs::read(e.path()).map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice::<Snapshot>(&b).map_err(|e| e.to_string())
-        }) {
+        match std::fs::read(e.path())
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Snapshot>(&b).map_err(|e| e.to_string()))
+        {
             Ok(s) => {
                 all.templates.extend(s.templates);
                 all.sampling.extend(s.sampling);
@@ -210,7 +244,10 @@ pub fn run_io(
                 Ok(()) => c.snapshots += 1,
                 Err(e) => {
                     c.snapshot_errors += 1;
-                    eprintln!("flowshard: cannot write template snapshot to {}: {e}", state_dir.display());
+                    eprintln!(
+                        "flowshard: cannot write template snapshot to {}: {e}",
+                        state_dir.display()
+                    );
                 }
             },
             Ok(IoMsg::Status(s)) => board.update(*s),

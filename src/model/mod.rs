@@ -221,8 +221,12 @@ impl Dimension {
             Dimension::Total => Key::new(Ip::UNSPECIFIED, 0),
             Dimension::SrcIp => Key::new(r.src, 0),
             Dimension::DstIp => Key::new(r.dst, 0),
-            Dimension::SrcPort => Key::new(Ip::UNSPECIFIED, (r.src_port as u32) << 8 | r.proto as u32),
-            Dimension::DstPort => Key::new(Ip::UNSPECIFIED, (r.dst_port as u32) << 8 | r.proto as u32),
+            Dimension::SrcPort => {
+                Key::new(Ip::UNSPECIFIED, (r.src_port as u32) << 8 | r.proto as u32)
+            }
+            Dimension::DstPort => {
+                Key::new(Ip::UNSPECIFIED, (r.dst_port as u32) << 8 | r.proto as u32)
+            }
             Dimension::Proto => Key::new(Ip::UNSPECIFIED, r.proto as u32),
             Dimension::Exporter => Key::new(r.exporter, 0),
             Dimension::ExporterInIf => Key::new(r.exporter, r.in_if),
@@ -309,7 +313,11 @@ impl Key {
         Key { ip, num, other: 0 }
     }
     /// The `other` key of every dimension.
-    pub const OTHER: Key = Key { ip: Ip(0), num: 0, other: 1 };
+    pub const OTHER: Key = Key {
+        ip: Ip(0),
+        num: 0,
+        other: 1,
+    };
     /// Whether this is the `other` key.
     #[inline]
     pub const fn is_other(&self) -> bool {
@@ -368,7 +376,12 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in state order.
-    pub const ALL: [Metric; 4] = [Metric::Bytes, Metric::Packets, Metric::Flows, Metric::Distinct];
+    pub const ALL: [Metric; 4] = [
+        Metric::Bytes,
+        Metric::Packets,
+        Metric::Flows,
+        Metric::Distinct,
+    ];
     /// Stable name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -468,9 +481,19 @@ mod tests {
 
     #[test]
     fn key_formats() {
-        let r = FlowRecord { dst_port: 443, proto: 6, ..Default::default() };
-        assert_eq!(Dimension::DstPort.format_key(&Dimension::DstPort.key(&r)), "443/tcp");
+        let r = FlowRecord {
+            dst_port: 443,
+            proto: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            Dimension::DstPort.format_key(&Dimension::DstPort.key(&r)),
+            "443/tcp"
+        );
         assert_eq!(Dimension::DstPort.format_key(&Key::OTHER), "other");
-        assert_eq!(Dimension::from_name("exporter_in_if"), Some(Dimension::ExporterInIf));
+        assert_eq!(
+            Dimension::from_name("exporter_in_if"),
+            Some(Dimension::ExporterInIf)
+        );
     }
 }

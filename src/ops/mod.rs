@@ -50,7 +50,15 @@ pub struct StatusBoard {
 impl StatusBoard {
     /// A board for `n` shards.
     pub fn new(n: usize) -> StatusBoard {
-        StatusBoard { shards: (0..n).map(|i| ShardStatus { shard: i as u16, ..Default::default() }).collect(), last: None }
+        StatusBoard {
+            shards: (0..n)
+                .map(|i| ShardStatus {
+                    shard: i as u16,
+                    ..Default::default()
+                })
+                .collect(),
+            last: None,
+        }
     }
 
     /// Stores a shard's snapshot.
@@ -69,7 +77,8 @@ impl StatusBoard {
     /// The one-line status.
     pub fn line(&mut self, io: &IoCounters) -> String {
         let mut dec = DecodeCounters::default();
-        let (mut recs, mut kdrops, mut tmpl, mut tracked, mut hdrops, mut evict, mut lag) = (0, 0, 0, 0, 0, 0, 0);
+        let (mut recs, mut kdrops, mut tmpl, mut tracked, mut hdrops, mut evict, mut lag) =
+            (0, 0, 0, 0, 0, 0, 0);
         for s in &self.shards {
             dec.add(&s.decode);
             recs += s.ingest.records;
@@ -85,12 +94,19 @@ impl StatusBoard {
         let rate = match self.last {
             Some((t, d, r)) if now > t => {
                 let dt = now.duration_since(t).as_secs_f64().max(1e-3);
-                format!(" rate={:.0}dg/s,{:.0}rec/s", (dgrams - d.min(dgrams)) as f64 / dt, (recs - r.min(recs)) as f64 / dt)
+                format!(
+                    " rate={:.0}dg/s,{:.0}rec/s",
+                    (dgrams - d.min(dgrams)) as f64 / dt,
+                    (recs - r.min(recs)) as f64 / dt
+                )
             }
             _ => String::new(),
         };
         self.last = Some((now, dgrams, recs));
-        let mut line = format!("flowshard status: shards={} datagrams={dgrams} records={recs}{rate}", self.shards.len());
+        let mut line = format!(
+            "flowshard status: shards={} datagrams={dgrams} records={recs}{rate}",
+            self.shards.len()
+        );
         for p in Protocol::ALL {
             let n = dec.records[p.index()];
             if n > 0 {
