@@ -109,25 +109,12 @@ fn main() -> Result<()> {
             let host = HostInfo::detect();
             check(&cfg, &host)?;
             let l = cfg.layout(&host);
-            println!(
-                "{}: valid (shards on CPUs {:?}, I/O on CPUs {:?})",
-                config.display(),
-                l.shards,
-                l.io
-            );
+            println!("{}: valid (shards on CPUs {:?}, I/O on CPUs {:?})", config.display(), l.shards, l.io);
             Ok(())
         }
-        Cmd::Send {
-            file,
-            to,
-            from,
-            rate,
-            repeat,
-        } => {
-            let data =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let sock = std::net::UdpSocket::bind((from.as_str(), 0))
-                .with_context(|| format!("cannot bind {from}"))?;
+        Cmd::Send { file, to, from, rate, repeat } => {
+            let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let sock = std::net::UdpSocket::bind((from.as_str(), 0)).with_context(|| format!("cannot bind {from}"))?;
             let start = std::time::Instant::now();
             let mut sent = 0u64;
             for _ in 0..repeat {
@@ -136,77 +123,46 @@ fn main() -> Result<()> {
                     if rate > 0 {
                         let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
                         if let Some(w) = due.checked_sub(start.elapsed()) {
+                            #[allow(clippy::disallowed_methods)] // a plain sender thread
                             std::thread::sleep(w);
                         }
                     }
-                    sock.send_to(p.payload, to.as_str())
-                        .with_context(|| format!("cannot send to {to}"))?;
+                    sock.send_to(p.payload, to.as_str()).with_context(|| format!("cannot send to {to}"))?;
                     sent += 1;
                 }
             }
-            eprintln!(
-                "sent {sent} datagrams in {:.3}s",
-                start.elapsed().as_secs_f64()
-            );
+            eprintln!("sent {sent} datagrams in {:.3}s", start.elapsed().as_secs_f64());
             Ok(())
         }
-        Cmd::Replay {
-            file,
-            shards,
-            realtime,
-            config,
-            quiet,
-        } => {
+        Cmd::Replay { file, shards, realtime, config, quiet } => {
             let cfg = load(&config)?;
             check(&cfg, &HostInfo::detect())?;
-            let data =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let out: Box<dyn std::io::Write + Send> = if quiet {
                 Box::new(std::io::sink())
             } else {
-                Box::new(std::io::BufWriter::with_capacity(
-                    1 << 16,
-                    std::io::stdout(),
-                ))
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()))
             };
             let mut sink = JsonLines::new("stdout", out, &cfg.general.appliance_id, true, true);
-            let sum =
-                flowshard::replay::replay(&data, &cfg.pipeline(), shards, realtime, &mut sink)
-                    .with_context(|| format!("replay of {}", file.display()))?;
+            let sum = flowshard::replay::replay(&data, &cfg.pipeline(), shards, realtime, &mut sink)
+                .with_context(|| format!("replay of {}", file.display()))?;
             eprintln!("{}", flowshard::replay::summary_line(&sum));
             Ok(())
         }
-        Cmd::Run {
-            config,
-            listen,
-            shards,
-            no_pin,
-            state_dir,
-            print_ready,
-        } => {
+        Cmd::Run { config, listen, shards, no_pin, state_dir, print_ready } => {
             let mut cfg = load(&config)?;
             if !listen.is_empty() {
-                let buf = cfg
-                    .listener
-                    .first()
-                    .map_or(32 << 20, |l| l.recv_buffer_bytes);
+                let buf = cfg.listener.first().map_or(32 << 20, |l| l.recv_buffer_bytes);
                 cfg.listener = listen
                     .into_iter()
-                    .map(|address| flowshard::config::Listener {
-                        address,
-                        recv_buffer_bytes: buf,
-                    })
+                    .map(|address| flowshard::config::Listener { address, recv_buffer_bytes: buf })
                     .collect();
             }
             let host = HostInfo::detect();
             if let Some(n) = shards {
                 let n = n.max(1);
                 cfg.cores.shards = host.cpus.iter().copied().cycle().take(n).collect();
-                cfg.cores.io = vec![host
-                    .cpus
-                    .get(n)
-                    .copied()
-                    .unwrap_or(*host.cpus.last().unwrap_or(&0))];
+                cfg.cores.io = vec![host.cpus.get(n).copied().unwrap_or(*host.cpus.last().unwrap_or(&0))];
                 if n >= host.cpus.len() {
                     cfg.cores.pin = Some(false);
                 }
@@ -221,8 +177,7 @@ fn main() -> Result<()> {
             let layout = cfg.layout(&host);
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, stop.clone())
-                    .context("cannot install signal handler")?;
+                signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
             }
             eprintln!(
                 "flowshard: starting {} shard(s) on CPUs {:?}, I/O on {:?}{}",

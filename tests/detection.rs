@@ -2,6 +2,8 @@
 //! an injected surge is flagged in the second it happens (or the next), and a steady elephant
 //! flow exported once every 60 s (the exporter's active timeout) raises nothing in 30 minutes.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use flowshard::decode::netflow_v5;
 use flowshard::model::{AlertKind, Dimension, FlowRecord, Ip};
 use flowshard::pipeline::{Engine, PipelineConfig, SecondOutput};
@@ -46,11 +48,7 @@ fn background(rng: &mut Rng, out: &mut Vec<FlowRecord>) {
 fn feed(e: &mut Engine, second: u64, recs: &[FlowRecord], out: &mut Vec<SecondOutput>) {
     let mut buf = Vec::new();
     for router in [1u32, 2] {
-        let mine: Vec<FlowRecord> = recs
-            .iter()
-            .filter(|r| (r.in_if == 1) == (router == 1))
-            .copied()
-            .collect();
+        let mine: Vec<FlowRecord> = recs.iter().filter(|r| (r.in_if == 1) == (router == 1)).copied().collect();
         for chunk in mine.chunks(30) {
             buf.clear();
             netflow_v5::encode(&mut buf, chunk, 10_000_000, 0, 0, 0);
@@ -65,10 +63,7 @@ fn alerts(out: &[SecondOutput]) -> Vec<&flowshard::model::Alert> {
 }
 
 fn elephant_run(shards: usize, spread: bool) -> Vec<SecondOutput> {
-    let mut cfg = PipelineConfig {
-        detect: Some(Default::default()),
-        ..Default::default()
-    };
+    let mut cfg = PipelineConfig { detect: Some(Default::default()), ..Default::default() };
     if !spread {
         cfg.agg.long_flow_ms = u32::MAX;
     }
@@ -116,32 +111,19 @@ fn steady_elephant_exported_every_60s_raises_nothing() {
             a.first().map(|x| x.reason())
         );
         // and the rollups are still exact by arrival: the elephant's bytes appear in full
-        let total: u64 = out
-            .iter()
-            .flat_map(|s| &s.rollups)
-            .filter(|r| r.dimension == Dimension::Total)
-            .map(|r| r.bytes)
-            .sum();
+        let total: u64 =
+            out.iter().flat_map(|s| &s.rollups).filter(|r| r.dimension == Dimension::Total).map(|r| r.bytes).sum();
         assert!(total > 30 * 300_000_000);
     }
     // Control: without spreading long records, the same traffic is a sawtooth that alerts.
     let naive = elephant_run(1, false);
-    assert!(
-        alerts(&naive).len() > 10,
-        "the naive detector should be fooled by the sawtooth"
-    );
+    assert!(alerts(&naive).len() > 10, "the naive detector should be fooled by the sawtooth");
 }
 
 #[test]
 fn injected_surge_is_flagged_in_its_second() {
     for shards in [1, 3] {
-        let mut e = Engine::new(
-            &PipelineConfig {
-                detect: Some(Default::default()),
-                ..Default::default()
-            },
-            shards,
-        );
+        let mut e = Engine::new(&PipelineConfig { detect: Some(Default::default()), ..Default::default() }, shards);
         let mut rng = Rng(0x1234_5678);
         let mut out = Vec::new();
         let mut recs = Vec::new();
@@ -187,20 +169,10 @@ fn injected_surge_is_flagged_in_its_second() {
         assert!(
             hit(Dimension::Total),
             "{shards} shard(s): total not flagged; alerts: {:?}",
-            a.iter()
-                .map(|x| (x.second - T0, x.reason()))
-                .collect::<Vec<_>>()
+            a.iter().map(|x| (x.second - T0, x.reason())).collect::<Vec<_>>()
         );
-        assert!(
-            hit(Dimension::DstIp),
-            "{shards} shard(s): victim not flagged"
-        );
-        let first = a
-            .iter()
-            .filter(|x| x.dimension == Dimension::DstIp)
-            .map(|x| x.second)
-            .min()
-            .unwrap();
+        assert!(hit(Dimension::DstIp), "{shards} shard(s): victim not flagged");
+        let first = a.iter().filter(|x| x.dimension == Dimension::DstIp).map(|x| x.second).min().unwrap();
         assert_eq!(first, T0 + surge_at, "flagged in the second it happens");
     }
 }

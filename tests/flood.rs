@@ -3,6 +3,8 @@
 //! totals exact. Bound stated and checked: resident memory grows by less than 256 MiB with the
 //! default `max_keys` of 65,536 per dimension.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use flowshard::decode::netflow_v5;
 use flowshard::model::{Dimension, FlowRecord, Ip};
 use flowshard::pipeline::{Engine, PipelineConfig};
@@ -41,25 +43,13 @@ fn million_source_flood_is_bounded_and_exact() {
             buf.clear();
             netflow_v5::encode(&mut buf, &recs, 0, 0, 0, 0);
             // spread over 8 exporters so both shards see the flood
-            e.feed(
-                &buf,
-                Ip::from_v4(0x7f00_0002 + (i % 8)),
-                2055,
-                1_700_000_000,
-                &mut out,
-            );
+            e.feed(&buf, Ip::from_v4(0x7f00_0002 + (i % 8)), 2055, 1_700_000_000, &mut out);
             recs.clear();
         }
     }
     buf.clear();
     netflow_v5::encode(&mut buf, &recs, 0, 0, 0, 0);
-    e.feed(
-        &buf,
-        Ip::from_v4(0x7f00_0002),
-        2055,
-        1_700_000_000,
-        &mut out,
-    );
+    e.feed(&buf, Ip::from_v4(0x7f00_0002), 2055, 1_700_000_000, &mut out);
     e.finish(&mut out);
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
     assert!(grown_mib < 256, "resident memory grew by {grown_mib} MiB");
@@ -71,11 +61,8 @@ fn million_source_flood_is_bounded_and_exact() {
         assert_eq!(sum, bytes, "dimension {d}");
         assert!(rows.len() <= cfg.agg.top_k + 3, "{d}: {} rows", rows.len());
     }
-    let victim_row = so
-        .rollups
-        .iter()
-        .find(|r| r.dimension == Dimension::DstIp && r.key.ip == victim)
-        .expect("victim row");
+    let victim_row =
+        so.rollups.iter().find(|r| r.dimension == Dimension::DstIp && r.key.ip == victim).expect("victim row");
     assert_eq!(victim_row.bytes, bytes);
     // the fan-in sketch sees about a million sources (HLL, 128 registers: within 35 %)
     let d = victim_row.distinct.unwrap() as f64;

@@ -1,6 +1,8 @@
 //! Bad input never panics: every capture datagram truncated, bit-flipped and given hostile
 //! lengths, plus template floods. Errors are counted, the template cache stays bounded.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 use common::*;
 use flowshard::decode::{Decoder, DecoderConfig, ErrorReason};
@@ -50,9 +52,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
         let cuts: Vec<usize> = if i < 40 {
             (0..d.len()).collect()
         } else {
-            (0..4)
-                .map(|_| rng.next() as usize % d.len().max(1))
-                .collect()
+            (0..4).map(|_| rng.next() as usize % d.len().max(1)).collect()
         };
         for n in cuts {
             e.feed(&d[..n], *src, 9995, 1001, &mut out);
@@ -70,11 +70,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
         for _ in 0..4 {
             let mut m = d.clone();
             let pos = (rng.next() as usize % m.len()) & !1;
-            let v: &[u8] = if rng.next() % 2 == 0 {
-                &[0xff, 0xff, 0xff, 0xff]
-            } else {
-                &[0, 0, 0, 0]
-            };
+            let v: &[u8] = if rng.next() % 2 == 0 { &[0xff, 0xff, 0xff, 0xff] } else { &[0, 0, 0, 0] };
             for (k, b) in v.iter().enumerate() {
                 if let Some(x) = m.get_mut(pos + k) {
                     *x = *b;
@@ -85,11 +81,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
         }
     }
     e.finish(&mut out);
-    assert!(
-        e.decode_errors > 1000,
-        "mutations should be counted as decode errors, got {}",
-        e.decode_errors
-    );
+    assert!(e.decode_errors > 1000, "mutations should be counted as decode errors, got {}", e.decode_errors);
     let mut by_reason = [0u64; 8];
     for s in &e.shards {
         for r in ErrorReason::ALL {
@@ -102,19 +94,10 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
     assert!(fed > 20_000);
     // Totals still add up: every dimension of every second sums to the `total` row.
     for so in &out {
-        let total: u64 = so
-            .rollups
-            .iter()
-            .filter(|r| r.dimension == flowshard::model::Dimension::Total)
-            .map(|r| r.bytes)
-            .sum();
+        let total: u64 =
+            so.rollups.iter().filter(|r| r.dimension == flowshard::model::Dimension::Total).map(|r| r.bytes).sum();
         for d in &cfg.agg.dimensions {
-            let s: u64 = so
-                .rollups
-                .iter()
-                .filter(|r| r.dimension == *d)
-                .map(|r| r.bytes)
-                .sum();
+            let s: u64 = so.rollups.iter().filter(|r| r.dimension == *d).map(|r| r.bytes).sum();
             assert_eq!(s, total, "dimension {d} at {}", so.second);
         }
     }
@@ -141,10 +124,7 @@ fn ipfix_template_flood(first_id: u16, count: u16, domain: u32) -> Vec<u8> {
 
 #[test]
 fn template_flood_is_bounded_and_counted() {
-    let mut d = Decoder::new(&DecoderConfig {
-        max_templates: 1000,
-        ..DecoderConfig::default()
-    });
+    let mut d = Decoder::new(&DecoderConfig { max_templates: 1000, ..DecoderConfig::default() });
     let mut n = 0;
     let mut sink = |_: &FlowRecord| n += 1;
     // 200 exporters x 5 domains x 50 templates = 50,000 templates offered
@@ -155,18 +135,12 @@ fn template_flood_is_bounded_and_counted() {
         }
     }
     assert_eq!(d.templates.len(), 1000);
-    assert_eq!(
-        d.counters.errors[ErrorReason::TemplateLimit.index()],
-        49_000
-    );
+    assert_eq!(d.counters.errors[ErrorReason::TemplateLimit.index()], 49_000);
     // refreshes of known templates still work when the cache is full
     let m = ipfix_template_flood(256, 50, 0);
     let before = d.counters.errors[ErrorReason::TemplateLimit.index()];
     let _ = d.decode(&m, Ip::from_v4(0x0a00_0000), 0, &mut sink);
-    assert_eq!(
-        d.counters.errors[ErrorReason::TemplateLimit.index()],
-        before
-    );
+    assert_eq!(d.counters.errors[ErrorReason::TemplateLimit.index()], before);
 }
 
 #[test]
@@ -213,7 +187,7 @@ fn data_without_template_is_counted_and_withdrawal_works() {
     t[l - 1] = 4;
     d.decode(&t, Ip::UNSPECIFIED, 0, &mut sink).unwrap();
     d.decode(&data, Ip::UNSPECIFIED, 0, &mut sink).unwrap();
-    drop(sink);
+    let _ = &mut sink;
     assert_eq!(n, 1);
     // withdraw template 256 (field count 0)
     let mut w = Vec::new();

@@ -2,6 +2,8 @@
 //! the results are identical for 1, 2, 3 and 4 shards and for a single-threaded reference
 //! aggregator written independently here.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use flowshard::aggregate::AggConfig;
 use flowshard::decode::netflow_v5;
 use flowshard::model::{Dimension, FlowRecord, Ip};
@@ -34,19 +36,17 @@ fn flow() -> impl Strategy<Value = Flow> {
         1u16..1000,
         0u8..4,
     )
-        .prop_map(
-            |(second, exporter, src, dst, dport, proto, bytes, packets, in_if)| Flow {
-                second,
-                exporter,
-                src,
-                dst,
-                dport,
-                proto,
-                bytes,
-                packets,
-                in_if,
-            },
-        )
+        .prop_map(|(second, exporter, src, dst, dport, proto, bytes, packets, in_if)| Flow {
+            second,
+            exporter,
+            src,
+            dst,
+            dport,
+            proto,
+            bytes,
+            packets,
+            in_if,
+        })
 }
 
 fn record(f: &Flow) -> FlowRecord {
@@ -70,10 +70,7 @@ fn all_dims() -> Vec<Dimension> {
 }
 
 fn run(flows: &[Flow], shards: usize, agg: &AggConfig) -> Vec<SecondOutput> {
-    let cfg = PipelineConfig {
-        agg: agg.clone(),
-        ..Default::default()
-    };
+    let cfg = PipelineConfig { agg: agg.clone(), ..Default::default() };
     let mut e = Engine::new(&cfg, shards);
     let mut out = Vec::new();
     let mut sorted = flows.to_vec();
@@ -96,9 +93,7 @@ fn table(out: &[SecondOutput]) -> Table {
     let mut t = Table::new();
     for so in out {
         for r in &so.rollups {
-            let e = t
-                .entry((r.second, r.dimension, r.dimension.format_key(&r.key)))
-                .or_default();
+            let e = t.entry((r.second, r.dimension, r.dimension.format_key(&r.key))).or_default();
             e.0 += r.bytes;
             e.1 += r.packets;
             e.2 += r.flows;
@@ -113,9 +108,7 @@ fn reference(flows: &[Flow], dims: &[Dimension]) -> Table {
     for f in flows {
         let r = record(f);
         for d in dims {
-            let e = t
-                .entry((1_700_000_000 + f.second, *d, d.format_key(&d.key(&r))))
-                .or_default();
+            let e = t.entry((1_700_000_000 + f.second, *d, d.format_key(&d.key(&r)))).or_default();
             e.0 += r.bytes;
             e.1 += r.packets;
             e.2 += 1;

@@ -2,6 +2,8 @@
 //! stopped, a new process with the same state directory decodes data that arrives before the
 //! exporter's next template refresh. A fresh state directory, as control, cannot.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 use common::*;
 

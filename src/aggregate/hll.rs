@@ -17,9 +17,7 @@ pub struct Hll {
 
 impl Default for Hll {
     fn default() -> Self {
-        Hll {
-            regs: [0; REGISTERS],
-        }
+        Hll { regs: [0; REGISTERS] }
     }
 }
 
@@ -62,11 +60,7 @@ impl Hll {
         }
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / sum;
-        let est = if raw <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
-        } else {
-            raw
-        };
+        let est = if raw <= 2.5 * m && zeros > 0 { m * (m / zeros as f64).ln() } else { raw };
         est.round() as u64
     }
 }

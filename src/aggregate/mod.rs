@@ -84,15 +84,8 @@ impl KeyTable {
         KeyTable {
             index,
             rows: Vec::with_capacity(capacity),
-            sketches: if distinct {
-                Vec::with_capacity(capacity)
-            } else {
-                Vec::new()
-            },
-            other: Row {
-                key: Key::OTHER,
-                ..Row::default()
-            },
+            sketches: if distinct { Vec::with_capacity(capacity) } else { Vec::new() },
+            other: Row { key: Key::OTHER, ..Row::default() },
             other_sketch: Hll::default(),
             capacity,
             distinct,
@@ -123,10 +116,7 @@ impl KeyTable {
             self.evict_one();
         }
         let i = self.rows.len();
-        self.rows.push(Row {
-            key,
-            ..Row::default()
-        });
+        self.rows.push(Row { key, ..Row::default() });
         if self.distinct {
             self.sketches.push(Hll::default());
         }
@@ -170,11 +160,7 @@ impl KeyTable {
         let (row, sk) = if i == usize::MAX {
             (&mut self.other, &mut self.other_sketch)
         } else {
-            let sk = if self.distinct {
-                &mut self.sketches[i]
-            } else {
-                &mut self.other_sketch
-            };
+            let sk = if self.distinct { &mut self.sketches[i] } else { &mut self.other_sketch };
             (&mut self.rows[i], sk)
         };
         row.bytes += r.bytes;
@@ -226,10 +212,7 @@ impl KeyTable {
         self.rows.clear();
         self.sketches.clear();
         self.index.clear();
-        self.other = Row {
-            key: Key::OTHER,
-            ..Row::default()
-        };
+        self.other = Row { key: Key::OTHER, ..Row::default() };
         self.other_sketch = Hll::default();
     }
 
@@ -350,11 +333,7 @@ impl ShardWindow {
     pub fn new(cfg: &AggConfig) -> ShardWindow {
         ShardWindow {
             dims: cfg.dimensions.clone(),
-            tables: cfg
-                .dimensions
-                .iter()
-                .map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some()))
-                .collect(),
+            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some())).collect(),
             long_ms: cfg.long_flow_ms,
         }
     }
@@ -374,13 +353,8 @@ impl ShardWindow {
 
     /// Closes the second: one batch per owner shard (index = owner), the tables emptied.
     pub fn close(&mut self, second: u64, from: u16, owners: usize) -> Vec<PartialBatch> {
-        let mut out: Vec<PartialBatch> = (0..owners.max(1))
-            .map(|_| PartialBatch {
-                second,
-                from,
-                ..Default::default()
-            })
-            .collect();
+        let mut out: Vec<PartialBatch> =
+            (0..owners.max(1)).map(|_| PartialBatch { second, from, ..Default::default() }).collect();
         for (di, t) in self.tables.iter_mut().enumerate() {
             t.drain(|row, sk| {
                 let b = &mut out[owner_of(&row.key, owners)];
@@ -391,11 +365,7 @@ impl ShardWindow {
                     }
                     _ => NO_SKETCH,
                 };
-                b.rows.push(PartialRow {
-                    dim: di as u8,
-                    row: *row,
-                    sketch,
-                });
+                b.rows.push(PartialRow { dim: di as u8, row: *row, sketch });
             });
         }
         out
@@ -427,11 +397,7 @@ impl OwnerWindow {
     pub fn new(cfg: &AggConfig, owners: usize) -> OwnerWindow {
         let owners = owners.max(1);
         OwnerWindow {
-            tables: cfg
-                .dimensions
-                .iter()
-                .map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some()))
-                .collect(),
+            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some())).collect(),
             dims: cfg.dimensions.clone(),
             top_k: cfg.top_k.div_ceil(owners).max(1),
         }
@@ -450,19 +416,11 @@ impl OwnerWindow {
     /// Finishes the second: `observe` sees every merged row first (detection must see keys the
     /// top-K cut is about to fold away), then the top rows per dimension (plus `other`) are
     /// appended to `out`; tables are emptied.
-    pub fn finish_with(
-        &mut self,
-        mut observe: impl FnMut(u8, &Row, Option<u64>),
-        out: &mut Vec<OwnedRow>,
-    ) {
+    pub fn finish_with(&mut self, mut observe: impl FnMut(u8, &Row, Option<u64>), out: &mut Vec<OwnedRow>) {
         for (di, t) in self.tables.iter_mut().enumerate() {
             let has = self.dims[di].distinct_name().is_some();
             for (i, row) in t.rows.iter().enumerate() {
-                let d = if has {
-                    t.sketches.get(i).map(|s| s.estimate())
-                } else {
-                    None
-                };
+                let d = if has { t.sketches.get(i).map(|s| s.estimate()) } else { None };
                 observe(di as u8, row, d);
             }
             t.truncate_top(self.top_k);
@@ -470,11 +428,7 @@ impl OwnerWindow {
                 out.push(OwnedRow {
                     dim: di as u8,
                     row: *row,
-                    distinct: if has {
-                        Some(sk.map_or(0, |s| s.estimate()))
-                    } else {
-                        None
-                    },
+                    distinct: if has { Some(sk.map_or(0, |s| s.estimate())) } else { None },
                 })
             });
         }
@@ -497,14 +451,7 @@ mod tests {
     use crate::model::Ip;
 
     fn rec(src: u32, bytes: u64) -> FlowRecord {
-        FlowRecord {
-            src: Ip::from_v4(src),
-            dst: Ip::from_v4(1),
-            bytes,
-            packets: 1,
-            proto: 6,
-            ..Default::default()
-        }
+        FlowRecord { src: Ip::from_v4(src), dst: Ip::from_v4(1), bytes, packets: 1, proto: 6, ..Default::default() }
     }
 
     #[test]
@@ -513,12 +460,7 @@ mod tests {
         let mut total = 0;
         for i in 0..10_000u32 {
             let r = rec(i, 10);
-            t.add(
-                Dimension::SrcIp.key(&r),
-                &r,
-                2000,
-                Dimension::SrcIp.distinct_item(&r),
-            );
+            t.add(Dimension::SrcIp.key(&r), &r, 2000, Dimension::SrcIp.distinct_item(&r));
             total += 10;
             let h = rec(0xdead, 1000);
             t.add(Dimension::SrcIp.key(&h), &h, 2000, None);
@@ -539,10 +481,7 @@ mod tests {
 
     #[test]
     fn shard_to_owner_roundtrip() {
-        let cfg = AggConfig {
-            top_k: 10_000,
-            ..AggConfig::default()
-        };
+        let cfg = AggConfig { top_k: 10_000, ..AggConfig::default() };
         let mut w = ShardWindow::new(&cfg);
         for i in 0..100 {
             w.add(&rec(i, 100));
@@ -554,10 +493,7 @@ mod tests {
             ow.merge(b);
             let mut out = Vec::new();
             ow.finish(&mut out);
-            for r in out
-                .iter()
-                .filter(|r| cfg.dimensions[r.dim as usize] == Dimension::SrcIp)
-            {
+            for r in out.iter().filter(|r| cfg.dimensions[r.dim as usize] == Dimension::SrcIp) {
                 assert_eq!(owner_of(&r.row.key, 3), o);
                 total += r.row.bytes;
             }

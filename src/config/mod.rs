@@ -51,11 +51,7 @@ pub struct General {
 
 impl Default for General {
     fn default() -> Self {
-        General {
-            state_dir: PathBuf::from("state"),
-            status_interval_s: 10,
-            appliance_id: "flowshard".into(),
-        }
+        General { state_dir: PathBuf::from("state"), status_interval_s: 10, appliance_id: "flowshard".into() }
     }
 }
 
@@ -100,11 +96,7 @@ pub struct Decode {
 
 impl Default for Decode {
     fn default() -> Self {
-        Decode {
-            max_templates: 8192,
-            template_timeout_s: 3600,
-            sampling_override: Vec::new(),
-        }
+        Decode { max_templates: 8192, template_timeout_s: 3600, sampling_override: Vec::new() }
     }
 }
 
@@ -227,10 +219,7 @@ pub struct Handoff {
 
 impl Default for Handoff {
     fn default() -> Self {
-        Handoff {
-            queue_seconds: 64,
-            when_full: WhenFull::DropNewest,
-        }
+        Handoff { queue_seconds: 64, when_full: WhenFull::DropNewest }
     }
 }
 
@@ -270,20 +259,14 @@ impl Default for Config {
             general: General::default(),
             listener: ["0.0.0.0:2055", "0.0.0.0:4739", "0.0.0.0:6343"]
                 .iter()
-                .map(|a| Listener {
-                    address: a.to_string(),
-                    recv_buffer_bytes: default_rcvbuf(),
-                })
+                .map(|a| Listener { address: a.to_string(), recv_buffer_bytes: default_rcvbuf() })
                 .collect(),
             cores: Cores::default(),
             decode: Decode::default(),
             aggregate: Aggregate::default(),
             detect: Detect::default(),
             handoff: Handoff::default(),
-            sink: vec![Sink::Stdout {
-                rollups: true,
-                alerts: true,
-            }],
+            sink: vec![Sink::Stdout { rollups: true, alerts: true }],
         }
     }
 }
@@ -315,11 +298,8 @@ pub struct HostInfo {
 impl HostInfo {
     /// Reads the CPUs this process may use.
     pub fn detect() -> HostInfo {
-        let mut cpus: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let mut cpus: Vec<usize> =
+            core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
         if cpus.is_empty() {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             cpus = (0..n).collect();
@@ -340,16 +320,8 @@ pub struct Layout {
     pub pin: bool,
 }
 
-fn err(
-    field: impl Into<String>,
-    problem: impl Into<String>,
-    fix: impl Into<String>,
-) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        problem: problem.into(),
-        fix: fix.into(),
-    }
+fn err(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), problem: problem.into(), fix: fix.into() }
 }
 
 impl Config {
@@ -364,22 +336,14 @@ impl Config {
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "config".into());
-            err(
-                field,
-                msg,
-                "correct the TOML (see README, section Configuration, for every field)",
-            )
+            err(field, msg, "correct the TOML (see README, section Configuration, for every field)")
         })
     }
 
     /// Reads and parses a file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            err(
-                path.display().to_string(),
-                format!("cannot read: {e}"),
-                "pass an existing, readable file",
-            )
+            err(path.display().to_string(), format!("cannot read: {e}"), "pass an existing, readable file")
         })?;
         Config::parse(&text)
     }
@@ -394,24 +358,14 @@ impl Config {
         } else {
             self.cores.shards.clone()
         };
-        let io = if self.cores.io.is_empty() {
-            vec![last]
-        } else {
-            self.cores.io.clone()
-        };
-        Layout {
-            shards,
-            io,
-            pin: self.cores.pin.unwrap_or(true),
-        }
+        let io = if self.cores.io.is_empty() { vec![last] } else { self.cores.io.clone() };
+        Layout { shards, io, pin: self.cores.pin.unwrap_or(true) }
     }
 
     /// Checks everything; returns every problem found (empty = valid).
     pub fn validate(&self, host: &HostInfo) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        if self.general.appliance_id.is_empty()
-            || self.general.appliance_id.contains([':', ' ', '/'])
-        {
+        if self.general.appliance_id.is_empty() || self.general.appliance_id.contains([':', ' ', '/']) {
             e.push(err(
                 "general.appliance_id",
                 "must be non-empty without ':', '/' or spaces",
@@ -419,11 +373,7 @@ impl Config {
             ));
         }
         if self.listener.is_empty() {
-            e.push(err(
-                "listener",
-                "no listener configured",
-                "add [[listener]] address = \"0.0.0.0:2055\"",
-            ));
+            e.push(err("listener", "no listener configured", "add [[listener]] address = \"0.0.0.0:2055\""));
         }
         let mut seen = Vec::new();
         for (i, l) in self.listener.iter().enumerate() {
@@ -435,7 +385,11 @@ impl Config {
                 )),
                 Ok(a) => {
                     if seen.contains(&a) {
-                        e.push(err(format!("listener[{i}].address"), format!("{a} is listed twice"), "remove the duplicate"));
+                        e.push(err(
+                            format!("listener[{i}].address"),
+                            format!("{a} is listed twice"),
+                            "remove the duplicate",
+                        ));
                     }
                     seen.push(a);
                 }
@@ -449,36 +403,22 @@ impl Config {
             }
         }
         let lay = self.layout(host);
-        for (name, list) in [
-            ("cores.shards", &self.cores.shards),
-            ("cores.io", &self.cores.io),
-        ] {
+        for (name, list) in [("cores.shards", &self.cores.shards), ("cores.io", &self.cores.io)] {
             for (i, c) in list.iter().enumerate() {
                 if !host.cpus.contains(c) {
                     e.push(err(
                         format!("{name}[{i}]"),
-                        format!(
-                            "CPU {c} is not available to this process (available: {:?})",
-                            host.cpus
-                        ),
+                        format!("CPU {c} is not available to this process (available: {:?})", host.cpus),
                         "list only available CPU ids (see `flowshard plan`)",
                     ));
                 }
                 if list[..i].contains(c) {
-                    e.push(err(
-                        format!("{name}[{i}]"),
-                        format!("CPU {c} is listed twice"),
-                        "list each CPU once",
-                    ));
+                    e.push(err(format!("{name}[{i}]"), format!("CPU {c} is listed twice"), "list each CPU once"));
                 }
             }
         }
         if lay.shards.len() > 1024 {
-            e.push(err(
-                "cores.shards",
-                "more than 1024 shards",
-                "use at most one shard per CPU",
-            ));
+            e.push(err("cores.shards", "more than 1024 shards", "use at most one shard per CPU"));
         }
         if self.cores.pin.unwrap_or(true) {
             for c in &lay.shards {
@@ -497,10 +437,7 @@ impl Config {
                 None => e.push(err(
                     format!("aggregate.dimensions[{i}]"),
                     format!("unknown dimension {d:?}"),
-                    format!(
-                        "use one of: {}",
-                        Dimension::ALL.map(|d| d.name()).join(", ")
-                    ),
+                    format!("use one of: {}", Dimension::ALL.map(|d| d.name()).join(", ")),
                 )),
                 Some(x) if dims.contains(&x) => e.push(err(
                     format!("aggregate.dimensions[{i}]"),
@@ -511,11 +448,7 @@ impl Config {
             }
         }
         if dims.is_empty() {
-            e.push(err(
-                "aggregate.dimensions",
-                "no dimension",
-                "add at least \"total\"",
-            ));
+            e.push(err("aggregate.dimensions", "no dimension", "add at least \"total\""));
         }
         if self.aggregate.max_keys < 16 || self.aggregate.max_keys > 16_777_216 {
             e.push(err(
@@ -525,11 +458,7 @@ impl Config {
             ));
         }
         if self.aggregate.top_k == 0 {
-            e.push(err(
-                "aggregate.top_k",
-                "must be at least 1",
-                "use e.g. 1000",
-            ));
+            e.push(err("aggregate.top_k", "must be at least 1", "use e.g. 1000"));
         }
         let d = &self.detect;
         for (i, name) in d.dimensions.iter().enumerate() {
@@ -555,42 +484,22 @@ impl Config {
             ));
         }
         if !(d.z_threshold > 0.0 && d.z_threshold.is_finite()) {
-            e.push(err(
-                "detect.z_threshold",
-                format!("{} must be a positive number", d.z_threshold),
-                "use e.g. 3.5",
-            ));
+            e.push(err("detect.z_threshold", format!("{} must be a positive number", d.z_threshold), "use e.g. 3.5"));
         }
         if !(d.min_std > 0.0 && d.min_std.is_finite()) {
             e.push(err("detect.min_std", "must be positive", "use e.g. 0.3"));
         }
         if !(d.cusum_h > 0.0 && d.cusum_k >= 0.0) {
-            e.push(err(
-                "detect.cusum_h",
-                "cusum_h must be > 0 and cusum_k >= 0",
-                "use cusum_k = 1.0, cusum_h = 12.0",
-            ));
+            e.push(err("detect.cusum_h", "cusum_h must be > 0 and cusum_k >= 0", "use cusum_k = 1.0, cusum_h = 12.0"));
         }
         if d.max_tracked_keys == 0 {
-            e.push(err(
-                "detect.max_tracked_keys",
-                "must be at least 1",
-                "use e.g. 10000",
-            ));
+            e.push(err("detect.max_tracked_keys", "must be at least 1", "use e.g. 10000"));
         }
         if self.decode.max_templates == 0 {
-            e.push(err(
-                "decode.max_templates",
-                "must be at least 1",
-                "use e.g. 8192",
-            ));
+            e.push(err("decode.max_templates", "must be at least 1", "use e.g. 8192"));
         }
         if self.decode.template_timeout_s == 0 {
-            e.push(err(
-                "decode.template_timeout_s",
-                "must be at least 1",
-                "use e.g. 3600",
-            ));
+            e.push(err("decode.template_timeout_s", "must be at least 1", "use e.g. 3600"));
         }
         for (i, o) in self.decode.sampling_override.iter().enumerate() {
             if o.exporter.parse::<std::net::IpAddr>().is_err() {
@@ -609,30 +518,17 @@ impl Config {
             }
         }
         if self.handoff.queue_seconds == 0 {
-            e.push(err(
-                "handoff.queue_seconds",
-                "must be at least 1",
-                "use e.g. 64",
-            ));
+            e.push(err("handoff.queue_seconds", "must be at least 1", "use e.g. 64"));
         }
         if self.sink.is_empty() {
-            e.push(err(
-                "sink",
-                "no sink configured",
-                "add [[sink]] type = \"stdout\"",
-            ));
+            e.push(err("sink", "no sink configured", "add [[sink]] type = \"stdout\""));
         }
         e
     }
 
     /// The pipeline settings (call after a successful [`Config::validate`]).
     pub fn pipeline(&self) -> PipelineConfig {
-        let dims: Vec<Dimension> = self
-            .aggregate
-            .dimensions
-            .iter()
-            .filter_map(|d| Dimension::from_name(d))
-            .collect();
+        let dims: Vec<Dimension> = self.aggregate.dimensions.iter().filter_map(|d| Dimension::from_name(d)).collect();
         let d = &self.detect;
         PipelineConfig {
             decode: DecoderConfig {
@@ -642,12 +538,7 @@ impl Config {
                     .decode
                     .sampling_override
                     .iter()
-                    .filter_map(|o| {
-                        o.exporter
-                            .parse::<std::net::IpAddr>()
-                            .ok()
-                            .map(|a| (Ip::from(a), o.rate))
-                    })
+                    .filter_map(|o| o.exporter.parse::<std::net::IpAddr>().ok().map(|a| (Ip::from(a), o.rate)))
                     .collect(),
             },
             agg: AggConfig {
@@ -657,11 +548,7 @@ impl Config {
                 long_flow_ms: self.aggregate.long_flow_ms,
             },
             detect: d.enabled.then(|| DetectConfig {
-                dimensions: d
-                    .dimensions
-                    .iter()
-                    .filter_map(|x| Dimension::from_name(x))
-                    .collect(),
+                dimensions: d.dimensions.iter().filter_map(|x| Dimension::from_name(x)).collect(),
                 alpha: d.alpha,
                 warmup_s: d.warmup_s,
                 z_threshold: d.z_threshold,
@@ -671,12 +558,7 @@ impl Config {
                 cusum_h: d.cusum_h,
                 drop_alerts: d.drop_alerts,
                 drop_confirm_s: 2,
-                min_value: [
-                    d.min_bytes_per_s,
-                    d.min_packets_per_s,
-                    d.min_flows_per_s,
-                    d.min_distinct,
-                ],
+                min_value: [d.min_bytes_per_s, d.min_packets_per_s, d.min_flows_per_s, d.min_distinct],
                 max_tracked: d.max_tracked_keys,
                 idle_evict_s: d.idle_evict_s,
             }),

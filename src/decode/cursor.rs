@@ -44,10 +44,7 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
         if n > self.buf.len() {
-            return Err(Truncated {
-                needed: n,
-                remaining: self.buf.len(),
-            });
+            return Err(Truncated { needed: n, remaining: self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -119,13 +116,7 @@ mod tests {
         let mut c = Cursor::new(&[0, 5, 0, 0, 0, 9, 1]);
         assert_eq!(c.u16(), Ok(5));
         assert_eq!(c.u32(), Ok(9));
-        assert_eq!(
-            c.u16(),
-            Err(Truncated {
-                needed: 2,
-                remaining: 1
-            })
-        );
+        assert_eq!(c.u16(), Err(Truncated { needed: 2, remaining: 1 }));
         assert_eq!(c.u8(), Ok(1));
         assert!(c.is_empty());
         assert!(c.skip(usize::MAX).is_err());

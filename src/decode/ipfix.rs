@@ -29,23 +29,12 @@ pub(crate) fn decode<S: FlowSink>(
     let _seq = c.u32().map_err(&t)?;
     let domain = c.u32().map_err(&t)?;
     if len < HEADER_LEN {
-        return Err(DecodeError::BadLength {
-            proto: P,
-            what: "message",
-            value: len,
-        });
+        return Err(DecodeError::BadLength { proto: P, what: "message", value: len });
     }
     if len > data.len() {
-        return Err(DecodeError::Truncated {
-            proto: Some(P),
-            what: "message",
-            needed: len,
-            remaining: data.len(),
-        });
+        return Err(DecodeError::Truncated { proto: Some(P), what: "message", needed: len, remaining: data.len() });
     }
     // Bytes past the message length are not part of the message.
-    let mut body = c
-        .sub(len - HEADER_LEN)
-        .map_err(DecodeError::truncated(P, "message"))?;
+    let mut body = c.sub(len - HEADER_LEN).map_err(DecodeError::truncated(P, "message"))?;
     walk_sets(&mut body, P, Family::Ipfix, exporter, domain, now, ctx)
 }

@@ -13,6 +13,7 @@
 //! May depend on: `model`. Lives on: shard cores (and replay, tests, fuzzers, benches).
 
 pub mod cursor;
+pub mod encode;
 pub mod ipfix;
 pub mod netflow_v5;
 pub mod netflow_v9;
@@ -205,16 +206,8 @@ impl DecodeError {
         }
     }
 
-    pub(crate) fn truncated(
-        proto: Protocol,
-        what: &'static str,
-    ) -> impl Fn(Truncated) -> DecodeError {
-        move |t| DecodeError::Truncated {
-            proto: Some(proto),
-            what,
-            needed: t.needed,
-            remaining: t.remaining,
-        }
+    pub(crate) fn truncated(proto: Protocol, what: &'static str) -> impl Fn(Truncated) -> DecodeError {
+        move |t| DecodeError::Truncated { proto: Some(proto), what, needed: t.needed, remaining: t.remaining }
     }
 }
 
@@ -289,11 +282,7 @@ pub struct DecoderConfig {
 
 impl Default for DecoderConfig {
     fn default() -> Self {
-        DecoderConfig {
-            max_templates: 8192,
-            template_timeout_s: 3600,
-            sampling_overrides: Vec::new(),
-        }
+        DecoderConfig { max_templates: 8192, template_timeout_s: 3600, sampling_overrides: Vec::new() }
     }
 }
 
@@ -349,17 +338,11 @@ impl Decoder {
         let Some(protocol) = sniff(data) else {
             self.counters.unknown_datagrams += 1;
             self.counters.errors[ErrorReason::UnknownVersion.index()] += 1;
-            let version = data
-                .get(..4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let version = data.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             return Err(DecodeError::UnknownVersion { version });
         };
         self.counters.datagrams[protocol.index()] += 1;
-        let mut ctx = Ctx {
-            dec: self,
-            sink,
-            records: 0,
-        };
+        let mut ctx = Ctx { dec: self, sink, records: 0 };
         let res = match protocol {
             Protocol::NetflowV5 => netflow_v5::decode(data, source, &mut ctx),
             Protocol::NetflowV9 => netflow_v9::decode(data, source, now, &mut ctx),
@@ -389,11 +372,7 @@ impl<S: FlowSink> Ctx<'_, S> {
     /// Applies the sampling rate (override first) and emits the record.
     #[inline]
     pub(crate) fn emit(&mut self, mut r: FlowRecord, rate_from_exporter: u32) {
-        let rate = self
-            .dec
-            .sampling_override(r.exporter)
-            .unwrap_or(rate_from_exporter)
-            .max(1);
+        let rate = self.dec.sampling_override(r.exporter).unwrap_or(rate_from_exporter).max(1);
         if rate > 1 {
             r.bytes = r.bytes.saturating_mul(rate as u64);
             r.packets = r.packets.saturating_mul(rate as u64);

@@ -13,11 +13,7 @@ pub const HEADER_LEN: usize = 24;
 pub const RECORD_LEN: usize = 48;
 const P: Protocol = Protocol::NetflowV5;
 
-pub(crate) fn decode<S: FlowSink>(
-    data: &[u8],
-    source: Ip,
-    ctx: &mut Ctx<'_, S>,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode<S: FlowSink>(data: &[u8], source: Ip, ctx: &mut Ctx<'_, S>) -> Result<(), DecodeError> {
     let mut c = Cursor::new(data);
     let t = DecodeError::truncated(P, "header");
     let _version = c.u16().map_err(&t)?;
@@ -42,9 +38,7 @@ pub(crate) fn decode<S: FlowSink>(
         });
     }
     for _ in 0..count {
-        let mut r = c
-            .sub(RECORD_LEN)
-            .map_err(DecodeError::truncated(P, "record"))?;
+        let mut r = c.sub(RECORD_LEN).map_err(DecodeError::truncated(P, "record"))?;
         let rec = record(&mut r, source).map_err(DecodeError::truncated(P, "record"))?;
         ctx.emit(rec, rate);
     }
@@ -92,14 +86,7 @@ fn record(r: &mut Cursor<'_>, exporter: Ip) -> Result<FlowRecord, super::cursor:
 
 /// Encodes records as one NetFlow v5 datagram (for the generator and tests). At most 30
 /// records are written.
-pub fn encode(
-    out: &mut Vec<u8>,
-    records: &[FlowRecord],
-    uptime_ms: u32,
-    unix_secs: u32,
-    seq: u32,
-    sampling: u16,
-) {
+pub fn encode(out: &mut Vec<u8>, records: &[FlowRecord], uptime_ms: u32, unix_secs: u32, seq: u32, sampling: u16) {
     let n = records.len().min(30);
     out.extend_from_slice(&5u16.to_be_bytes());
     out.extend_from_slice(&(n as u16).to_be_bytes());
@@ -161,8 +148,7 @@ mod tests {
         let mut d = Decoder::new(&DecoderConfig::default());
         let mut got = Vec::new();
         let mut sink = |r: &FlowRecord| got.push(*r);
-        d.decode(&buf, Ip::from_v4(0x7f000001), 0, &mut sink)
-            .unwrap();
+        d.decode(&buf, Ip::from_v4(0x7f000001), 0, &mut sink).unwrap();
         assert_eq!(got.len(), 5);
         assert_eq!(got[1].bytes, 3000 * 10);
         assert_eq!(got[1].packets, 20);

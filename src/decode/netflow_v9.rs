@@ -45,22 +45,12 @@ pub(crate) fn walk_sets<S: FlowSink>(
     };
     // A v9 exporter may pad the datagram; fewer than 4 bytes cannot be a set.
     while c.remaining() >= 4 {
-        let id = c
-            .u16()
-            .map_err(DecodeError::truncated(proto, "set header"))?;
-        let len = c
-            .u16()
-            .map_err(DecodeError::truncated(proto, "set header"))? as usize;
+        let id = c.u16().map_err(DecodeError::truncated(proto, "set header"))?;
+        let len = c.u16().map_err(DecodeError::truncated(proto, "set header"))? as usize;
         if len < 4 {
-            return Err(DecodeError::BadLength {
-                proto,
-                what: "set",
-                value: len,
-            });
+            return Err(DecodeError::BadLength { proto, what: "set", value: len });
         }
-        let body = c
-            .sub(len - 4)
-            .map_err(DecodeError::truncated(proto, "set"))?;
+        let body = c.sub(len - 4).map_err(DecodeError::truncated(proto, "set"))?;
         if id == tmpl_id {
             template_set(ctx, family, exporter, domain, false, body, now)?;
         } else if id == opt_id {

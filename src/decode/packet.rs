@@ -139,12 +139,8 @@ mod tests {
             p.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
         }
         p.extend_from_slice(&[0x08, 0x00]);
-        p.extend_from_slice(&[
-            0x45, 0x10, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 192, 0, 2, 9,
-        ]);
-        p.extend_from_slice(&[
-            0x30, 0x39, 0x01, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0, 0,
-        ]);
+        p.extend_from_slice(&[0x45, 0x10, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 192, 0, 2, 9]);
+        p.extend_from_slice(&[0x30, 0x39, 0x01, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0, 0]);
         p
     }
 
@@ -155,10 +151,7 @@ mod tests {
             assert!(parse_header(HEADER_ETHERNET, &eth_ipv4_tcp(vlan), &mut r));
             assert_eq!(r.src.to_string(), "10.0.0.1");
             assert_eq!(r.dst.to_string(), "192.0.2.9");
-            assert_eq!(
-                (r.src_port, r.dst_port, r.proto, r.tcp_flags, r.tos),
-                (12345, 443, 6, 2, 0x10)
-            );
+            assert_eq!((r.src_port, r.dst_port, r.proto, r.tcp_flags, r.tos), (12345, 443, 6, 2, 0x10));
         }
     }
 

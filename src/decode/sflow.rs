@@ -27,22 +27,14 @@ pub(crate) fn decode<S: FlowSink>(data: &[u8], ctx: &mut Ctx<'_, S>) -> Result<(
     let t = DecodeError::truncated(P, "datagram header");
     let _version = c.u32().map_err(&t)?;
     let Some(agent) = address(&mut c).map_err(&t)? else {
-        return Err(DecodeError::BadSample {
-            agent: Ip::UNSPECIFIED,
-            why: "unknown agent address type",
-        });
+        return Err(DecodeError::BadSample { agent: Ip::UNSPECIFIED, why: "unknown agent address type" });
     };
     let _sub_agent = c.u32().map_err(&t)?;
     let _seq = c.u32().map_err(&t)?;
     let _uptime = c.u32().map_err(&t)?;
     let n = c.u32().map_err(&t)?;
     if n as usize > c.remaining() / 8 {
-        return Err(DecodeError::HostileCount {
-            proto: P,
-            what: "sample",
-            count: n,
-            remaining: c.remaining(),
-        });
+        return Err(DecodeError::HostileCount { proto: P, what: "sample", count: n, remaining: c.remaining() });
     }
     for _ in 0..n {
         let ts = DecodeError::truncated(P, "sample");
@@ -99,13 +91,7 @@ fn flow_sample<S: FlowSink>(
     if n as usize > c.remaining() / 8 {
         return Err(BadSample);
     }
-    let mut r = FlowRecord {
-        exporter: agent,
-        in_if,
-        out_if,
-        packets: 1,
-        ..Default::default()
-    };
+    let mut r = FlowRecord { exporter: agent, in_if, out_if, packets: 1, ..Default::default() };
     let mut have_packet = false;
     for _ in 0..n {
         let format = c.u32()?;

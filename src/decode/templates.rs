@@ -172,10 +172,7 @@ pub struct Template {
 
 impl Template {
     fn compile(raw: &[RawField], scope_fields: u16, options: bool, now: u64) -> Option<Template> {
-        let min_len: usize = raw
-            .iter()
-            .map(|f| if f.len == VARLEN { 1 } else { f.len as usize })
-            .sum();
+        let min_len: usize = raw.iter().map(|f| if f.len == VARLEN { 1 } else { f.len as usize }).sum();
         if raw.is_empty() || raw.len() > MAX_FIELDS || min_len == 0 {
             return None;
         }
@@ -184,22 +181,11 @@ impl Template {
             .enumerate()
             .map(|(i, f)| Field {
                 // scope fields of options templates are not flow fields
-                kind: if options && i < scope_fields as usize {
-                    Kind::Skip
-                } else {
-                    kind_of(f)
-                },
+                kind: if options && i < scope_fields as usize { Kind::Skip } else { kind_of(f) },
                 len: f.len,
             })
             .collect();
-        Some(Template {
-            fields,
-            raw: raw.into(),
-            scope_fields,
-            options,
-            min_len,
-            refreshed: now,
-        })
+        Some(Template { fields, raw: raw.into(), scope_fields, options, min_len, refreshed: now })
     }
 
     /// Number of fields.
@@ -307,8 +293,7 @@ impl TemplateStore {
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.map.len();
         let timeout = self.timeout_s;
-        self.map
-            .retain(|_, t| now <= t.refreshed.saturating_add(timeout));
+        self.map.retain(|_, t| now <= t.refreshed.saturating_add(timeout));
         let n = before - self.map.len();
         if n > 0 {
             self.dirty = true;
@@ -316,18 +301,9 @@ impl TemplateStore {
         n
     }
 
-    fn learn(
-        &mut self,
-        key: TemplateKey,
-        scope_fields: u16,
-        options: bool,
-        now: u64,
-    ) -> Result<bool, DecodeError> {
+    fn learn(&mut self, key: TemplateKey, scope_fields: u16, options: bool, now: u64) -> Result<bool, DecodeError> {
         if let Some(old) = self.map.get_mut(&key) {
-            if *old.raw == *self.scratch
-                && old.options == options
-                && old.scope_fields == scope_fields
-            {
+            if *old.raw == *self.scratch && old.options == options && old.scope_fields == scope_fields {
                 if let Some(t) = Rc::get_mut(old) {
                     t.refreshed = now;
                 } else {
@@ -346,15 +322,13 @@ impl TemplateStore {
                 limit: self.max,
             });
         }
-        let t = Template::compile(&self.scratch, scope_fields, options, now).ok_or(
-            DecodeError::BadTemplate {
-                proto: key.family.proto(),
-                exporter: key.exporter,
-                domain: key.domain,
-                template: key.id,
-                why: "no fields, too many fields, or zero-length records",
-            },
-        )?;
+        let t = Template::compile(&self.scratch, scope_fields, options, now).ok_or(DecodeError::BadTemplate {
+            proto: key.family.proto(),
+            exporter: key.exporter,
+            domain: key.domain,
+            template: key.id,
+            why: "no fields, too many fields, or zero-length records",
+        })?;
         self.map.insert(key, Rc::new(t));
         self.dirty = true;
         Ok(true)
@@ -369,10 +343,7 @@ impl TemplateStore {
     fn withdraw_all(&mut self, exporter: Ip, domain: u32, family: Family, options: bool) -> usize {
         let before = self.map.len();
         self.map.retain(|k, t| {
-            !(k.exporter == exporter
-                && k.domain == domain
-                && k.family == family
-                && t.options == options)
+            !(k.exporter == exporter && k.domain == domain && k.family == family && t.options == options)
         });
         let n = before - self.map.len();
         self.dirty |= n > 0;
@@ -383,9 +354,7 @@ impl TemplateStore {
         if rate == 0 {
             return;
         }
-        if self.sampling.len() >= self.max
-            && !self.sampling.contains_key(&(exporter, domain, sampler))
-        {
+        if self.sampling.len() >= self.max && !self.sampling.contains_key(&(exporter, domain, sampler)) {
             return;
         }
         if self.sampling.insert((exporter, domain, sampler), rate) != Some(rate) {
@@ -434,18 +403,10 @@ impl TemplateStore {
         let mut sampling: Vec<_> = self
             .sampling
             .iter()
-            .map(|((e, d, s), r)| PersistedSampling {
-                exporter: e.to_std(),
-                domain: *d,
-                sampler: *s,
-                rate: *r,
-            })
+            .map(|((e, d, s), r)| PersistedSampling { exporter: e.to_std(), domain: *d, sampler: *s, rate: *r })
             .collect();
         sampling.sort_by_key(|s| (s.exporter, s.domain, s.sampler));
-        Snapshot {
-            templates,
-            sampling,
-        }
+        Snapshot { templates, sampling }
     }
 
     /// Loads a snapshot (entries over the limit or malformed are skipped); returns templates loaded.
@@ -456,16 +417,8 @@ impl TemplateStore {
                 break;
             }
             if let Some(t) = Template::compile(&p.fields, p.scope_fields, p.options, p.refreshed) {
-                let key = TemplateKey {
-                    exporter: Ip::from(p.exporter),
-                    domain: p.domain,
-                    id: p.id,
-                    family: p.family,
-                };
-                let newer = self
-                    .map
-                    .get(&key)
-                    .is_none_or(|old| old.refreshed <= p.refreshed);
+                let key = TemplateKey { exporter: Ip::from(p.exporter), domain: p.domain, id: p.id, family: p.family };
+                let newer = self.map.get(&key).is_none_or(|old| old.refreshed <= p.refreshed);
                 if newer {
                     self.map.insert(key, Rc::new(t));
                     n += 1;
@@ -511,40 +464,23 @@ pub(crate) fn template_set<S: FlowSink>(
             (Family::Ipfix, false) => (c.u16().map_err(&tr)? as usize, 0),
             (Family::Ipfix, true) => {
                 let count = c.u16().map_err(&tr)? as usize;
-                let scope = if count == 0 {
-                    0
-                } else {
-                    c.u16().map_err(&tr)? as usize
-                };
+                let scope = if count == 0 { 0 } else { c.u16().map_err(&tr)? as usize };
                 (count, scope)
             }
         };
-        let key = TemplateKey {
-            exporter,
-            domain,
-            id,
-            family,
-        };
+        let key = TemplateKey { exporter, domain, id, family };
         if count == 0 {
             if family == Family::Ipfix {
                 // RFC 7011 8.1: withdrawal; template id 2 / 3 withdraws all of the set's kind.
                 let n = if id == 2 || id == 3 {
-                    ctx.dec
-                        .templates
-                        .withdraw_all(exporter, domain, family, options)
+                    ctx.dec.templates.withdraw_all(exporter, domain, family, options)
                 } else {
                     usize::from(ctx.dec.templates.withdraw(&key))
                 };
                 ctx.dec.counters.templates_withdrawn += n as u64;
                 continue;
             }
-            return Err(DecodeError::BadTemplate {
-                proto,
-                exporter,
-                domain,
-                template: id,
-                why: "zero fields",
-            });
+            return Err(DecodeError::BadTemplate { proto, exporter, domain, template: id, why: "zero fields" });
         }
         if count > MAX_FIELDS || count * 4 > c.remaining() {
             return Err(DecodeError::HostileCount {
@@ -582,11 +518,7 @@ pub(crate) fn template_set<S: FlowSink>(
                     why: "v9 has no variable-length fields",
                 });
             }
-            store.scratch.push(RawField {
-                id,
-                enterprise,
-                len,
-            });
+            store.scratch.push(RawField { id, enterprise, len });
         }
         match store.learn(key, scope as u16, options, now) {
             Ok(true) => ctx.dec.counters.templates_learned += 1,
@@ -624,16 +556,11 @@ struct Acc {
 fn ntp_ms(v: u64) -> u64 {
     let secs = v >> 32;
     let frac = v & 0xffff_ffff;
-    secs * 1000 + (frac * 1000 >> 32)
+    secs * 1000 + ((frac * 1000) >> 32)
 }
 
 #[inline]
-fn read_record(
-    t: &Template,
-    c: &mut Cursor<'_>,
-    family: Family,
-    a: &mut Acc,
-) -> Result<(), Truncated> {
+fn read_record(t: &Template, c: &mut Cursor<'_>, family: Family, a: &mut Acc) -> Result<(), Truncated> {
     for f in t.fields.iter() {
         let len = if f.len == VARLEN && family == Family::Ipfix {
             match c.u8()? {
@@ -673,12 +600,8 @@ fn read_record(
             Kind::OutIf => a.r.out_if = be_uint(b) as u32,
             Kind::SrcAs => a.r.src_as = be_uint(b) as u32,
             Kind::DstAs => a.r.dst_as = be_uint(b) as u32,
-            Kind::StartUptime | Kind::StartMs | Kind::StartDeltaUs => {
-                a.start = Some(time_ms(f.kind, be_uint(b)))
-            }
-            Kind::EndUptime | Kind::EndMs | Kind::EndDeltaUs => {
-                a.end = Some(time_ms(f.kind, be_uint(b)))
-            }
+            Kind::StartUptime | Kind::StartMs | Kind::StartDeltaUs => a.start = Some(time_ms(f.kind, be_uint(b))),
+            Kind::EndUptime | Kind::EndMs | Kind::EndDeltaUs => a.end = Some(time_ms(f.kind, be_uint(b))),
             Kind::StartSec => a.start = Some(be_uint(b) * 1000),
             Kind::EndSec => a.end = Some(be_uint(b) * 1000),
             Kind::StartNtp => a.start = Some(ntp_ms(be_uint(b))),
@@ -711,10 +634,7 @@ impl Acc {
         if self.rate > 0 {
             Some(self.rate)
         } else if self.pkt_interval > 0 {
-            Some(
-                ((self.pkt_interval as u64 + self.pkt_space as u64) / self.pkt_interval as u64)
-                    as u32,
-            )
+            Some(((self.pkt_interval as u64 + self.pkt_space as u64) / self.pkt_interval as u64) as u32)
         } else {
             None
         }
@@ -732,26 +652,12 @@ pub(crate) fn data_set<S: FlowSink>(
     mut c: Cursor<'_>,
     now: u64,
 ) -> Result<(), DecodeError> {
-    let key = TemplateKey {
-        exporter,
-        domain,
-        id: set_id,
-        family,
-    };
-    let Some(t) = ctx
-        .dec
-        .templates
-        .get(&key, now, &mut ctx.dec.counters.templates_expired)
-    else {
+    let key = TemplateKey { exporter, domain, id: set_id, family };
+    let Some(t) = ctx.dec.templates.get(&key, now, &mut ctx.dec.counters.templates_expired) else {
         ctx.count(ErrorReason::TemplateMissing);
         return Ok(());
     };
-    let domain_rate = ctx
-        .dec
-        .templates
-        .sampling
-        .get(&(exporter, domain, ANY_SAMPLER))
-        .copied();
+    let domain_rate = ctx.dec.templates.sampling.get(&(exporter, domain, ANY_SAMPLER)).copied();
     // Anything shorter than the smallest record is padding.
     while c.remaining() >= t.min_len {
         let mut a = Acc::default();
@@ -761,14 +667,10 @@ pub(crate) fn data_set<S: FlowSink>(
         if t.options {
             if let Some(rate) = a.rate() {
                 let sampler = a.sampler.unwrap_or(ANY_SAMPLER);
-                ctx.dec
-                    .templates
-                    .set_sampling(exporter, domain, sampler, rate);
+                ctx.dec.templates.set_sampling(exporter, domain, sampler, rate);
                 if sampler != ANY_SAMPLER && domain_rate.is_none() {
                     // A single sampler is the usual case: make it the domain default too.
-                    ctx.dec
-                        .templates
-                        .set_sampling(exporter, domain, ANY_SAMPLER, rate);
+                    ctx.dec.templates.set_sampling(exporter, domain, ANY_SAMPLER, rate);
                 }
                 ctx.dec.counters.sampling_updates += 1;
             }
@@ -779,19 +681,17 @@ pub(crate) fn data_set<S: FlowSink>(
         r.bytes = a.in_bytes.or(a.total_bytes).unwrap_or(a.out_bytes);
         r.packets = a.in_packets.or(a.total_packets).unwrap_or(a.out_packets);
         if let (Some(s), Some(e)) = (a.start, a.end) {
-            r.duration_ms = e.saturating_sub(s).min(u32::MAX as u64 / 2) as u32;
+            // sysUpTime values are 32-bit and wrap: subtract modulo 2^32 when both fit.
+            let d = if s <= u32::MAX as u64 && e <= u32::MAX as u64 {
+                (e as u32).wrapping_sub(s as u32) as u64
+            } else {
+                e.saturating_sub(s)
+            };
+            r.duration_ms = d.min(u32::MAX as u64 / 2) as u32;
         }
         let rate = a
             .rate()
-            .or_else(|| {
-                a.sampler.and_then(|s| {
-                    ctx.dec
-                        .templates
-                        .sampling
-                        .get(&(exporter, domain, s))
-                        .copied()
-                })
-            })
+            .or_else(|| a.sampler.and_then(|s| ctx.dec.templates.sampling.get(&(exporter, domain, s)).copied()))
             .or(domain_rate)
             .unwrap_or(1);
         ctx.emit(r, rate);

@@ -116,8 +116,7 @@ fn erf(x: f64) -> f64 {
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
-            + 0.254_829_592)
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
             * t
             * (-x * x).exp();
     s * y
@@ -137,12 +136,7 @@ impl MetricState {
             self.n = 1;
             self.mean = y;
             self.var = 0.0;
-            return Verdict {
-                score: 0.0,
-                z: 0.0,
-                baseline: x,
-                alert: None,
-            };
+            return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
         }
         let std = self.var.sqrt().max(cfg.min_std);
         let z = (y - self.mean) / std;
@@ -152,8 +146,7 @@ impl MetricState {
         let floor = cfg.min_value[metric];
         let mut alert = None;
         if warm {
-            let cooled =
-                second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
+            let cooled = second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
             if z > thr && x >= floor {
                 alert = Some(AlertKind::Spike);
             } else if z < -thr && cfg.drop_alerts && baseline >= floor {
@@ -184,27 +177,14 @@ impl MetricState {
             }
         }
         // Clamped (robust) Welford-style EWMA update.
-        let alpha = if warm {
-            cfg.alpha
-        } else {
-            cfg.alpha.max(1.0 / (self.n as f64 + 1.0))
-        };
-        let yc = if warm {
-            self.mean + z.clamp(-thr, thr) * std
-        } else {
-            y
-        };
+        let alpha = if warm { cfg.alpha } else { cfg.alpha.max(1.0 / (self.n as f64 + 1.0)) };
+        let yc = if warm { self.mean + z.clamp(-thr, thr) * std } else { y };
         let diff = yc - self.mean;
         let incr = alpha * diff;
         self.mean += incr;
         self.var = (1.0 - alpha) * (self.var + diff * incr);
         self.n = self.n.saturating_add(1);
-        Verdict {
-            score: score_of(z),
-            z,
-            baseline,
-            alert,
-        }
+        Verdict { score: score_of(z), z, baseline, alert }
     }
 
     /// Seconds of history.
@@ -344,8 +324,8 @@ impl DimDetector {
             (row.flows - row.long_flows) as f64,
             distinct.unwrap_or(0) as f64,
         ];
-        if row.long_flows > 0 {
-            let dur_s = (row.long_dur_ms / row.long_flows / 1000).clamp(1, WHEEL as u64 - 1);
+        if let Some(mean_ms) = row.long_dur_ms.checked_div(row.long_flows) {
+            let dur_s = (mean_ms / 1000).clamp(1, WHEEL as u64 - 1);
             let rate = [
                 row.long_bytes as f64 / dur_s as f64,
                 row.long_packets as f64 / dur_s as f64,
@@ -354,14 +334,10 @@ impl DimDetector {
             let slot = ((second + dur_s) % WHEEL as u64) as usize;
             let w = &mut self.wheel[slot];
             if w.len() < cfg.max_tracked.max(1024) * 2 {
-                for m in 0..3 {
-                    t.spread[m] += rate[m];
+                for (s, r) in t.spread.iter_mut().zip(rate) {
+                    *s += r;
                 }
-                w.push(Decrement {
-                    slot: i as u32,
-                    gen,
-                    amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32],
-                });
+                w.push(Decrement { slot: i as u32, gen, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
             } else {
                 for m in 0..3 {
                     t.cur[m] += [row.long_bytes, row.long_packets, row.long_flows][m] as f64;
@@ -382,17 +358,8 @@ impl DimDetector {
                 self.remove(i);
                 continue;
             }
-            let vals = [
-                t.cur[0] + t.spread[0],
-                t.cur[1] + t.spread[1],
-                t.cur[2] + t.spread[2],
-                t.cur[3],
-            ];
-            let n_metrics = if self.dim.distinct_name().is_some() {
-                4
-            } else {
-                3
-            };
+            let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
+            let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
             for (m, &x) in vals.iter().enumerate().take(n_metrics) {
                 let v = t.m[m].update(cfg, m, x, second);
                 if let Some(kind) = v.alert {
@@ -428,14 +395,7 @@ impl Detectors {
     /// Detectors for the aggregation dimensions `agg_dims` that `cfg` names.
     pub fn new(cfg: &DetectConfig, agg_dims: &[Dimension]) -> Detectors {
         Detectors {
-            per_dim: agg_dims
-                .iter()
-                .map(|d| {
-                    cfg.dimensions
-                        .contains(d)
-                        .then(|| DimDetector::new(*d, cfg))
-                })
-                .collect(),
+            per_dim: agg_dims.iter().map(|d| cfg.dimensions.contains(d).then(|| DimDetector::new(*d, cfg))).collect(),
             cfg: cfg.clone(),
         }
     }

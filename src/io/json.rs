@@ -38,18 +38,9 @@ fn num(out: &mut String, v: f64) {
 pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
     out.push_str("{\"type\":\"rollup\",\"appliance\":");
     esc(out, appliance);
-    let _ = write!(
-        out,
-        ",\"second\":{},\"dimension\":\"{}\",\"key\":",
-        r.second,
-        r.dimension.name()
-    );
+    let _ = write!(out, ",\"second\":{},\"dimension\":\"{}\",\"key\":", r.second, r.dimension.name());
     esc(out, &r.dimension.format_key(&r.key));
-    let _ = write!(
-        out,
-        ",\"bytes\":{},\"packets\":{},\"flows\":{}",
-        r.bytes, r.packets, r.flows
-    );
+    let _ = write!(out, ",\"bytes\":{},\"packets\":{},\"flows\":{}", r.bytes, r.packets, r.flows);
     if let (Some(name), Some(d)) = (r.dimension.distinct_name(), r.distinct) {
         let _ = write!(out, ",\"{name}\":{d}");
     }
@@ -60,24 +51,15 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
 pub fn alert(out: &mut String, appliance: &str, a: &Alert) {
     out.push_str("{\"type\":\"alert\",\"appliance\":");
     esc(out, appliance);
-    let _ = write!(
-        out,
-        ",\"second\":{},\"layer\":{},\"dimension\":\"{}\",\"key\":",
-        a.second,
-        a.layer,
-        a.dimension.name()
-    );
+    let _ =
+        write!(out, ",\"second\":{},\"layer\":{},\"dimension\":\"{}\",\"key\":", a.second, a.layer, a.dimension.name());
     esc(out, &a.dimension.format_key(&a.key));
     let kind = match a.kind {
         crate::model::AlertKind::Spike => "spike",
         crate::model::AlertKind::Drop => "drop",
         crate::model::AlertKind::LevelShift => "level_shift",
     };
-    let _ = write!(
-        out,
-        ",\"metric\":\"{}\",\"kind\":\"{kind}\",\"value\":",
-        a.metric.name()
-    );
+    let _ = write!(out, ",\"metric\":\"{}\",\"kind\":\"{kind}\",\"value\":", a.metric.name());
     num(out, a.value);
     out.push_str(",\"baseline\":");
     num(out, a.baseline);

@@ -70,14 +70,7 @@ impl JsonLines {
         rollups: bool,
         alerts: bool,
     ) -> JsonLines {
-        JsonLines {
-            name,
-            out,
-            appliance: appliance.to_string(),
-            rollups,
-            alerts,
-            buf: String::with_capacity(1 << 16),
-        }
+        JsonLines { name, out, appliance: appliance.to_string(), rollups, alerts, buf: String::with_capacity(1 << 16) }
     }
 
     /// Builds the sinks a config names.
@@ -87,27 +80,17 @@ impl JsonLines {
             match s {
                 SinkCfg::Stdout { rollups, alerts } => v.push(Box::new(JsonLines::new(
                     "stdout",
-                    Box::new(std::io::BufWriter::with_capacity(
-                        1 << 16,
-                        std::io::stdout(),
-                    )),
+                    Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
                     &cfg.general.appliance_id,
                     *rollups,
                     *alerts,
                 ))),
-                SinkCfg::File {
-                    path,
-                    rollups,
-                    alerts,
-                } => {
+                SinkCfg::File { path, rollups, alerts } => {
                     let f = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(path)
-                        .map_err(|source| SinkError::Io {
-                            sink: "file",
-                            source,
-                        })?;
+                        .map_err(|source| SinkError::Io { sink: "file", source })?;
                     v.push(Box::new(JsonLines::new(
                         "file",
                         Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
@@ -140,18 +123,10 @@ impl Sink for JsonLines {
                 self.buf.push('\n');
             }
         }
-        self.out
-            .write_all(self.buf.as_bytes())
-            .map_err(|source| SinkError::Io {
-                sink: self.name,
-                source,
-            })
+        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io {
-            sink: self.name,
-            source,
-        })
+        self.out.flush().map_err(|source| SinkError::Io { sink: self.name, source })
     }
 }
 
@@ -244,10 +219,7 @@ pub fn run_io(
                 Ok(()) => c.snapshots += 1,
                 Err(e) => {
                     c.snapshot_errors += 1;
-                    eprintln!(
-                        "flowshard: cannot write template snapshot to {}: {e}",
-                        state_dir.display()
-                    );
+                    eprintln!("flowshard: cannot write template snapshot to {}: {e}", state_dir.display());
                 }
             },
             Ok(IoMsg::Status(s)) => board.update(*s),

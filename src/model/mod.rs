@@ -89,12 +89,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// All protocols, in counter order.
-    pub const ALL: [Protocol; 4] = [
-        Protocol::NetflowV5,
-        Protocol::NetflowV9,
-        Protocol::Ipfix,
-        Protocol::Sflow5,
-    ];
+    pub const ALL: [Protocol; 4] = [Protocol::NetflowV5, Protocol::NetflowV9, Protocol::Ipfix, Protocol::Sflow5];
     /// Stable label (used in counters and logs).
     pub const fn label(self) -> &'static str {
         match self {
@@ -221,12 +216,8 @@ impl Dimension {
             Dimension::Total => Key::new(Ip::UNSPECIFIED, 0),
             Dimension::SrcIp => Key::new(r.src, 0),
             Dimension::DstIp => Key::new(r.dst, 0),
-            Dimension::SrcPort => {
-                Key::new(Ip::UNSPECIFIED, (r.src_port as u32) << 8 | r.proto as u32)
-            }
-            Dimension::DstPort => {
-                Key::new(Ip::UNSPECIFIED, (r.dst_port as u32) << 8 | r.proto as u32)
-            }
+            Dimension::SrcPort => Key::new(Ip::UNSPECIFIED, (r.src_port as u32) << 8 | r.proto as u32),
+            Dimension::DstPort => Key::new(Ip::UNSPECIFIED, (r.dst_port as u32) << 8 | r.proto as u32),
             Dimension::Proto => Key::new(Ip::UNSPECIFIED, r.proto as u32),
             Dimension::Exporter => Key::new(r.exporter, 0),
             Dimension::ExporterInIf => Key::new(r.exporter, r.in_if),
@@ -313,11 +304,7 @@ impl Key {
         Key { ip, num, other: 0 }
     }
     /// The `other` key of every dimension.
-    pub const OTHER: Key = Key {
-        ip: Ip(0),
-        num: 0,
-        other: 1,
-    };
+    pub const OTHER: Key = Key { ip: Ip(0), num: 0, other: 1 };
     /// Whether this is the `other` key.
     #[inline]
     pub const fn is_other(&self) -> bool {
@@ -376,12 +363,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in state order.
-    pub const ALL: [Metric; 4] = [
-        Metric::Bytes,
-        Metric::Packets,
-        Metric::Flows,
-        Metric::Distinct,
-    ];
+    pub const ALL: [Metric; 4] = [Metric::Bytes, Metric::Packets, Metric::Flows, Metric::Distinct];
     /// Stable name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -481,19 +463,9 @@ mod tests {
 
     #[test]
     fn key_formats() {
-        let r = FlowRecord {
-            dst_port: 443,
-            proto: 6,
-            ..Default::default()
-        };
-        assert_eq!(
-            Dimension::DstPort.format_key(&Dimension::DstPort.key(&r)),
-            "443/tcp"
-        );
+        let r = FlowRecord { dst_port: 443, proto: 6, ..Default::default() };
+        assert_eq!(Dimension::DstPort.format_key(&Dimension::DstPort.key(&r)), "443/tcp");
         assert_eq!(Dimension::DstPort.format_key(&Key::OTHER), "other");
-        assert_eq!(
-            Dimension::from_name("exporter_in_if"),
-            Some(Dimension::ExporterInIf)
-        );
+        assert_eq!(Dimension::from_name("exporter_in_if"), Some(Dimension::ExporterInIf));
     }
 }

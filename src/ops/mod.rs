@@ -51,12 +51,7 @@ impl StatusBoard {
     /// A board for `n` shards.
     pub fn new(n: usize) -> StatusBoard {
         StatusBoard {
-            shards: (0..n)
-                .map(|i| ShardStatus {
-                    shard: i as u16,
-                    ..Default::default()
-                })
-                .collect(),
+            shards: (0..n).map(|i| ShardStatus { shard: i as u16, ..Default::default() }).collect(),
             last: None,
         }
     }
@@ -77,8 +72,7 @@ impl StatusBoard {
     /// The one-line status.
     pub fn line(&mut self, io: &IoCounters) -> String {
         let mut dec = DecodeCounters::default();
-        let (mut recs, mut kdrops, mut tmpl, mut tracked, mut hdrops, mut evict, mut lag) =
-            (0, 0, 0, 0, 0, 0, 0);
+        let (mut recs, mut kdrops, mut tmpl, mut tracked, mut hdrops, mut evict, mut lag) = (0, 0, 0, 0, 0, 0, 0);
         for s in &self.shards {
             dec.add(&s.decode);
             recs += s.ingest.records;
@@ -103,10 +97,8 @@ impl StatusBoard {
             _ => String::new(),
         };
         self.last = Some((now, dgrams, recs));
-        let mut line = format!(
-            "flowshard status: shards={} datagrams={dgrams} records={recs}{rate}",
-            self.shards.len()
-        );
+        let mut line =
+            format!("flowshard status: shards={} datagrams={dgrams} records={recs}{rate}", self.shards.len());
         for p in Protocol::ALL {
             let n = dec.records[p.index()];
             if n > 0 {

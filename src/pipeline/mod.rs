@@ -93,10 +93,7 @@ impl ShardCore {
     /// Decodes one datagram from `source` at Unix second `now` into the open window.
     #[inline]
     pub fn ingest(&mut self, data: &[u8], source: Ip, now: u64) -> Result<Decoded, DecodeError> {
-        let mut sink = WindowSink {
-            w: &mut self.window,
-            c: &mut self.counters,
-        };
+        let mut sink = WindowSink { w: &mut self.window, c: &mut self.counters };
         self.decoder.decode(data, source, now, &mut sink)
     }
 
@@ -161,10 +158,7 @@ impl OwnerCore {
             id,
             shards: shards.max(1),
             window: OwnerWindow::new(&cfg.agg, shards),
-            detectors: cfg
-                .detect
-                .as_ref()
-                .map(|d| Detectors::new(d, &cfg.agg.dimensions)),
+            detectors: cfg.detect.as_ref().map(|d| Detectors::new(d, &cfg.agg.dimensions)),
             open: None,
             received: 0,
             early: VecDeque::new(),
@@ -208,25 +202,16 @@ impl OwnerCore {
             return;
         };
         self.received = 0;
-        let mut o = OwnerOutput {
-            second,
-            owner: self.id,
-            ..Default::default()
-        };
+        let mut o = OwnerOutput { second, owner: self.id, ..Default::default() };
         if let Some(det) = self.detectors.as_mut() {
             // Seconds with no batch at all (a gap in a capture) still age the detectors.
-            let from = self
-                .last_finished
-                .map_or(second, |l| (l + 1).max(second.saturating_sub(3600)));
+            let from = self.last_finished.map_or(second, |l| (l + 1).max(second.saturating_sub(3600)));
             for s in from..second {
                 det.begin_second(s);
                 det.end_second(s, &mut o.alerts);
             }
             det.begin_second(second);
-            self.window.finish_with(
-                |dim, row, distinct| det.observe(dim, row, distinct, second),
-                &mut o.rows,
-            );
+            self.window.finish_with(|dim, row, distinct| det.observe(dim, row, distinct, second), &mut o.rows);
             det.end_second(second, &mut o.alerts);
         } else {
             self.window.finish_with(|_, _, _| {}, &mut o.rows);
@@ -284,11 +269,7 @@ pub struct Assembler {
 impl Assembler {
     /// An assembler for `owners` owners and the configured dimensions.
     pub fn new(dims: &[Dimension], owners: usize) -> Assembler {
-        Assembler {
-            dims: dims.to_vec(),
-            owners: owners.max(1),
-            pending: VecDeque::new(),
-        }
+        Assembler { dims: dims.to_vec(), owners: owners.max(1), pending: VecDeque::new() }
     }
 
     /// Adds one owner's output; complete seconds (in order) are appended to `done`.
@@ -296,22 +277,8 @@ impl Assembler {
         let pos = match self.pending.iter().position(|(s, _, _)| *s == o.second) {
             Some(p) => p,
             None => {
-                let at = self
-                    .pending
-                    .iter()
-                    .position(|(s, _, _)| *s > o.second)
-                    .unwrap_or(self.pending.len());
-                self.pending.insert(
-                    at,
-                    (
-                        o.second,
-                        0,
-                        SecondOutput {
-                            second: o.second,
-                            ..Default::default()
-                        },
-                    ),
-                );
+                let at = self.pending.iter().position(|(s, _, _)| *s > o.second).unwrap_or(self.pending.len());
+                self.pending.insert(at, (o.second, 0, SecondOutput { second: o.second, ..Default::default() }));
                 at
             }
         };
@@ -321,11 +288,7 @@ impl Assembler {
         for r in o.rows {
             let dimension = self.dims[r.dim as usize];
             if r.row.key.is_other() {
-                if let Some(x) = so
-                    .rollups
-                    .iter_mut()
-                    .find(|x| x.dimension == dimension && x.key.is_other())
-                {
+                if let Some(x) = so.rollups.iter_mut().find(|x| x.dimension == dimension && x.key.is_other()) {
                     x.bytes += r.row.bytes;
                     x.packets += r.row.packets;
                     x.flows += r.row.flows;
@@ -347,11 +310,7 @@ impl Assembler {
             });
         }
         so.alerts.extend(o.alerts);
-        while self
-            .pending
-            .front()
-            .is_some_and(|(_, n, _)| *n >= self.owners)
-        {
+        while self.pending.front().is_some_and(|(_, n, _)| *n >= self.owners) {
             if let Some((_, _, mut so)) = self.pending.pop_front() {
                 sort_output(&mut so);
                 done.push(so);
@@ -375,15 +334,8 @@ impl Assembler {
 
 /// Deterministic order: by dimension, then bytes descending, then key.
 fn sort_output(so: &mut SecondOutput) {
-    so.rollups.sort_by(|a, b| {
-        a.dimension
-            .cmp(&b.dimension)
-            .then(b.bytes.cmp(&a.bytes))
-            .then(a.key.cmp(&b.key))
-    });
-    so.alerts.sort_by(|a, b| {
-        (a.dimension, a.key, a.metric as u8).cmp(&(b.dimension, b.key, b.metric as u8))
-    });
+    so.rollups.sort_by(|a, b| a.dimension.cmp(&b.dimension).then(b.bytes.cmp(&a.bytes)).then(a.key.cmp(&b.key)));
+    so.alerts.sort_by_key(|a| (a.dimension, a.key, a.metric as u8));
 }
 
 /// All roles in one thread: N shard cores, N owner cores, one assembler. Datagrams are
@@ -421,14 +373,7 @@ impl Engine {
 
     /// Feeds one datagram that arrived at Unix second `now` from `source`; seconds that ended
     /// before `now` are closed first and their output appended to `done`.
-    pub fn feed(
-        &mut self,
-        data: &[u8],
-        source: Ip,
-        source_port: u16,
-        now: u64,
-        done: &mut Vec<SecondOutput>,
-    ) {
+    pub fn feed(&mut self, data: &[u8], source: Ip, source_port: u16, now: u64, done: &mut Vec<SecondOutput>) {
         match self.open {
             Some(s) if now > s => {
                 self.close(s, done);
@@ -438,8 +383,7 @@ impl Engine {
             _ => {}
         }
         let n = self.shards.len();
-        let shard =
-            (crate::model::mix64(source.0 as u64 ^ (source_port as u64) << 48) % n as u64) as usize;
+        let shard = (crate::model::mix64(source.0 as u64 ^ (source_port as u64) << 48) % n as u64) as usize;
         self.datagrams += 1;
         if self.shards[shard].ingest(data, source, now).is_err() {
             self.decode_errors += 1;

@@ -64,10 +64,7 @@ pub fn replay(
     let mut rd = PcapReader::new(data)?;
     let mut engine = Engine::new(cfg, shards);
     let mut done: Vec<SecondOutput> = Vec::new();
-    let mut sum = Summary {
-        shards: engine.shards.len(),
-        ..Default::default()
-    };
+    let mut sum = Summary { shards: engine.shards.len(), ..Default::default() };
     let start = Instant::now();
     let mut first_ts: Option<u64> = None;
     while let Some(p) = rd.next_udp()? {
@@ -75,16 +72,11 @@ pub fn replay(
             let t0 = *first_ts.get_or_insert(p.ts_ns);
             let due = Duration::from_nanos(p.ts_ns.saturating_sub(t0));
             if let Some(wait) = due.checked_sub(start.elapsed()) {
+                #[allow(clippy::disallowed_methods)] // the replay thread may block
                 std::thread::sleep(wait);
             }
         }
-        engine.feed(
-            p.payload,
-            p.src,
-            p.src_port,
-            p.ts_ns / 1_000_000_000,
-            &mut done,
-        );
+        engine.feed(p.payload, p.src, p.src_port, p.ts_ns / 1_000_000_000, &mut done);
         write_out(&mut done, sink, &mut sum)?;
     }
     engine.finish(&mut done);
@@ -102,25 +94,19 @@ pub fn replay(
     }
     for r in crate::decode::ErrorReason::ALL {
         if dec.errors[r.index()] > 0 {
-            sum.errors_by_reason
-                .insert(r.label().to_string(), dec.errors[r.index()]);
+            sum.errors_by_reason.insert(r.label().to_string(), dec.errors[r.index()]);
         }
     }
     for p in crate::model::Protocol::ALL {
         if dec.records[p.index()] > 0 {
-            sum.records_by_protocol
-                .insert(p.label().to_string(), dec.records[p.index()]);
+            sum.records_by_protocol.insert(p.label().to_string(), dec.records[p.index()]);
         }
     }
     sum.skipped_frames = rd.stats.not_udp;
     Ok(sum)
 }
 
-fn write_out(
-    done: &mut Vec<SecondOutput>,
-    sink: &mut dyn Sink,
-    sum: &mut Summary,
-) -> Result<(), ReplayError> {
+fn write_out(done: &mut Vec<SecondOutput>, sink: &mut dyn Sink, sum: &mut Summary) -> Result<(), ReplayError> {
     for so in done.drain(..) {
         sum.seconds += 1;
         sum.rollups += so.rollups.len() as u64;

@@ -60,14 +60,8 @@ pub struct ReadStats {
 
 #[derive(Clone, Copy)]
 enum Format {
-    Pcap {
-        big: bool,
-        nanos: bool,
-        linktype: u32,
-    },
-    PcapNg {
-        big: bool,
-    },
+    Pcap { big: bool, nanos: bool, linktype: u32 },
+    PcapNg { big: bool },
 }
 
 /// Iterates over the UDP datagrams of a capture held in memory.
@@ -108,11 +102,7 @@ impl<'a> PcapReader<'a> {
                 let big = m == 0xd4c3_b2a1 || m == 0x4d3c_b2a1;
                 let nanos = m == 0xa1b2_3c4d || m == 0x4d3c_b2a1;
                 let hdr = data.get(..24).ok_or(PcapError::Truncated(0))?;
-                Format::Pcap {
-                    big,
-                    nanos,
-                    linktype: rd32(&hdr[20..], big) & 0x0fff_ffff,
-                }
+                Format::Pcap { big, nanos, linktype: rd32(&hdr[20..], big) & 0x0fff_ffff }
             }
             0x0a0d_0d0a => {
                 let bom = data.get(8..12).ok_or(PcapError::Truncated(0))?;
@@ -125,13 +115,7 @@ impl<'a> PcapReader<'a> {
             Format::Pcap { .. } => 24,
             Format::PcapNg { .. } => 0,
         };
-        Ok(PcapReader {
-            data,
-            pos,
-            format,
-            ifaces: Vec::new(),
-            stats: ReadStats::default(),
-        })
+        Ok(PcapReader { data, pos, format, ifaces: Vec::new(), stats: ReadStats::default() })
     }
 
     /// The next UDP datagram, `Ok(None)` at the end of the capture.
@@ -144,41 +128,27 @@ impl<'a> PcapReader<'a> {
             match udp_of_frame(linktype, frame, &mut self.stats) {
                 Some((src, sp, dp, payload)) => {
                     self.stats.udp += 1;
-                    return Ok(Some(UdpPacket {
-                        ts_ns,
-                        src,
-                        src_port: sp,
-                        dst_port: dp,
-                        payload,
-                    }));
+                    return Ok(Some(UdpPacket { ts_ns, src, src_port: sp, dst_port: dp, payload }));
                 }
                 None => self.stats.not_udp += 1,
             }
         }
     }
 
+    /// The next frame as (link type, timestamp ns, bytes).
+    #[allow(clippy::type_complexity)]
     fn next_frame(&mut self) -> Result<Option<(u32, u64, &'a [u8])>, PcapError> {
         match self.format {
-            Format::Pcap {
-                big,
-                nanos,
-                linktype,
-            } => {
+            Format::Pcap { big, nanos, linktype } => {
                 if self.pos >= self.data.len() {
                     return Ok(None);
                 }
-                let h = self
-                    .data
-                    .get(self.pos..self.pos + 16)
-                    .ok_or(PcapError::Truncated(self.pos))?;
+                let h = self.data.get(self.pos..self.pos + 16).ok_or(PcapError::Truncated(self.pos))?;
                 let sec = rd32(h, big) as u64;
                 let frac = rd32(&h[4..], big) as u64;
                 let incl = rd32(&h[8..], big) as usize;
                 let start = self.pos + 16;
-                let frame = self
-                    .data
-                    .get(start..start + incl)
-                    .ok_or(PcapError::Truncated(start))?;
+                let frame = self.data.get(start..start + incl).ok_or(PcapError::Truncated(start))?;
                 self.pos = start + incl;
                 let ts = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
                 Ok(Some((linktype, ts, frame)))
@@ -194,10 +164,7 @@ impl<'a> PcapReader<'a> {
                 if len < 12 || len % 4 != 0 {
                     return Err(PcapError::BadBlock { len, at });
                 }
-                let block = self
-                    .data
-                    .get(at..at + len)
-                    .ok_or(PcapError::Truncated(at))?;
+                let block = self.data.get(at..at + len).ok_or(PcapError::Truncated(at))?;
                 self.pos = at + len;
                 let body = &block[8..len - 4];
                 match btype {
@@ -210,8 +177,7 @@ impl<'a> PcapReader<'a> {
                     6 if body.len() >= 20 => {
                         let iface = rd32(body, big) as usize;
                         let (lt, res) = self.ifaces.get(iface).copied().unwrap_or((1, 1_000_000));
-                        let ts =
-                            ((rd32(&body[4..], big) as u64) << 32) | rd32(&body[8..], big) as u64;
+                        let ts = ((rd32(&body[4..], big) as u64) << 32) | rd32(&body[8..], big) as u64;
                         let cap = rd32(&body[12..], big) as usize;
                         let frame = body.get(20..20 + cap).ok_or(PcapError::Truncated(at))?;
                         let ts_ns = (ts as u128 * 1_000_000_000 / res.max(1) as u128) as u64;
@@ -240,11 +206,7 @@ fn if_tsresol(mut opts: &[u8], big: bool) -> u64 {
         }
         if code == 9 && len >= 1 && opts.len() > 4 {
             let v = opts[4];
-            return if v & 0x80 != 0 {
-                1u64 << (v & 0x7f).min(63)
-            } else {
-                10u64.saturating_pow((v & 0x7f) as u32)
-            };
+            return if v & 0x80 != 0 { 1u64 << (v & 0x7f).min(63) } else { 10u64.saturating_pow((v & 0x7f) as u32) };
         }
         if opts.len() < 4 + padded {
             break;
@@ -255,11 +217,7 @@ fn if_tsresol(mut opts: &[u8], big: bool) -> u64 {
 }
 
 /// Extracts (source address, source port, destination port, payload) of a UDP frame.
-fn udp_of_frame<'a>(
-    linktype: u32,
-    frame: &'a [u8],
-    stats: &mut ReadStats,
-) -> Option<(Ip, u16, u16, &'a [u8])> {
+fn udp_of_frame<'a>(linktype: u32, frame: &'a [u8], stats: &mut ReadStats) -> Option<(Ip, u16, u16, &'a [u8])> {
     let mut c = Cursor::new(frame);
     let ethertype = match linktype {
         1 => {

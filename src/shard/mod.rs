@@ -82,9 +82,7 @@ pub struct RunReport {
 
 /// Unix second now.
 fn unix_now() -> (u64, Duration) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_secs(), d)
 }
 
@@ -113,10 +111,10 @@ impl Shared {
 }
 
 /// Binds every listener for every shard; returns per shard its sockets.
-fn bind_all(
-    cfg: &Config,
-    shards: usize,
-) -> Result<(Vec<Vec<socket2::Socket>>, Vec<usize>, Vec<SocketAddr>), RunError> {
+/// Sockets per shard, the receive buffer granted per socket, and the bound addresses.
+type Bound = (Vec<Vec<socket2::Socket>>, Vec<usize>, Vec<SocketAddr>);
+
+fn bind_all(cfg: &Config, shards: usize) -> Result<Bound, RunError> {
     let mut per_shard: Vec<Vec<socket2::Socket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut granted = Vec::new();
     let mut bound = Vec::new();
@@ -126,8 +124,8 @@ fn bind_all(
             source: std::io::Error::other(format!("bad address {:?}", l.address)),
         })?;
         for sockets in per_shard.iter_mut() {
-            let (s, g) = socket::bind_reuseport(addr, l.recv_buffer_bytes)
-                .map_err(|source| RunError::Bind { addr, source })?;
+            let (s, g) =
+                socket::bind_reuseport(addr, l.recv_buffer_bytes).map_err(|source| RunError::Bind { addr, source })?;
             if addr.port() == 0 {
                 // Port 0: the first shard picks a port, the others join it.
                 if let Some(a) = s.local_addr().ok().and_then(|a| a.as_socket()) {
@@ -181,30 +179,15 @@ pub fn run(
             if let (true, Some(cpu)) = (pin, io_cpu) {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            io::run_io(
-                io_rx,
-                assembler,
-                sinks,
-                state_dir,
-                status_every,
-                StatusBoard::new(n),
-            )
+            io::run_io(io_rx, assembler, sinks, state_dir, status_every, StatusBoard::new(n))
         })
-        .map_err(|e| RunError::Executor {
-            shard: usize::MAX,
-            cpu: io_cpu.unwrap_or(0),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| RunError::Executor { shard: usize::MAX, cpu: io_cpu.unwrap_or(0), reason: e.to_string() })?;
 
     let (status_tx, status_rx) = std::sync::mpsc::channel::<ShardStatus>();
     let mut handles = Vec::new();
     for ((ep, socks), shard) in endpoints.into_iter().zip(sockets).zip(0..n) {
         let cpu = layout.shards.get(shard).copied().unwrap_or(shard);
-        let placement = if layout.pin {
-            Placement::Fixed(cpu)
-        } else {
-            Placement::Unbound
-        };
+        let placement = if layout.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
         let fds: Vec<i32> = socks.into_iter().map(|s| s.into_raw_fd()).collect();
         let pcfg = pcfg.clone();
         let stop = stop.clone();
@@ -217,11 +200,7 @@ pub fn run(
                 let last = shard_main(shard, n, pcfg, ep, fds, stop, snapshot).await;
                 let _ = status_tx.send(last);
             })
-            .map_err(|e| RunError::Executor {
-                shard,
-                cpu,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;
         handles.push(h);
     }
     drop(status_tx);
@@ -232,12 +211,7 @@ pub fn run(
     let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
     shards.sort_by_key(|s| s.shard);
     let io = io_thread.join().unwrap_or_default();
-    Ok(RunReport {
-        io,
-        shards,
-        granted_rcvbuf: granted,
-        bound,
-    })
+    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound })
 }
 
 fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {
@@ -273,8 +247,7 @@ async fn shard_main(
         core,
         owner: OwnerCore::new(&pcfg, shard as u16, n),
         out: Vec::new(),
-        lag: Histogram::new_with_bounds(1, 60_000_000, 2)
-            .expect("static histogram bounds are valid"),
+        lag: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid"),
         handoff_dropped: 0,
         received: 0,
     }));
@@ -317,14 +290,13 @@ async fn shard_main(
             let mut first = vec![0u8; socket::MAX_DATAGRAM];
             let mut batch = socket::RecvBatch::new(RECV_BATCH);
             while !stop.load(Ordering::Relaxed) {
-                match sock.recv_from(&mut first).await {
-                    Ok((len, from)) => {
+                // An error is the read timeout: loop to check the stop flag.
+                if let Ok((len, from)) = sock.recv_from(&mut first).await {
+                    {
                         let mut s = sh.borrow_mut();
                         s.received += 1;
                         let now = now_s.get();
-                        let _ =
-                            s.core
-                                .ingest(&first[..len.min(first.len())], Ip::from(from.ip()), now);
+                        let _ = s.core.ingest(&first[..len.min(first.len())], Ip::from(from.ip()), now);
                         // Drain what else is queued, a batch at a time.
                         loop {
                             let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
@@ -332,8 +304,7 @@ async fn shard_main(
                                 let (data, from, truncated) = batch.get(i);
                                 s.received += 1;
                                 if truncated {
-                                    s.core.decoder.counters.errors
-                                        [ErrorReason::Truncated.index()] += 1;
+                                    s.core.decoder.counters.errors[ErrorReason::Truncated.index()] += 1;
                                     continue;
                                 }
                                 let src = from.map_or(Ip::UNSPECIFIED, |a| Ip::from(a.ip()));
@@ -344,7 +315,6 @@ async fn shard_main(
                             }
                         }
                     }
-                    Err(_) => {} // read timeout: check the stop flag
                 }
                 glommio::yield_if_needed().await;
             }
@@ -367,10 +337,7 @@ async fn shard_main(
     loop {
         let (_, now) = unix_now();
         let to_boundary = Duration::from_secs(now.as_secs() + 1).saturating_sub(now);
-        glommio::timer::sleep(
-            to_boundary.min(Duration::from_millis(100)) + Duration::from_micros(200),
-        )
-        .await;
+        glommio::timer::sleep(to_boundary.min(Duration::from_millis(100)) + Duration::from_micros(200)).await;
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -379,10 +346,7 @@ async fn shard_main(
         if cur > open {
             let mut batches = close_and_send(open);
             for (owner, tx) in &senders {
-                let b = batches
-                    .get_mut(*owner)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
+                let b = batches.get_mut(*owner).map(std::mem::take).unwrap_or_default();
                 let _ = tx.send(b).await;
             }
             open = cur;
@@ -391,12 +355,9 @@ async fn shard_main(
             last_status = cur;
             let mut s = sh.borrow_mut();
             if s.core.decoder.templates.take_dirty() {
-                let _ = to_io.try_send(IoMsg::Templates(
-                    shard as u16,
-                    s.core.decoder.templates.snapshot(),
-                ));
+                let _ = to_io.try_send(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()));
             }
-            if s.core.decoder.templates.len() > 0 && cur % 10 == 0 {
+            if !s.core.decoder.templates.is_empty() && cur % 10 == 0 {
                 let n = s.core.decoder.templates.expire(cur);
                 s.core.decoder.counters.templates_expired += n as u64;
             }
@@ -412,10 +373,7 @@ async fn shard_main(
     }
     let mut batches = close_and_send(open);
     for (owner, tx) in &senders {
-        let b = batches
-            .get_mut(*owner)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let b = batches.get_mut(*owner).map(std::mem::take).unwrap_or_default();
         let _ = tx.send(b).await;
     }
     for (_, tx) in senders {
@@ -430,10 +388,8 @@ async fn shard_main(
         s.owner.drain(&mut s.out);
         s.hand_off(&to_io);
     }
-    let _ = to_io.send_timeout(
-        IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()),
-        Duration::from_secs(1),
-    );
+    let _ =
+        to_io.send_timeout(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()), Duration::from_secs(1));
     let st = status_of(&s, shard, &fds);
     let _ = to_io.send_timeout(IoMsg::Status(Box::new(st.clone())), Duration::from_secs(1));
     drop(socks);

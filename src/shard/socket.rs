@@ -15,11 +15,7 @@ pub const MAX_DATAGRAM: usize = 9216;
 /// Binds one `SO_REUSEPORT` UDP socket with the requested receive buffer. Returns the socket
 /// and the receive buffer the kernel actually granted (it caps at `net.core.rmem_max`).
 pub fn bind_reuseport(addr: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, usize)> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let s = Socket::new(domain, Type::DGRAM, Some(SockProto::UDP))?;
     s.set_reuse_port(true)?;
     s.set_reuse_address(true)?;
@@ -67,15 +63,7 @@ pub fn kernel_drops(fd: RawFd) -> Option<u64> {
     let mut info = [0u32; 16];
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_MEMINFO, info.as_mut_ptr().cast(), &mut len) };
     if rc == 0 && len as usize > SK_MEMINFO_DROPS * 4 {
         Some(info[SK_MEMINFO_DROPS] as u64)
     } else {
@@ -101,14 +89,7 @@ impl RecvBatch {
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         RecvBatch {
             bufs: vec![0u8; batch * MAX_DATAGRAM].into_boxed_slice(),
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                batch
-            ]
-            .into_boxed_slice(),
+            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; batch].into_boxed_slice(),
             addrs: vec![zero_addr; batch].into_boxed_slice(),
             hdrs: vec![zero_hdr; batch].into_boxed_slice(),
             got: 0,
@@ -122,14 +103,11 @@ impl RecvBatch {
         for i in 0..n {
             // SAFETY: i * MAX_DATAGRAM < bufs.len(); the boxes are never resized, so the
             // pointers stay valid for the recvmmsg call below.
-            self.iovs[i] = libc::iovec {
-                iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
-                iov_len: MAX_DATAGRAM,
-            };
+            self.iovs[i] =
+                libc::iovec { iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(), iov_len: MAX_DATAGRAM };
             let h = &mut self.hdrs[i];
             h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -139,22 +117,12 @@ impl RecvBatch {
         }
         // SAFETY: hdrs holds n initialised headers pointing into live buffers.
         let rc = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
             self.got = 0;
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
         }
         self.got = rc as usize;
         Ok(self.got)
@@ -176,18 +144,12 @@ pub fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
             let s: &libc::sockaddr_in = unsafe { &*(a as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr))),
-                u16::from_be(s.sin_port),
-            ))
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr))), u16::from_be(s.sin_port)))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let s: &libc::sockaddr_in6 = unsafe { &*(a as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(s.sin6_addr.s6_addr)),
-                u16::from_be(s.sin6_port),
-            ))
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(s.sin6_addr.s6_addr)), u16::from_be(s.sin6_port)))
         }
         _ => None,
     }
@@ -206,6 +168,7 @@ mod tests {
         for i in 0..10u8 {
             tx.send_to(&[i; 100], addr).unwrap();
         }
+        #[allow(clippy::disallowed_methods)] // test thread
         std::thread::sleep(std::time::Duration::from_millis(50));
         use std::os::fd::AsRawFd;
         let mut b = RecvBatch::new(64);

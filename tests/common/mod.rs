@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where the captures are, their truth, and a
 //! running `flowshard` process.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,19 +20,13 @@ pub fn captures() -> PathBuf {
 /// `truth.json`.
 pub fn truth() -> serde_json::Value {
     let p = captures().join("truth.json");
-    let text =
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).expect("truth.json parses")
 }
 
 /// The flow captures named in truth.json.
 pub fn capture_names() -> Vec<String> {
-    truth()
-        .as_object()
-        .expect("object")
-        .keys()
-        .cloned()
-        .collect()
+    truth().as_object().expect("object").keys().cloned().collect()
 }
 
 /// The built binary.
@@ -53,8 +48,7 @@ pub struct Sums {
 pub fn sum_lines(text: &str) -> Sums {
     let mut s = Sums::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
         match v["type"].as_str() {
             Some("rollup") => {
                 let dim = v["dimension"].as_str().unwrap_or_default().to_string();
@@ -76,12 +70,8 @@ pub fn sum_lines(text: &str) -> Sums {
 
 /// The top `n` keys of a dimension by bytes (ties by key).
 pub fn top(s: &Sums, dim: &str, n: usize) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = s
-        .by_key
-        .iter()
-        .filter(|((d, k), _)| d == dim && k != "other")
-        .map(|((_, k), b)| (k.clone(), *b))
-        .collect();
+    let mut v: Vec<(String, u64)> =
+        s.by_key.iter().filter(|((d, k), _)| d == dim && k != "other").map(|((_, k), b)| (k.clone(), *b)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(n);
     v
@@ -99,15 +89,7 @@ impl Running {
     /// Starts `flowshard run` on an ephemeral loopback port with `shards` shards.
     pub fn start(shards: usize, state_dir: &std::path::Path, extra: &[&str]) -> Running {
         let mut child = Command::new(bin())
-            .args([
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--print-ready",
-                "--no-pin",
-                "--shards",
-                &shards.to_string(),
-            ])
+            .args(["run", "--listen", "127.0.0.1:0", "--print-ready", "--no-pin", "--shards", &shards.to_string()])
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)
@@ -139,12 +121,7 @@ impl Running {
         };
         // Executors connect their exchange right after binding; give them a moment.
         std::thread::sleep(Duration::from_millis(300));
-        Running {
-            child,
-            addr,
-            stderr_lines: rx,
-            stdout,
-        }
+        Running { child, addr, stderr_lines: rx, stdout }
     }
 
     /// Sends SIGINT, waits for exit; returns (exit ok, stdout, stderr lines).
@@ -177,12 +154,7 @@ extern "C" {
 }
 
 /// Sends the UDP payloads of a capture from a loopback source address.
-pub fn send_capture(
-    path: &std::path::Path,
-    to: &str,
-    from: &str,
-    filter: impl Fn(&[u8]) -> bool,
-) -> u64 {
+pub fn send_capture(path: &std::path::Path, to: &str, from: &str, filter: impl Fn(&[u8]) -> bool) -> u64 {
     let data = std::fs::read(path).expect("read capture");
     let mut rd = flowshard::replay::pcap::PcapReader::new(&data).expect("pcap");
     let sock = std::net::UdpSocket::bind((from, 0)).expect("bind sender");
@@ -202,10 +174,6 @@ pub fn send_capture(
 
 /// The JSON summary line of a run (last line starting with '{').
 pub fn summary(err: &[String]) -> serde_json::Value {
-    let l = err
-        .iter()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no summary line in {err:?}"));
+    let l = err.iter().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no summary line in {err:?}"));
     serde_json::from_str(l).expect("summary JSON")
 }
