@@ -51,6 +51,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod exchange;
+pub mod gen;
 pub mod io;
 pub mod model;
 pub mod ops;

@@ -62,8 +62,9 @@ fn alerts(out: &[SecondOutput]) -> Vec<&flowshard::model::Alert> {
     out.iter().flat_map(|s| s.alerts.iter()).collect()
 }
 
-fn elephant_run(shards: usize, spread: bool) -> Vec<SecondOutput> {
-    let mut cfg = PipelineConfig { detect: Some(Default::default()), ..Default::default() };
+fn elephant_run(shards: usize, spread: bool, confirm_s: u8) -> Vec<SecondOutput> {
+    let detect = flowshard::detect::DetectConfig { spike_confirm_s: confirm_s, ..Default::default() };
+    let mut cfg = PipelineConfig { detect: Some(detect), ..Default::default() };
     if !spread {
         cfg.agg.long_flow_ms = u32::MAX;
     }
@@ -102,7 +103,10 @@ fn elephant_run(shards: usize, spread: bool) -> Vec<SecondOutput> {
 #[test]
 fn steady_elephant_exported_every_60s_raises_nothing() {
     for shards in [1, 2] {
-        let out = elephant_run(shards, true);
+        // the default detector, and a single-second one (the reference design's rule)
+        let out = elephant_run(shards, true, 2);
+        assert!(alerts(&out).is_empty());
+        let out = elephant_run(shards, true, 1);
         let a = alerts(&out);
         assert!(
             a.is_empty(),
@@ -116,14 +120,15 @@ fn steady_elephant_exported_every_60s_raises_nothing() {
         assert!(total > 30 * 300_000_000);
     }
     // Control: without spreading long records, the same traffic is a sawtooth that alerts.
-    let naive = elephant_run(1, false);
+    let naive = elephant_run(1, false, 1);
     assert!(alerts(&naive).len() > 10, "the naive detector should be fooled by the sawtooth");
 }
 
 #[test]
 fn injected_surge_is_flagged_in_its_second() {
-    for shards in [1, 3] {
-        let mut e = Engine::new(&PipelineConfig { detect: Some(Default::default()), ..Default::default() }, shards);
+    for (shards, confirm) in [(1, 2u8), (3, 2), (2, 1)] {
+        let detect = flowshard::detect::DetectConfig { spike_confirm_s: confirm, ..Default::default() };
+        let mut e = Engine::new(&PipelineConfig { detect: Some(detect), ..Default::default() }, shards);
         let mut rng = Rng(0x1234_5678);
         let mut out = Vec::new();
         let mut recs = Vec::new();
@@ -162,7 +167,7 @@ fn injected_surge_is_flagged_in_its_second() {
             a.iter().any(|x| {
                 x.dimension == dim
                     && x.kind == AlertKind::Spike
-                    && (T0 + surge_at..=T0 + surge_at + 1).contains(&x.second)
+                    && (T0 + surge_at..=T0 + surge_at + confirm as u64 - 1).contains(&x.second)
                     && (dim != Dimension::DstIp || x.key.ip == victim)
             })
         };
@@ -172,7 +177,13 @@ fn injected_surge_is_flagged_in_its_second() {
             a.iter().map(|x| (x.second - T0, x.reason())).collect::<Vec<_>>()
         );
         assert!(hit(Dimension::DstIp), "{shards} shard(s): victim not flagged");
+        // Spikes need two anomalous seconds (spike_confirm_s = 2): the surge is flagged in
+        // the second after it starts. With spike_confirm_s = 1 it is flagged in its own second.
         let first = a.iter().filter(|x| x.dimension == Dimension::DstIp).map(|x| x.second).min().unwrap();
-        assert_eq!(first, T0 + surge_at, "flagged in the second it happens");
+        assert_eq!(
+            first,
+            T0 + surge_at + confirm as u64 - 1,
+            "flagged in the second (confirm 1) or the next (confirm 2)"
+        );
     }
 }

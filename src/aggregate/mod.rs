@@ -44,8 +44,9 @@ pub struct Row {
     pub long_packets: u64,
     /// Number of long records.
     pub long_flows: u64,
-    /// Sum of the long records' durations, milliseconds.
-    pub long_dur_ms: u64,
+    /// Sum over long records of bytes × duration in seconds (for the bytes-weighted mean
+    /// duration the detector spreads them over).
+    pub long_byte_secs: u64,
 }
 
 impl Row {
@@ -57,7 +58,7 @@ impl Row {
         self.long_bytes += o.long_bytes;
         self.long_packets += o.long_packets;
         self.long_flows += o.long_flows;
-        self.long_dur_ms += o.long_dur_ms;
+        self.long_byte_secs = self.long_byte_secs.saturating_add(o.long_byte_secs);
     }
 }
 
@@ -170,7 +171,8 @@ impl KeyTable {
             row.long_bytes += r.bytes;
             row.long_packets += r.packets;
             row.long_flows += 1;
-            row.long_dur_ms += r.duration_ms as u64;
+            row.long_byte_secs =
+                row.long_byte_secs.saturating_add(r.bytes.max(1).saturating_mul((r.duration_ms / 1000).max(1) as u64));
         }
         if let Some(it) = item {
             if self.distinct {

@@ -161,6 +161,8 @@ pub struct Detect {
     pub cusum_h: f64,
     /// Alert on drops (silent interfaces, vanished services).
     pub drop_alerts: bool,
+    /// Consecutive anomalous seconds before a spike alert (1 = in the second itself).
+    pub spike_confirm_s: u8,
     /// Smallest bytes/s worth an alert.
     pub min_bytes_per_s: f64,
     /// Smallest packets/s worth an alert.
@@ -189,6 +191,7 @@ impl Default for Detect {
             cusum_k: d.cusum_k,
             cusum_h: d.cusum_h,
             drop_alerts: d.drop_alerts,
+            spike_confirm_s: d.spike_confirm_s,
             min_bytes_per_s: d.min_value[0],
             min_packets_per_s: d.min_value[1],
             min_flows_per_s: d.min_value[2],
@@ -558,6 +561,7 @@ impl Config {
                 cusum_h: d.cusum_h,
                 drop_alerts: d.drop_alerts,
                 drop_confirm_s: 2,
+                spike_confirm_s: d.spike_confirm_s,
                 min_value: [d.min_bytes_per_s, d.min_packets_per_s, d.min_flows_per_s, d.min_distinct],
                 max_tracked: d.max_tracked_keys,
                 idle_evict_s: d.idle_evict_s,

@@ -27,6 +27,37 @@ use rustc_hash::FxHashMap;
 
 /// Timing-wheel size: the longest spread, seconds.
 pub const WHEEL: usize = 256;
+/// A drop needs a baseline of at least this share of the metric's floor: silence of a
+/// steady key matters even when the key is small (a quiet interface going dark).
+pub const DROP_FLOOR_RATIO: f64 = 0.2;
+/// How far (in standard deviations, beyond the threshold) a key in warm-up must be above the
+/// dimension's population to alert.
+pub const COLD_MARGIN: f64 = 2.0;
+/// Metrics with cold-start (population) scoring: flows and distinct counts — what scans and
+/// fan-outs show. Bytes of a new key are not judged: a new big transfer is ordinary.
+const COLD_METRICS: [bool; 4] = [false, false, true, true];
+
+/// EWMA mean/variance of `ln(1 + x)` over all keys of a dimension (the population).
+#[derive(Clone, Copy, Debug, Default)]
+struct Population {
+    n: u64,
+    mean: f64,
+    var: f64,
+}
+
+impl Population {
+    fn add(&mut self, x: f64) {
+        let y = x.ln_1p();
+        self.n += 1;
+        let a = (1.0 / self.n as f64).max(0.002);
+        let d = y - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+    }
+    fn get(&self) -> Option<(f64, f64)> {
+        (self.n >= 100).then(|| (self.mean, self.var.sqrt()))
+    }
+}
 
 /// Detector settings.
 #[derive(Clone, Debug)]
@@ -51,6 +82,9 @@ pub struct DetectConfig {
     pub drop_alerts: bool,
     /// Consecutive low seconds before a drop alert.
     pub drop_confirm_s: u8,
+    /// Consecutive high seconds before a spike alert (1 = alert in the second itself). One
+    /// big transfer of a small host lasts one second; attacks and scans last longer.
+    pub spike_confirm_s: u8,
     /// Smallest per-second values worth an alert, per metric (bytes, packets, flows, distinct).
     pub min_value: [f64; 4],
     /// Tracked keys per dimension per owner shard.
@@ -70,7 +104,7 @@ impl Default for DetectConfig {
                 Dimension::ExporterInIf,
             ],
             alpha: 0.02,
-            warmup_s: 30,
+            warmup_s: 60,
             z_threshold: 3.5,
             min_std: 0.3,
             cooldown_s: 30,
@@ -78,7 +112,8 @@ impl Default for DetectConfig {
             cusum_h: 12.0,
             drop_alerts: true,
             drop_confirm_s: 2,
-            min_value: [100_000.0, 100.0, 20.0, 20.0],
+            spike_confirm_s: 2,
+            min_value: [1_000_000.0, 1000.0, 50.0, 50.0],
             max_tracked: 10_000,
             idle_evict_s: 900,
         }
@@ -90,6 +125,8 @@ impl Default for DetectConfig {
 pub struct MetricState {
     n: u32,
     low_run: u8,
+    high_run: u8,
+    cold_run: u8,
     mean: f64,
     var: f64,
     cpos: f64,
@@ -148,20 +185,29 @@ impl MetricState {
         if warm {
             let cooled = second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
             if z > thr && x >= floor {
-                alert = Some(AlertKind::Spike);
-            } else if z < -thr && cfg.drop_alerts && baseline >= floor {
+                self.high_run = self.high_run.saturating_add(1);
+                self.low_run = 0;
+                if self.high_run >= cfg.spike_confirm_s {
+                    alert = Some(AlertKind::Spike);
+                }
+            } else if z < -thr && cfg.drop_alerts && baseline >= floor * DROP_FLOOR_RATIO {
                 self.low_run = self.low_run.saturating_add(1);
                 if self.low_run >= cfg.drop_confirm_s {
                     alert = Some(AlertKind::Drop);
                 }
+                self.high_run = 0;
             } else {
                 self.low_run = 0;
+                self.high_run = 0;
             }
-            self.cpos = (self.cpos + z - cfg.cusum_k).max(0.0);
-            self.cneg = (self.cneg - z - cfg.cusum_k).max(0.0);
+            // Winsorised CUSUM: one huge second adds at most `thr - k`, so only sustained
+            // shifts accumulate (single spikes are the spike rule's business).
+            let zc = z.clamp(-thr, thr);
+            self.cpos = (self.cpos + zc - cfg.cusum_k).max(0.0);
+            self.cneg = (self.cneg - zc - cfg.cusum_k).max(0.0);
             if alert.is_none()
                 && (self.cpos > cfg.cusum_h && x >= floor
-                    || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor)
+                    || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor * DROP_FLOOR_RATIO)
             {
                 alert = Some(AlertKind::LevelShift);
             }
@@ -169,6 +215,7 @@ impl MetricState {
                 self.cpos = 0.0;
                 self.cneg = 0.0;
                 self.low_run = 0;
+                self.high_run = 0;
                 if cooled {
                     self.last_alert = second;
                 } else {
@@ -185,6 +232,36 @@ impl MetricState {
         self.var = (1.0 - alpha) * (self.var + diff * incr);
         self.n = self.n.saturating_add(1);
         Verdict { score: score_of(z), z, baseline, alert }
+    }
+
+    /// Cold-start check for a key still in warm-up: scores `x` against the dimension's
+    /// population of keys (`pop_mean`, `pop_std` of `ln(1 + x)` over keys seen), so a brand-new
+    /// key that is far outside what any key usually does (a scanner's hundreds of ports or
+    /// flows) alerts without waiting for its own history. Returns (z, baseline) on alert.
+    pub fn cold_check(
+        &mut self,
+        cfg: &DetectConfig,
+        metric: usize,
+        x: f64,
+        pop: (f64, f64),
+        second: u64,
+    ) -> Option<(f64, f64)> {
+        if self.n >= cfg.warmup_s || x < cfg.min_value[metric] {
+            self.cold_run = 0;
+            return None;
+        }
+        let z = (x.ln_1p() - pop.0) / pop.1.max(cfg.min_std);
+        if z <= cfg.z_threshold + COLD_MARGIN {
+            self.cold_run = 0;
+            return None;
+        }
+        self.cold_run = self.cold_run.saturating_add(1);
+        let cooled = self.last_alert == 0 || second >= self.last_alert.saturating_add(cfg.cooldown_s);
+        if self.cold_run >= cfg.spike_confirm_s && cooled {
+            self.last_alert = second;
+            return Some((z, pop.0.exp_m1()));
+        }
+        None
     }
 
     /// Seconds of history.
@@ -204,6 +281,9 @@ struct Tracked {
     spread: [f64; 3],
     m: [MetricState; 4],
     activity: f64,
+    /// First seen after the dimension's own warm-up: a newcomer, judged against the
+    /// population until it has history.
+    newcomer: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -218,6 +298,8 @@ pub struct DimDetector {
     dim: Dimension,
     index: FxHashMap<Key, u32>,
     keys: Vec<Tracked>,
+    pop: [Population; 4],
+    born: Option<u64>,
     wheel: Vec<Vec<Decrement>>,
     next_gen: u32,
     rng: u64,
@@ -234,6 +316,8 @@ impl DimDetector {
             dim,
             index: FxHashMap::default(),
             keys: Vec::with_capacity(cfg.max_tracked.min(1 << 16)),
+            pop: [Population::default(); 4],
+            born: None,
             wheel: (0..WHEEL).map(|_| Vec::new()).collect(),
             next_gen: 1,
             rng: 0x2545_f491_4f6c_dd1d,
@@ -247,7 +331,7 @@ impl DimDetector {
         self.keys.len()
     }
 
-    fn slot_for(&mut self, key: Key, cfg: &DetectConfig) -> usize {
+    fn slot_for(&mut self, key: Key, cfg: &DetectConfig, second: u64) -> usize {
         if let Some(&i) = self.index.get(&key) {
             return i as usize;
         }
@@ -278,6 +362,7 @@ impl DimDetector {
             spread: [0.0; 3],
             m: [MetricState::default(); 4],
             activity: 0.0,
+            newcomer: self.born.is_some_and(|b| second >= b + cfg.warmup_s as u64),
         });
         self.index.insert(key, i as u32);
         i
@@ -314,7 +399,7 @@ impl DimDetector {
         if row.key.is_other() {
             return;
         }
-        let i = self.slot_for(row.key, cfg);
+        let i = self.slot_for(row.key, cfg, second);
         let gen = self.keys[i].gen;
         let t = &mut self.keys[i];
         t.last_seen = second;
@@ -324,8 +409,10 @@ impl DimDetector {
             (row.flows - row.long_flows) as f64,
             distinct.unwrap_or(0) as f64,
         ];
-        if let Some(mean_ms) = row.long_dur_ms.checked_div(row.long_flows) {
-            let dur_s = (mean_ms / 1000).clamp(1, WHEEL as u64 - 1);
+        if row.long_flows > 0 {
+            // Bytes-weighted mean duration: an elephant is spread over its own duration even
+            // when short "long" flows share its row.
+            let dur_s = (row.long_byte_secs / row.long_bytes.max(1)).clamp(1, WHEEL as u64 - 1);
             let rate = [
                 row.long_bytes as f64 / dur_s as f64,
                 row.long_packets as f64 / dur_s as f64,
@@ -349,6 +436,7 @@ impl DimDetector {
 
     /// Updates every tracked key for `second` (absent keys see 0) and emits alerts.
     pub fn end_second(&mut self, second: u64, cfg: &DetectConfig, alerts: &mut Vec<Alert>) {
+        self.born.get_or_insert(second);
         let mut i = 0;
         while i < self.keys.len() {
             let t = &mut self.keys[i];
@@ -361,6 +449,27 @@ impl DimDetector {
             let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
             let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
             for (m, &x) in vals.iter().enumerate().take(n_metrics) {
+                if COLD_METRICS[m] {
+                    if let (true, Some(pop)) = (t.newcomer, self.pop[m].get()) {
+                        if let Some((z, baseline)) = t.m[m].cold_check(cfg, m, x, pop, second) {
+                            alerts.push(Alert {
+                                second,
+                                layer: 1,
+                                dimension: self.dim,
+                                key: t.key,
+                                metric: Metric::ALL[m],
+                                kind: AlertKind::Spike,
+                                value: x,
+                                baseline,
+                                score: score_of(z),
+                                z,
+                            });
+                        }
+                    }
+                    if seen && x > 0.0 {
+                        self.pop[m].add(x);
+                    }
+                }
                 let v = t.m[m].update(cfg, m, x, second);
                 if let Some(kind) = v.alert {
                     alerts.push(Alert {
@@ -441,9 +550,12 @@ mod tests {
             x = 1.0e6 * (1.0 + 0.1 * ((s as f64) * 0.7).sin());
             assert_eq!(m.update(&cfg, 0, x, s).alert, None, "second {s}");
         }
+        // one anomalous second is not enough (spike_confirm_s = 2): the second one alerts
         let v = m.update(&cfg, 0, x * 20.0, 600);
-        assert_eq!(v.alert, Some(AlertKind::Spike));
+        assert_eq!(v.alert, None);
         assert!(v.score > 0.999);
+        let v = m.update(&cfg, 0, x * 20.0, 601);
+        assert_eq!(v.alert, Some(AlertKind::Spike));
     }
 
     #[test]
