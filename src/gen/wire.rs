@@ -110,7 +110,7 @@ impl Exporters {
     fn templated(&mut self, e: usize, t: u64, flavor: Flavor, recs: &[FlowRecord], out: &mut Vec<Datagram>) {
         for v6 in [false, true] {
             let fam: Vec<FlowRecord> =
-                recs.iter().filter(|r| !(r.src.is_v4() && r.dst.is_v4()) == v6).copied().collect();
+                recs.iter().filter(|r| (r.src.is_v4() && r.dst.is_v4()) != v6).copied().collect();
             for chunk in fam.chunks(if v6 { 12 } else { 24 }) {
                 let st = &mut self.state[e];
                 let refresh = st.template_at.is_none_or(|at| t >= at + 60) || st.since_template >= 20;
