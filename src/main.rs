@@ -105,6 +105,9 @@ enum Cmd {
         /// at --rate records/s (0 = as fast as possible) for --duration seconds.
         #[arg(long)]
         pool: Option<u64>,
+        /// Records per simulated second of the pool (capacity mode).
+        #[arg(long, default_value_t = 50_000)]
+        pool_rate: u64,
     },
     /// Check a configuration file; prints each problem with its field and fix.
     Validate {
@@ -175,6 +178,7 @@ fn main() -> Result<()> {
             labels,
             to,
             pool,
+            pool_rate,
         } => gen(GenArgs {
             protocol,
             rate,
@@ -190,6 +194,7 @@ fn main() -> Result<()> {
             labels,
             to,
             pool,
+            pool_rate,
         }),
         Cmd::Send { file, to, from, rate, repeat } => {
             let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -303,6 +308,7 @@ struct GenArgs {
     labels: Option<PathBuf>,
     to: Option<String>,
     pool: Option<u64>,
+    pool_rate: u64,
 }
 
 fn gen(a: GenArgs) -> Result<()> {
@@ -323,7 +329,7 @@ fn gen(a: GenArgs) -> Result<()> {
     let cfg = GenConfig {
         seed: a.seed,
         start,
-        rate: a.rate.max(1),
+        rate: if a.pool.is_some() { a.pool_rate.max(1) } else { a.rate.max(1) },
         exporters: a.exporters.max(1),
         elephants: a.elephants,
         diurnal: a.diurnal,

@@ -196,6 +196,8 @@ pub fn run(
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{shard}"))
             .io_memory(2 << 20)
+            // the window tick must not wait behind a busy receive loop
+            .preempt_timer(Duration::from_millis(5))
             .spawn(move || async move {
                 let last = shard_main(shard, n, pcfg, ep, fds, stop, snapshot).await;
                 let _ = status_tx.send(last);
@@ -297,8 +299,9 @@ async fn shard_main(
                         s.received += 1;
                         let now = now_s.get();
                         let _ = s.core.ingest(&first[..len.min(first.len())], Ip::from(from.ip()), now);
-                        // Drain what else is queued, a batch at a time.
-                        loop {
+                        // Drain what else is queued, a batch at a time, at most 16 batches
+                        // before giving the tick and exchange tasks a chance to run.
+                        for _ in 0..16 {
                             let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
                             for i in 0..got {
                                 let (data, from, truncated) = batch.get(i);
@@ -362,6 +365,8 @@ async fn shard_main(
                 s.core.decoder.counters.templates_expired += n as u64;
             }
             let st = status_of(&s, shard, &fds);
+            // the close-lag percentiles in a status are those of the last interval
+            s.lag.reset();
             let _ = to_io.try_send(IoMsg::Status(Box::new(st)));
         }
     }
