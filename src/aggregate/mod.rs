@@ -19,10 +19,15 @@
 //! May depend on: `model`. Lives on: shard cores (and replay, tests, benches).
 
 pub mod hll;
+pub mod table;
+
+pub use table::{key_hash, KeyTable};
 
 use crate::model::{Dimension, FlowRecord, Key};
 use hll::Hll;
-use rustc_hash::FxHashMap;
+
+/// Records per prefetch batch.
+pub const BATCH: usize = 32;
 
 /// Sentinel sketch index: the row carries no distinct-count sketch.
 pub const NO_SKETCH: u32 = u32::MAX;
@@ -51,7 +56,7 @@ pub struct Row {
 
 impl Row {
     #[inline]
-    fn absorb(&mut self, o: &Row) {
+    pub(crate) fn absorb(&mut self, o: &Row) {
         self.bytes += o.bytes;
         self.packets += o.packets;
         self.flows += o.flows;
@@ -59,200 +64,6 @@ impl Row {
         self.long_packets += o.long_packets;
         self.long_flows += o.long_flows;
         self.long_byte_secs = self.long_byte_secs.saturating_add(o.long_byte_secs);
-    }
-}
-
-/// A bounded per-second table of rows for one dimension, with evict-to-`other`.
-pub struct KeyTable {
-    index: FxHashMap<Key, u32>,
-    rows: Vec<Row>,
-    sketches: Vec<Hll>,
-    other: Row,
-    other_sketch: Hll,
-    capacity: usize,
-    distinct: bool,
-    rng: u64,
-    /// Rows folded into `other` to make room (counter).
-    pub evictions: u64,
-}
-
-impl KeyTable {
-    /// A table of at most `capacity` keys; `distinct` keeps a sketch per row.
-    pub fn new(capacity: usize, distinct: bool) -> KeyTable {
-        let capacity = capacity.max(1);
-        let mut index = FxHashMap::default();
-        index.reserve(capacity);
-        KeyTable {
-            index,
-            rows: Vec::with_capacity(capacity),
-            sketches: if distinct { Vec::with_capacity(capacity) } else { Vec::new() },
-            other: Row { key: Key::OTHER, ..Row::default() },
-            other_sketch: Hll::default(),
-            capacity,
-            distinct,
-            rng: 0x853c_49e6_748f_ea9b,
-            evictions: 0,
-        }
-    }
-
-    /// Keys held (not counting `other`).
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-    /// Whether the table holds nothing (not even `other`).
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.other.flows == 0 && self.other.bytes == 0
-    }
-
-    /// The slot of `key`, inserting (and evicting) as needed.
-    #[inline]
-    fn slot(&mut self, key: Key) -> usize {
-        if key.is_other() {
-            return usize::MAX;
-        }
-        if let Some(&i) = self.index.get(&key) {
-            return i as usize;
-        }
-        if self.rows.len() >= self.capacity {
-            self.evict_one();
-        }
-        let i = self.rows.len();
-        self.rows.push(Row { key, ..Row::default() });
-        if self.distinct {
-            self.sketches.push(Hll::default());
-        }
-        self.index.insert(key, i as u32);
-        i
-    }
-
-    /// Folds the smallest of 8 sampled rows into `other`.
-    fn evict_one(&mut self) {
-        let n = self.rows.len();
-        let mut victim = 0usize;
-        let mut least = u64::MAX;
-        for _ in 0..8 {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let i = (self.rng % n as u64) as usize;
-            if self.rows[i].bytes < least {
-                least = self.rows[i].bytes;
-                victim = i;
-            }
-        }
-        let row = self.rows.swap_remove(victim);
-        self.other.absorb(&row);
-        if self.distinct {
-            let s = self.sketches.swap_remove(victim);
-            self.other_sketch.merge(&s);
-        }
-        self.index.remove(&row.key);
-        if victim < self.rows.len() {
-            let moved = self.rows[victim].key;
-            self.index.insert(moved, victim as u32);
-        }
-        self.evictions += 1;
-    }
-
-    /// Adds one record.
-    #[inline]
-    pub fn add(&mut self, key: Key, r: &FlowRecord, long_ms: u32, item: Option<u128>) {
-        let i = self.slot(key);
-        let (row, sk) = if i == usize::MAX {
-            (&mut self.other, &mut self.other_sketch)
-        } else {
-            let sk = if self.distinct { &mut self.sketches[i] } else { &mut self.other_sketch };
-            (&mut self.rows[i], sk)
-        };
-        row.bytes += r.bytes;
-        row.packets += r.packets;
-        row.flows += 1;
-        if r.duration_ms > long_ms {
-            row.long_bytes += r.bytes;
-            row.long_packets += r.packets;
-            row.long_flows += 1;
-            row.long_byte_secs =
-                row.long_byte_secs.saturating_add(r.bytes.max(1).saturating_mul((r.duration_ms / 1000).max(1) as u64));
-        }
-        if let Some(it) = item {
-            if self.distinct {
-                sk.add(it);
-            }
-        }
-    }
-
-    /// Merges a partial row (and its sketch).
-    #[inline]
-    pub fn merge(&mut self, row: &Row, sketch: Option<&Hll>) {
-        let i = self.slot(row.key);
-        if i == usize::MAX {
-            self.other.absorb(row);
-            if let Some(s) = sketch {
-                self.other_sketch.merge(s);
-            }
-        } else {
-            self.rows[i].absorb(row);
-            if let (true, Some(s)) = (self.distinct, sketch) {
-                self.sketches[i].merge(s);
-            }
-        }
-    }
-
-    /// Visits every row (regular rows, then `other` if non-empty) with its sketch, then empties
-    /// the table, keeping its memory.
-    pub fn drain(&mut self, mut f: impl FnMut(&Row, Option<&Hll>)) {
-        for (i, row) in self.rows.iter().enumerate() {
-            f(row, self.sketches.get(i));
-        }
-        if self.other.flows > 0 || self.other.bytes > 0 || self.other.packets > 0 {
-            f(&self.other, self.distinct.then_some(&self.other_sketch));
-        }
-        self.clear();
-    }
-
-    fn clear(&mut self) {
-        self.rows.clear();
-        self.sketches.clear();
-        self.index.clear();
-        self.other = Row { key: Key::OTHER, ..Row::default() };
-        self.other_sketch = Hll::default();
-    }
-
-    /// Keeps the `k` rows with most bytes (ties broken by key, so the choice is deterministic)
-    /// and folds the rest into `other`.
-    pub fn truncate_top(&mut self, k: usize) {
-        if self.rows.len() <= k {
-            return;
-        }
-        let mut order: Vec<u32> = (0..self.rows.len() as u32).collect();
-        let rows = &self.rows;
-        order.select_nth_unstable_by(k, |&a, &b| {
-            let (ra, rb) = (&rows[a as usize], &rows[b as usize]);
-            rb.bytes.cmp(&ra.bytes).then(ra.key.cmp(&rb.key))
-        });
-        let mut keep_rows = Vec::with_capacity(k);
-        let mut keep_sk = Vec::with_capacity(if self.distinct { k } else { 0 });
-        for (n, &i) in order.iter().enumerate() {
-            let row = self.rows[i as usize];
-            if n < k {
-                keep_rows.push(row);
-                if self.distinct {
-                    keep_sk.push(self.sketches[i as usize]);
-                }
-            } else {
-                self.other.absorb(&row);
-                if self.distinct {
-                    self.other_sketch.merge(&self.sketches[i as usize]);
-                }
-                self.evictions += 1;
-            }
-        }
-        self.index.clear();
-        for (i, r) in keep_rows.iter().enumerate() {
-            self.index.insert(r.key, i as u32);
-        }
-        self.rows = keep_rows;
-        self.sketches = keep_sk;
     }
 }
 
@@ -344,7 +155,27 @@ impl ShardWindow {
     #[inline]
     pub fn add(&mut self, r: &FlowRecord) {
         for (d, t) in self.dims.iter().zip(self.tables.iter_mut()) {
-            t.add(d.key(r), r, self.long_ms, d.distinct_item(r));
+            let k = d.key(r);
+            t.add(&k, key_hash(&k), r, self.long_ms, d.distinct_item(r));
+        }
+    }
+
+    /// Adds a batch of records (a datagram's worth): hashes every key first and prefetches its
+    /// slot, so the cache misses of the batch overlap instead of queueing.
+    pub fn add_batch(&mut self, recs: &[FlowRecord]) {
+        let mut keys = [(Key::default(), 0u64); BATCH];
+        for chunk in recs.chunks(BATCH) {
+            for (d, t) in self.dims.iter().zip(self.tables.iter_mut()) {
+                for (slot, r) in keys.iter_mut().zip(chunk) {
+                    let k = d.key(r);
+                    let h = key_hash(&k);
+                    t.prefetch(h);
+                    *slot = (k, h);
+                }
+                for ((k, h), r) in keys.iter().zip(chunk) {
+                    t.add(k, *h, r, self.long_ms, d.distinct_item(r));
+                }
+            }
         }
     }
 
@@ -421,10 +252,10 @@ impl OwnerWindow {
     pub fn finish_with(&mut self, mut observe: impl FnMut(u8, &Row, Option<u64>), out: &mut Vec<OwnedRow>) {
         for (di, t) in self.tables.iter_mut().enumerate() {
             let has = self.dims[di].distinct_name().is_some();
-            for (i, row) in t.rows.iter().enumerate() {
-                let d = if has { t.sketches.get(i).map(|s| s.estimate()) } else { None };
+            t.for_each(|row, sk| {
+                let d = if has { sk.map(|s| s.estimate()) } else { None };
                 observe(di as u8, row, d);
-            }
+            });
             t.truncate_top(self.top_k);
             t.drain(|row, sk| {
                 out.push(OwnedRow {
@@ -462,10 +293,12 @@ mod tests {
         let mut total = 0;
         for i in 0..10_000u32 {
             let r = rec(i, 10);
-            t.add(Dimension::SrcIp.key(&r), &r, 2000, Dimension::SrcIp.distinct_item(&r));
+            let k = Dimension::SrcIp.key(&r);
+            t.add(&k, key_hash(&k), &r, 2000, Dimension::SrcIp.distinct_item(&r));
             total += 10;
             let h = rec(0xdead, 1000);
-            t.add(Dimension::SrcIp.key(&h), &h, 2000, None);
+            let k = Dimension::SrcIp.key(&h);
+            t.add(&k, key_hash(&k), &h, 2000, None);
             total += 1000;
         }
         assert!(t.len() <= 64);

@@ -46,18 +46,19 @@ pub struct IngestCounters {
     pub counter_records: u64,
 }
 
-struct WindowSink<'a> {
-    w: &'a mut ShardWindow,
+/// Collects a datagram's records so the window can add them as one prefetched batch.
+struct BatchSink<'a> {
+    buf: &'a mut Vec<FlowRecord>,
     c: &'a mut IngestCounters,
 }
 
-impl FlowSink for WindowSink<'_> {
+impl FlowSink for BatchSink<'_> {
     #[inline]
     fn flow(&mut self, r: &FlowRecord) {
         self.c.records += 1;
         self.c.bytes += r.bytes;
         self.c.packets += r.packets;
-        self.w.add(r);
+        self.buf.push(*r);
     }
     fn counters(&mut self, _c: &InterfaceCounters) {
         self.c.counter_records += 1;
@@ -74,6 +75,7 @@ pub struct ShardCore {
     /// Decoder (templates, counters).
     pub decoder: Decoder,
     window: ShardWindow,
+    batch: Vec<FlowRecord>,
     /// Ingest counters.
     pub counters: IngestCounters,
 }
@@ -86,6 +88,7 @@ impl ShardCore {
             shards: shards.max(1),
             decoder: Decoder::new(&cfg.decode),
             window: ShardWindow::new(&cfg.agg),
+            batch: Vec::with_capacity(1024),
             counters: IngestCounters::default(),
         }
     }
@@ -93,8 +96,12 @@ impl ShardCore {
     /// Decodes one datagram from `source` at Unix second `now` into the open window.
     #[inline]
     pub fn ingest(&mut self, data: &[u8], source: Ip, now: u64) -> Result<Decoded, DecodeError> {
-        let mut sink = WindowSink { w: &mut self.window, c: &mut self.counters };
-        self.decoder.decode(data, source, now, &mut sink)
+        self.batch.clear();
+        let mut sink = BatchSink { buf: &mut self.batch, c: &mut self.counters };
+        let res = self.decoder.decode(data, source, now, &mut sink);
+        // Records decoded before an error in a later set still count (they were valid).
+        self.window.add_batch(&self.batch);
+        res
     }
 
     /// Closes the open window as `second`: one batch per owner (index = owner shard).
