@@ -391,7 +391,7 @@ fn gen(a: GenArgs) -> Result<()> {
         eprintln!("pool: {} datagrams, {} records", pool.len(), pool_records);
         let end = std::time::Duration::from_secs(a.duration);
         while t0.elapsed() < end {
-            sender.send(&pool, a.rate, t0, &mut stats);
+            sender.send(&pool, a.rate, t0, Some(end), &mut stats);
         }
     } else {
         for t in start..start + a.duration {
@@ -403,9 +403,10 @@ fn gen(a: GenArgs) -> Result<()> {
             // pace this second's records over the second
             let sec_start = std::time::Instant::now();
             let mut s = gen::send::SendStats::default();
-            sender.send(&dgrams, n.max(1), sec_start, &mut s);
+            sender.send(&dgrams, n.max(1), sec_start, None, &mut s);
             stats.datagrams += s.datagrams;
             stats.records += s.records;
+            stats.octets += s.octets;
             stats.errors += s.errors;
             let el = sec_start.elapsed();
             if el < std::time::Duration::from_secs(1) {
@@ -416,9 +417,10 @@ fn gen(a: GenArgs) -> Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "{{\"datagrams\":{},\"records\":{},\"send_errors\":{},\"seconds\":{secs:.3},\"records_per_s\":{:.0}}}",
+        "{{\"datagrams\":{},\"records\":{},\"octets\":{},\"send_errors\":{},\"seconds\":{secs:.3},\"records_per_s\":{:.0}}}",
         stats.datagrams,
         stats.records,
+        stats.octets,
         stats.errors,
         stats.records as f64 / secs.max(1e-9)
     );

@@ -19,6 +19,8 @@ pub struct SendStats {
     pub datagrams: u64,
     /// Records in them.
     pub records: u64,
+    /// Octets the records account for.
+    pub octets: u64,
     /// Send errors (e.g. ENOBUFS), datagrams not sent.
     pub errors: u64,
     /// Wall time, seconds.
@@ -44,7 +46,10 @@ impl Sender {
                 } else {
                     std::net::IpAddr::from([0u16; 8])
                 };
-                let s = UdpSocket::bind((ip, 0))?;
+                // A fixed source port per exporter, like a real router: collectors that scope
+                // templates by address and port keep them across generator runs. Falls back to
+                // an ephemeral port when taken (e.g. two generators at once).
+                let s = UdpSocket::bind((ip, 9995)).or_else(|_| UdpSocket::bind((ip, 0)))?;
                 let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
                 Ok(s)
             })
@@ -53,11 +58,22 @@ impl Sender {
     }
 
     /// Sends `dgrams` (in order, batched per exporter), pacing to `records_per_s` (0 = as
-    /// fast as possible) measured from `start`, with `sent_before` records already sent.
-    pub fn send(&self, dgrams: &[Datagram], records_per_s: u64, start: Instant, stats: &mut SendStats) {
+    /// fast as possible) measured from `start` (counting what `stats` already holds), and
+    /// stopping at `deadline` after `start` if given.
+    pub fn send(
+        &self,
+        dgrams: &[Datagram],
+        records_per_s: u64,
+        start: Instant,
+        deadline: Option<Duration>,
+        stats: &mut SendStats,
+    ) {
         let addr = socket2::SockAddr::from(self.to);
         let mut i = 0;
         while i < dgrams.len() {
+            if deadline.is_some_and(|d| start.elapsed() >= d) {
+                break;
+            }
             // a run of datagrams of the same exporter, up to BATCH
             let e = dgrams[i].exporter as usize % self.socks.len();
             let mut j = i;
@@ -76,6 +92,7 @@ impl Sender {
             for d in &dgrams[i..i + sent] {
                 stats.datagrams += 1;
                 stats.records += d.records as u64;
+                stats.octets += d.octets;
             }
             if sent < j - i {
                 stats.errors += (j - i - sent) as u64;

@@ -50,6 +50,8 @@ pub struct Datagram {
     pub exporter: u32,
     /// Records it carries (sFlow: samples).
     pub records: u32,
+    /// Octets the records account for (sFlow: frame length × sampling rate).
+    pub octets: u64,
     /// Payload.
     pub bytes: Vec<u8>,
 }
@@ -103,7 +105,7 @@ impl Exporters {
             let mut b = Vec::with_capacity(24 + 48 * chunk.len());
             netflow_v5::encode(&mut b, chunk, (t % 4_000_000) as u32 * 1000, t as u32, st.seq, 0);
             st.seq = st.seq.wrapping_add(chunk.len() as u32);
-            out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, bytes: b });
+            out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, octets: octets(chunk), bytes: b });
         }
     }
 
@@ -123,7 +125,7 @@ impl Exporters {
                 let h = Export { flavor, domain: 1, seq: st.seq, now_ms: t * 1000 + 500 };
                 message(&mut b, &h, refresh, v6, chunk);
                 st.seq = st.seq.wrapping_add(if flavor == Flavor::V9 { 1 } else { chunk.len() as u32 });
-                out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, bytes: b });
+                out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, octets: octets(chunk), bytes: b });
             }
         }
     }
@@ -149,7 +151,12 @@ impl Exporters {
             let mut b = Vec::with_capacity(1400);
             sflow_datagram(&mut b, agent, st.seq, (t % 4_000_000) as u32 * 1000, chunk);
             st.seq = st.seq.wrapping_add(1);
-            out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, bytes: b });
+            let octets = chunk.iter().map(|s| s.frame_len as u64 * s.rate as u64).sum();
+            out.push(Datagram { exporter: e as u32, records: chunk.len() as u32, octets, bytes: b });
         }
     }
+}
+
+fn octets(recs: &[FlowRecord]) -> u64 {
+    recs.iter().map(|r| r.bytes).sum()
 }
