@@ -47,9 +47,11 @@
 //! * The top-K cut is per owner (`top_k / shards` each), an approximation of a global top-K.
 
 pub mod aggregate;
+pub mod backtest;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod eval;
 pub mod exchange;
 pub mod gen;
 pub mod io;

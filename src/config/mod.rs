@@ -159,6 +159,10 @@ pub struct Detect {
     pub cusum_k: f64,
     /// CUSUM decision threshold.
     pub cusum_h: f64,
+    /// EWMA weight of the slow (minutes) baseline used for slow drifts.
+    pub slow_alpha: f64,
+    /// CUSUM threshold against the slow baseline.
+    pub slow_cusum_h: f64,
     /// Alert on drops (silent interfaces, vanished services).
     pub drop_alerts: bool,
     /// Consecutive anomalous seconds before a spike alert (1 = in the second itself).
@@ -190,6 +194,8 @@ impl Default for Detect {
             cooldown_s: d.cooldown_s,
             cusum_k: d.cusum_k,
             cusum_h: d.cusum_h,
+            slow_alpha: d.slow_alpha,
+            slow_cusum_h: d.slow_cusum_h,
             drop_alerts: d.drop_alerts,
             spike_confirm_s: d.spike_confirm_s,
             min_bytes_per_s: d.min_value[0],
@@ -492,6 +498,16 @@ impl Config {
         if !(d.min_std > 0.0 && d.min_std.is_finite()) {
             e.push(err("detect.min_std", "must be positive", "use e.g. 0.3"));
         }
+        if !(d.slow_alpha > 0.0 && d.slow_alpha < d.alpha) {
+            e.push(err(
+                "detect.slow_alpha",
+                format!("{} must be in (0, detect.alpha)", d.slow_alpha),
+                "use e.g. 0.001 (a half-life of about 11 minutes)",
+            ));
+        }
+        if !(d.slow_cusum_h > 0.0) {
+            e.push(err("detect.slow_cusum_h", "must be positive", "use e.g. 150"));
+        }
         if !(d.cusum_h > 0.0 && d.cusum_k >= 0.0) {
             e.push(err("detect.cusum_h", "cusum_h must be > 0 and cusum_k >= 0", "use cusum_k = 1.0, cusum_h = 12.0"));
         }
@@ -559,6 +575,8 @@ impl Config {
                 cooldown_s: d.cooldown_s,
                 cusum_k: d.cusum_k,
                 cusum_h: d.cusum_h,
+                slow_alpha: d.slow_alpha,
+                slow_cusum_h: d.slow_cusum_h,
                 drop_alerts: d.drop_alerts,
                 drop_confirm_s: 2,
                 spike_confirm_s: d.spike_confirm_s,

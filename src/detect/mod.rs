@@ -30,6 +30,12 @@ pub const WHEEL: usize = 256;
 /// A drop needs a baseline of at least this share of the metric's floor: silence of a
 /// steady key matters even when the key is small (a quiet interface going dark).
 pub const DROP_FLOOR_RATIO: f64 = 0.2;
+/// Seconds of history before a key's drop matters: silence of a key that only existed during
+/// an incident (an attack's port, say) is not an outage.
+pub const DROP_MIN_HISTORY_S: u32 = 300;
+/// After an upward alert, a return to the old level within this many seconds is recovery,
+/// not a new anomaly (no downward alert) — unless the key went completely silent.
+pub const RECOVERY_S: u64 = 900;
 /// How far (in standard deviations, beyond the threshold) a key in warm-up must be above the
 /// dimension's population to alert.
 pub const COLD_MARGIN: f64 = 2.0;
@@ -78,6 +84,11 @@ pub struct DetectConfig {
     pub cusum_k: f64,
     /// CUSUM decision threshold.
     pub cusum_h: f64,
+    /// EWMA weight of the slow baseline (minutes-scale drifts such as slow exfiltration).
+    pub slow_alpha: f64,
+    /// Decision threshold of the CUSUM against the slow baseline (≈ seconds of sustained
+    /// maximal deviation × (threshold − k)).
+    pub slow_cusum_h: f64,
     /// Alert when a key drops far below its baseline (e.g. an interface goes silent).
     pub drop_alerts: bool,
     /// Consecutive low seconds before a drop alert.
@@ -110,6 +121,8 @@ impl Default for DetectConfig {
             cooldown_s: 30,
             cusum_k: 1.0,
             cusum_h: 12.0,
+            slow_alpha: 0.001,
+            slow_cusum_h: 150.0,
             drop_alerts: true,
             drop_confirm_s: 2,
             spike_confirm_s: 2,
@@ -131,7 +144,11 @@ pub struct MetricState {
     var: f64,
     cpos: f64,
     cneg: f64,
+    smean: f64,
+    svar: f64,
+    scpos: f64,
     last_alert: u64,
+    last_up: u64,
 }
 
 /// The result of one update.
@@ -173,6 +190,7 @@ impl MetricState {
             self.n = 1;
             self.mean = y;
             self.var = 0.0;
+            self.smean = y;
             return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
         }
         let std = self.var.sqrt().max(cfg.min_std);
@@ -190,7 +208,11 @@ impl MetricState {
                 if self.high_run >= cfg.spike_confirm_s {
                     alert = Some(AlertKind::Spike);
                 }
-            } else if z < -thr && cfg.drop_alerts && baseline >= floor * DROP_FLOOR_RATIO {
+            } else if z < -thr
+                && cfg.drop_alerts
+                && baseline >= floor * DROP_FLOOR_RATIO
+                && self.n >= DROP_MIN_HISTORY_S
+            {
                 self.low_run = self.low_run.saturating_add(1);
                 if self.low_run >= cfg.drop_confirm_s {
                     alert = Some(AlertKind::Drop);
@@ -205,15 +227,43 @@ impl MetricState {
             let zc = z.clamp(-thr, thr);
             self.cpos = (self.cpos + zc - cfg.cusum_k).max(0.0);
             self.cneg = (self.cneg - zc - cfg.cusum_k).max(0.0);
-            if alert.is_none()
-                && (self.cpos > cfg.cusum_h && x >= floor
-                    || self.cneg > cfg.cusum_h && cfg.drop_alerts && baseline >= floor * DROP_FLOOR_RATIO)
-            {
+            // Upward shifts on the fast baseline only for keys already carrying material
+            // traffic; a quiet key rising is the spike rule's or the slow CUSUM's business.
+            let material = baseline >= floor * DROP_FLOOR_RATIO;
+            let up_shift = self.cpos > cfg.cusum_h && x >= floor && material;
+            let down_shift = self.cneg > cfg.cusum_h && cfg.drop_alerts && material && self.n >= DROP_MIN_HISTORY_S;
+            if alert.is_none() && (up_shift || down_shift) {
                 alert = Some(AlertKind::LevelShift);
+            }
+            // Slow drift: CUSUM against a baseline with a half-life of minutes.
+            let sstd = self.svar.sqrt().max(cfg.min_std);
+            let zs = ((y - self.smean) / sstd).clamp(-thr, thr);
+            self.scpos = (self.scpos + zs - cfg.cusum_k).max(0.0);
+            if alert.is_none() && self.scpos > cfg.slow_cusum_h && x >= floor {
+                alert = Some(AlertKind::LevelShift);
+            }
+            // Direction of this second's alert. A downward one is recovery, not an anomaly,
+            // right after an upward alert, or when the value is back at its long-run
+            // (slow-baseline) level (an incident the fast baseline had adapted to ended).
+            let upward = z > 0.0;
+            let back_to_long_run = zs > -1.0;
+            let silent = x == 0.0;
+            if alert.is_some()
+                && !upward
+                && !silent
+                && (back_to_long_run || self.last_up != 0 && second < self.last_up.saturating_add(RECOVERY_S))
+            {
+                alert = None;
+                self.cneg = 0.0;
+                self.low_run = 0;
+            }
+            if alert.is_some() && upward {
+                self.last_up = second;
             }
             if alert.is_some() {
                 self.cpos = 0.0;
                 self.cneg = 0.0;
+                self.scpos = 0.0;
                 self.low_run = 0;
                 self.high_run = 0;
                 if cooled {
@@ -230,6 +280,13 @@ impl MetricState {
         let incr = alpha * diff;
         self.mean += incr;
         self.var = (1.0 - alpha) * (self.var + diff * incr);
+        // The slow baseline, clamped the same way.
+        let sa = if warm { cfg.slow_alpha } else { cfg.slow_alpha.max(1.0 / (self.n as f64 + 1.0)) };
+        let sstd = self.svar.sqrt().max(cfg.min_std);
+        let ys = if warm { self.smean + ((y - self.smean) / sstd).clamp(-thr, thr) * sstd } else { y };
+        let sd = ys - self.smean;
+        self.smean += sa * sd;
+        self.svar = (1.0 - sa) * (self.svar + sa * sd * sd);
         self.n = self.n.saturating_add(1);
         Verdict { score: score_of(z), z, baseline, alert }
     }
@@ -447,6 +504,11 @@ impl DimDetector {
                 continue;
             }
             let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
+            // Recovery is per key: an upward alert on any metric covers the key's return.
+            let key_up = t.m.iter().map(|m| m.last_up).max().unwrap_or(0);
+            for m in t.m.iter_mut() {
+                m.last_up = m.last_up.max(key_up);
+            }
             let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
             for (m, &x) in vals.iter().enumerate().take(n_metrics) {
                 if COLD_METRICS[m] {
