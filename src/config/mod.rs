@@ -505,7 +505,7 @@ impl Config {
                 "use e.g. 0.001 (a half-life of about 11 minutes)",
             ));
         }
-        if !(d.slow_cusum_h > 0.0) {
+        if d.slow_cusum_h.is_nan() || d.slow_cusum_h <= 0.0 {
             e.push(err("detect.slow_cusum_h", "must be positive", "use e.g. 150"));
         }
         if !(d.cusum_h > 0.0 && d.cusum_k >= 0.0) {
