@@ -21,7 +21,7 @@ fn series() -> Vec<u64> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let noise = (x % 400_000) as u64;
+            let noise = x % 400_000;
             let base = 3_000_000 + noise;
             match i {
                 300..=305 => base * 15, // a surge
