@@ -153,6 +153,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Propose a core layout from the host's CPUs, NUMA nodes and NIC; prints the reasoning and
+    /// the config's [cores] section.
+    Plan {
+        /// The capture NIC (default: the first interface with a device).
+        #[arg(long)]
+        nic: Option<String>,
+        /// Read this /sys tree instead of /sys.
+        #[arg(long, default_value = "/sys")]
+        sys_root: PathBuf,
+        /// Write the [cores] section to this file instead of stdout.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Check the host against flowshard's recommendations (the same checks as tuning/tune.sh);
+    /// exit status 1 if a check fails.
+    Doctor {
+        /// Configuration file (listener buffers, shard count).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read this /proc tree instead of /proc.
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+        /// Read this /sys tree instead of /sys.
+        #[arg(long, default_value = "/sys")]
+        sys_root: PathBuf,
+    },
     /// Check a configuration file; prints each problem with its field and fix.
     Validate {
         /// Configuration file (TOML).
@@ -293,6 +319,38 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Plan { nic, sys_root, write } => {
+            let host = flowshard::ops::plan::read_host(&sys_root, nic.as_deref());
+            let p = flowshard::ops::plan::plan(&host);
+            for r in &p.reasons {
+                eprintln!("plan: {r}");
+            }
+            let text = flowshard::ops::plan::toml(&p);
+            match write {
+                Some(f) => std::fs::write(&f, text).with_context(|| format!("cannot write {}", f.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Cmd::Doctor { config, proc_root, sys_root } => {
+            let cfg = load(&config)?;
+            let host = HostInfo::detect();
+            let layout = cfg.layout(&host);
+            let rcvbuf = cfg.listener.iter().map(|l| l.recv_buffer_bytes).max().unwrap_or(0);
+            let roots = flowshard::ops::doctor::Roots { proc_root, sys_root };
+            let checks =
+                flowshard::ops::doctor::run(&roots, rcvbuf, flowshard::ops::doctor::memlock_limit(), layout.shards.len());
+            for c in &checks {
+                println!("{c}");
+            }
+            for e in cfg.validate(&host) {
+                println!("FAIL  config {e}");
+            }
+            if checks.iter().any(|c| c.level == flowshard::ops::doctor::Level::Fail) || !cfg.validate(&host).is_empty() {
+                bail!("host checks failed");
+            }
+            Ok(())
+        }
         Cmd::Send { file, to, from, rate, repeat } => {
             let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let sock = std::net::UdpSocket::bind((from.as_str(), 0)).with_context(|| format!("cannot bind {from}"))?;
@@ -356,6 +414,16 @@ fn main() -> Result<()> {
             }
             check(&cfg, &host)?;
             let layout = cfg.layout(&host);
+            let rcvbuf = cfg.listener.iter().map(|l| l.recv_buffer_bytes).max().unwrap_or(0);
+            let checks = flowshard::ops::doctor::run(
+                &flowshard::ops::doctor::Roots::default(),
+                rcvbuf,
+                flowshard::ops::doctor::memlock_limit(),
+                layout.shards.len(),
+            );
+            for c in checks.iter().filter(|c| c.level == flowshard::ops::doctor::Level::Fail) {
+                eprintln!("flowshard: warning: {c}");
+            }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
@@ -368,11 +436,15 @@ fn main() -> Result<()> {
                 if layout.pin { "" } else { " (not pinned)" }
             );
             let report = flowshard::shard::run(&cfg, &layout, stop.clone(), |bound| {
+                let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
                 if print_ready {
-                    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
                     eprintln!("ready {}", addrs.join(" "));
                 }
+                if let Err(e) = flowshard::ops::notify::notify(&format!("READY=1\nSTATUS=listening on {}", addrs.join(" "))) {
+                    eprintln!("flowshard: warning: cannot notify systemd: {e}");
+                }
             })?;
+            let _ = flowshard::ops::notify::notify("STOPPING=1");
             let _ = stop.load(Ordering::Relaxed);
             let recs: u64 = report.shards.iter().map(|s| s.ingest.records).sum();
             let bytes: u64 = report.shards.iter().map(|s| s.ingest.bytes).sum();

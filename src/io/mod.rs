@@ -204,6 +204,10 @@ pub fn run_io(
     let mut done = Vec::new();
     let mut last_status = Instant::now();
     let mut oldest_pending: Option<Instant> = None;
+    // systemd watchdog: pinged from here only while shards keep reporting.
+    let watchdog = crate::ops::notify::watchdog_interval();
+    let mut last_ping = Instant::now();
+    let mut last_shard_status = Instant::now();
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         match msg {
@@ -222,7 +226,10 @@ pub fn run_io(
                     eprintln!("flowshard: cannot write template snapshot to {}: {e}", state_dir.display());
                 }
             },
-            Ok(IoMsg::Status(s)) => board.update(*s),
+            Ok(IoMsg::Status(s)) => {
+                board.update(*s);
+                last_shard_status = Instant::now();
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -235,6 +242,12 @@ pub fn run_io(
         }
         if !done.is_empty() {
             emit(&mut sinks, &mut done, &mut c);
+        }
+        if let Some(w) = watchdog {
+            if last_ping.elapsed() >= w / 2 && last_shard_status.elapsed() < w {
+                let _ = crate::ops::notify::notify("WATCHDOG=1");
+                last_ping = Instant::now();
+            }
         }
         if !status_every.is_zero() && last_status.elapsed() >= status_every {
             last_status = Instant::now();

@@ -3,7 +3,15 @@
 //! the latest snapshot of each shard in a [`StatusBoard`] and prints one line. No atomics on the
 //! hot path, no labels outside closed sets.
 //!
-//! Lives on: shard cores (building snapshots), I/O core (board, line).
+//! Also here: the host planner ([`plan`]), host checks ([`doctor`]) and systemd notification
+//! ([`notify`]).
+//!
+//! Lives on: shard cores (building snapshots), I/O core (board, line), main thread (plan,
+//! doctor, notify).
+
+pub mod doctor;
+pub mod notify;
+pub mod plan;
 
 use crate::decode::{DecodeCounters, ErrorReason};
 use crate::io::IoCounters;
