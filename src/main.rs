@@ -60,55 +60,7 @@ enum Cmd {
     },
     /// Generate realistic flow traffic with labeled incidents: to a pcap (simulated time) or
     /// live over UDP (sendmmsg, paced).
-    Gen {
-        /// Export protocol: v5, v9, ipfix, sflow.
-        #[arg(long, default_value = "ipfix")]
-        protocol: String,
-        /// Base records per second (the diurnal curve and noise apply on top).
-        #[arg(long, default_value_t = 2000)]
-        rate: u64,
-        /// Seconds to generate.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
-        /// Seed (same seed, same traffic).
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Simulated exporters (sent from 127.0.0.2, 127.0.0.3, … when live).
-        #[arg(long, default_value_t = 4)]
-        exporters: u32,
-        /// Incident, repeatable: KIND@START+DURATION in seconds, KIND one of ddos, scan,
-        /// link_failure, exfil, offhours. E.g. --scenario ddos@300+60.
-        #[arg(long)]
-        scenario: Vec<String>,
-        /// Steady elephant flows (one record per 60 s).
-        #[arg(long, default_value_t = 3)]
-        elephants: u32,
-        /// sFlow sampling rate (1 in N packets).
-        #[arg(long, default_value_t = 100)]
-        sflow_rate: u32,
-        /// Diurnal amplitude (0 = flat).
-        #[arg(long, default_value_t = 0.3)]
-        diurnal: f64,
-        /// First simulated second (Unix; default a midnight UTC). Live mode uses the clock.
-        #[arg(long)]
-        start: Option<u64>,
-        /// Write a pcap instead of sending.
-        #[arg(long)]
-        pcap: Option<PathBuf>,
-        /// Write the ground-truth labels (JSON) here.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Send live to this collector address.
-        #[arg(long)]
-        to: Option<String>,
-        /// Live capacity mode: pre-build this many seconds of traffic and replay them in a loop
-        /// at --rate records/s (0 = as fast as possible) for --duration seconds.
-        #[arg(long)]
-        pool: Option<u64>,
-        /// Records per simulated second of the pool (capacity mode).
-        #[arg(long, default_value_t = 50_000)]
-        pool_rate: u64,
-    },
+    Gen(GenArgs),
     /// Run a `timestamp,value` CSV through the layer-1 detector the shards run; writes
     /// `timestamp,value,anomaly_score,alert` (one row per input row) to stdout.
     Backtest {
@@ -233,39 +185,7 @@ fn main() -> Result<()> {
             println!("{}: valid (shards on CPUs {:?}, I/O on CPUs {:?})", config.display(), l.shards, l.io);
             Ok(())
         }
-        Cmd::Gen {
-            protocol,
-            rate,
-            duration,
-            seed,
-            exporters,
-            scenario,
-            elephants,
-            sflow_rate,
-            diurnal,
-            start,
-            pcap,
-            labels,
-            to,
-            pool,
-            pool_rate,
-        } => gen(GenArgs {
-            protocol,
-            rate,
-            duration,
-            seed,
-            exporters,
-            scenario,
-            elephants,
-            sflow_rate,
-            diurnal,
-            start,
-            pcap,
-            labels,
-            to,
-            pool,
-            pool_rate,
-        }),
+        Cmd::Gen(a) => gen(a),
         Cmd::Backtest { input, config, metric, z_threshold, min_value, warmup, confirm } => {
             let cfg = load(&config)?;
             check(&cfg, &HostInfo::detect())?;
@@ -338,15 +258,20 @@ fn main() -> Result<()> {
             let layout = cfg.layout(&host);
             let rcvbuf = cfg.listener.iter().map(|l| l.recv_buffer_bytes).max().unwrap_or(0);
             let roots = flowshard::ops::doctor::Roots { proc_root, sys_root };
-            let checks =
-                flowshard::ops::doctor::run(&roots, rcvbuf, flowshard::ops::doctor::memlock_limit(), layout.shards.len());
+            let checks = flowshard::ops::doctor::run(
+                &roots,
+                rcvbuf,
+                flowshard::ops::doctor::memlock_limit(),
+                layout.shards.len(),
+            );
             for c in &checks {
                 println!("{c}");
             }
             for e in cfg.validate(&host) {
                 println!("FAIL  config {e}");
             }
-            if checks.iter().any(|c| c.level == flowshard::ops::doctor::Level::Fail) || !cfg.validate(&host).is_empty() {
+            if checks.iter().any(|c| c.level == flowshard::ops::doctor::Level::Fail) || !cfg.validate(&host).is_empty()
+            {
                 bail!("host checks failed");
             }
             Ok(())
@@ -440,7 +365,9 @@ fn main() -> Result<()> {
                 if print_ready {
                     eprintln!("ready {}", addrs.join(" "));
                 }
-                if let Err(e) = flowshard::ops::notify::notify(&format!("READY=1\nSTATUS=listening on {}", addrs.join(" "))) {
+                if let Err(e) =
+                    flowshard::ops::notify::notify(&format!("READY=1\nSTATUS=listening on {}", addrs.join(" ")))
+                {
                     eprintln!("flowshard: warning: cannot notify systemd: {e}");
                 }
             })?;
@@ -462,21 +389,55 @@ fn main() -> Result<()> {
     }
 }
 
+/// Arguments of `flowshard gen`.
+#[derive(clap::Args)]
 struct GenArgs {
+    /// Export protocol: v5, v9, ipfix, sflow.
+    #[arg(long, default_value = "ipfix")]
     protocol: String,
+    /// Base records per second (the diurnal curve and noise apply on top).
+    #[arg(long, default_value_t = 2000)]
     rate: u64,
+    /// Seconds to generate.
+    #[arg(long, default_value_t = 60)]
     duration: u64,
+    /// Seed (same seed, same traffic).
+    #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Simulated exporters (sent from 127.0.0.2, 127.0.0.3, … when live).
+    #[arg(long, default_value_t = 4)]
     exporters: u32,
+    /// Incident, repeatable: KIND@START+DURATION in seconds, KIND one of ddos, scan,
+    /// link_failure, exfil, offhours. E.g. --scenario ddos@300+60.
+    #[arg(long)]
     scenario: Vec<String>,
+    /// Steady elephant flows (one record per 60 s).
+    #[arg(long, default_value_t = 3)]
     elephants: u32,
+    /// sFlow sampling rate (1 in N packets).
+    #[arg(long, default_value_t = 100)]
     sflow_rate: u32,
+    /// Diurnal amplitude (0 = flat).
+    #[arg(long, default_value_t = 0.3)]
     diurnal: f64,
+    /// First simulated second (Unix; default a midnight UTC). Live mode uses the clock.
+    #[arg(long)]
     start: Option<u64>,
+    /// Write a pcap instead of sending.
+    #[arg(long)]
     pcap: Option<PathBuf>,
+    /// Write the ground-truth labels (JSON) here.
+    #[arg(long)]
     labels: Option<PathBuf>,
+    /// Send live to this collector address.
+    #[arg(long)]
     to: Option<String>,
+    /// Live capacity mode: pre-build this many seconds of traffic and replay them in a loop
+    /// at --rate records/s (0 = as fast as possible) for --duration seconds.
+    #[arg(long)]
     pool: Option<u64>,
+    /// Records per simulated second of the pool (capacity mode).
+    #[arg(long, default_value_t = 50_000)]
     pool_rate: u64,
 }
 

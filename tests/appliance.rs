@@ -77,10 +77,22 @@ fn install_script_into_destdir_and_uninstall() {
     assert!(String::from_utf8_lossy(&st.stdout).contains("(destdir: skipped) systemctl enable"));
     // a second install keeps the config
     std::fs::write(r.join("etc/flowshard/flowshard.toml"), format!("{conf}\n# operator edit\n")).unwrap();
-    let st = Command::new("bash").arg(repo().join("scripts/install.sh")).arg("--destdir").arg(r).args(["--binary", bin()]).output().unwrap();
+    let st = Command::new("bash")
+        .arg(repo().join("scripts/install.sh"))
+        .arg("--destdir")
+        .arg(r)
+        .args(["--binary", bin()])
+        .output()
+        .unwrap();
     assert!(st.status.success());
     assert!(std::fs::read_to_string(r.join("etc/flowshard/flowshard.toml")).unwrap().contains("# operator edit"));
-    let st = Command::new("bash").arg(repo().join("scripts/install.sh")).arg("--destdir").arg(r).arg("--uninstall").output().unwrap();
+    let st = Command::new("bash")
+        .arg(repo().join("scripts/install.sh"))
+        .arg("--destdir")
+        .arg(r)
+        .arg("--uninstall")
+        .output()
+        .unwrap();
     assert!(st.status.success());
     assert!(!r.join("usr/local/bin/flowshard").exists());
     assert!(!r.join("etc/systemd/system/flowshard.service").exists());
@@ -125,9 +137,17 @@ fn doctor_fails_when_rmem_max_caps_the_buffer() {
     let out = Command::new(bin()).args(["doctor", "--proc-root"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("FAIL") && l.contains("rmem_max vs listener.recv_buffer_bytes")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL") && l.contains("rmem_max vs listener.recv_buffer_bytes")),
+        "{text}"
+    );
     // and the shell script reads the same file and agrees
-    let sh = Command::new("bash").arg(repo().join("tuning/tune.sh")).arg("--sysctl-root").arg(dir.path().join("sys")).output().unwrap();
+    let sh = Command::new("bash")
+        .arg(repo().join("tuning/tune.sh"))
+        .arg("--sysctl-root")
+        .arg(dir.path().join("sys"))
+        .output()
+        .unwrap();
     assert!(!sh.status.success());
     assert!(String::from_utf8_lossy(&sh.stdout).contains("CHANGE  net.core.rmem_max"));
 }

@@ -514,18 +514,8 @@ impl DimDetector {
                 if COLD_METRICS[m] {
                     if let (true, Some(pop)) = (t.newcomer, self.pop[m].get()) {
                         if let Some((z, baseline)) = t.m[m].cold_check(cfg, m, x, pop, second) {
-                            alerts.push(Alert {
-                                second,
-                                layer: 1,
-                                dimension: self.dim,
-                                key: t.key,
-                                metric: Metric::ALL[m],
-                                kind: AlertKind::Spike,
-                                value: x,
-                                baseline,
-                                score: score_of(z),
-                                z,
-                            });
+                            let v = Verdict { score: score_of(z), z, baseline, alert: Some(AlertKind::Spike) };
+                            alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
                         }
                     }
                     if seen && x > 0.0 {
@@ -533,26 +523,29 @@ impl DimDetector {
                     }
                 }
                 let v = t.m[m].update(cfg, m, x, second);
-                if let Some(kind) = v.alert {
-                    alerts.push(Alert {
-                        second,
-                        layer: 1,
-                        dimension: self.dim,
-                        key: t.key,
-                        metric: Metric::ALL[m],
-                        kind,
-                        value: x,
-                        baseline: v.baseline,
-                        score: v.score,
-                        z: v.z,
-                    });
-                }
+                alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
             }
             t.activity = t.activity * 0.95 + vals[0] * 0.05;
             t.cur = [0.0; 4];
             i += 1;
         }
     }
+}
+
+/// The layer-1 alert a verdict carries, if any.
+fn alert_of(dimension: Dimension, key: Key, m: usize, value: f64, second: u64, v: &Verdict) -> Option<Alert> {
+    Some(Alert {
+        second,
+        layer: 1,
+        dimension,
+        key,
+        metric: Metric::ALL[m],
+        kind: v.alert?,
+        value,
+        baseline: v.baseline,
+        score: v.score,
+        z: v.z,
+    })
 }
 
 /// All detectors of one owner shard, one per detected dimension.

@@ -45,7 +45,11 @@ impl fmt::Display for Check {
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
         };
-        write!(f, "{l}  {:<34} current {:<14} recommended {:<14} {}", self.name, self.current, self.recommended, self.why)
+        write!(
+            f,
+            "{l}  {:<34} current {:<14} recommended {:<14} {}",
+            self.name, self.current, self.recommended, self.why
+        )
     }
 }
 
@@ -208,7 +212,10 @@ mod tests {
         assert_eq!(get("net.core.netdev_max_backlog"), Level::Warn);
         assert_eq!(get("cpu frequency governor"), Level::Warn);
         assert_eq!(get("RLIMIT_MEMLOCK"), Level::Ok);
-        assert_eq!(run(&r, 32 << 20, Some(64 << 10), 1).iter().find(|x| x.name == "RLIMIT_MEMLOCK").unwrap().level, Level::Fail);
+        assert_eq!(
+            run(&r, 32 << 20, Some(64 << 10), 1).iter().find(|x| x.name == "RLIMIT_MEMLOCK").unwrap().level,
+            Level::Fail
+        );
 
         let d2 = tempfile::tempdir().unwrap();
         let good = fake(d2.path(), 67_108_864, 250_000, Some("performance"));

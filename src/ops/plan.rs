@@ -108,7 +108,10 @@ pub fn read_host(sys: &Path, nic: Option<&str>) -> Host {
     });
     let nic = nic_name.map(|n| {
         let dev = sys.join("class/net").join(&n).join("device");
-        let node = read(&dev.join("numa_node")).and_then(|s| s.trim().parse::<i64>().ok()).filter(|&x| x >= 0).map(|x| x as usize);
+        let node = read(&dev.join("numa_node"))
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|&x| x >= 0)
+            .map(|x| x as usize);
         let irqs = std::fs::read_dir(dev.join("msi_irqs")).map(|d| d.count()).unwrap_or(0);
         (n, node, irqs)
     });
@@ -133,7 +136,9 @@ pub fn plan(host: &Host) -> Plan {
     let nic_node = host.nic.as_ref().and_then(|n| n.1);
     let home = match (nic_node, &host.nic) {
         (Some(node), Some((name, _, _))) if host.nodes.iter().any(|(id, _)| *id == node) => {
-            reasons.push(format!("NIC {name} is attached to NUMA node {node}: shards go there, next to its memory and interrupts"));
+            reasons.push(format!(
+                "NIC {name} is attached to NUMA node {node}: shards go there, next to its memory and interrupts"
+            ));
             node
         }
         (_, Some((name, _, _))) => {
@@ -145,9 +150,11 @@ pub fn plan(host: &Host) -> Plan {
             host.nodes[0].0
         }
     };
-    let home_cpus: BTreeSet<usize> = host.nodes.iter().find(|(id, _)| *id == home).map(|(_, c)| c.iter().copied().collect()).unwrap_or_default();
+    let home_cpus: BTreeSet<usize> =
+        host.nodes.iter().find(|(id, _)| *id == home).map(|(_, c)| c.iter().copied().collect()).unwrap_or_default();
     let home_cores: Vec<&Vec<usize>> = host.cores.iter().filter(|c| c.iter().all(|x| home_cpus.contains(x))).collect();
-    let other_cores: Vec<&Vec<usize>> = host.cores.iter().filter(|c| !c.iter().all(|x| home_cpus.contains(x))).collect();
+    let other_cores: Vec<&Vec<usize>> =
+        host.cores.iter().filter(|c| !c.iter().all(|x| home_cpus.contains(x))).collect();
     let smt = host.cores.iter().any(|c| c.len() > 1);
     // Keep 1 core per 8 on the NIC's node (at least one) for its interrupts and the OS.
     let keep = (home_cores.len() / 8).max(1);
@@ -177,7 +184,11 @@ pub fn plan(host: &Host) -> Plan {
     reasons.push(format!(
         "{} shard(s), one per physical core on node {home}{}",
         shards.len(),
-        if smt { ": hyperthread siblings left idle (two shards on one core share its caches and halve each other)" } else { "" }
+        if smt {
+            ": hyperthread siblings left idle (two shards on one core share its caches and halve each other)"
+        } else {
+            ""
+        }
     ));
     Plan { shards, io, reserved, pin: true, reasons }
 }
