@@ -201,3 +201,73 @@ fn counter_sample<S: FlowSink>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::decode::{Decoder, DecoderConfig, FlowSink, InterfaceCounters};
+    use crate::model::{FlowRecord, Ip};
+
+    #[derive(Default)]
+    struct Both {
+        flows: usize,
+        counters: Vec<InterfaceCounters>,
+    }
+    impl FlowSink for Both {
+        fn flow(&mut self, _r: &FlowRecord) {
+            self.flows += 1;
+        }
+        fn counters(&mut self, c: &InterfaceCounters) {
+            self.counters.push(*c);
+        }
+    }
+
+    #[test]
+    fn counter_sample_generic_interface() {
+        let w = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes());
+        let w64 = |v: &mut Vec<u8>, x: u64| v.extend_from_slice(&x.to_be_bytes());
+        let mut rec = Vec::new();
+        w(&mut rec, 7); // ifIndex
+        w(&mut rec, 6); // ifType
+        w64(&mut rec, 10_000_000_000); // ifSpeed
+        w(&mut rec, 1); // direction
+        w(&mut rec, 3); // status up/up
+        w64(&mut rec, 123_456); // in octets
+        for x in [1, 2, 3, 4, 5, 6] {
+            w(&mut rec, x); // in ucast, mcast, bcast, discards, errors, unknown
+        }
+        w64(&mut rec, 654_321); // out octets
+        for x in [1, 2, 3, 7, 8, 0] {
+            w(&mut rec, x); // out ucast, mcast, bcast, discards, errors, promisc
+        }
+        assert_eq!(rec.len(), 88);
+        let mut sample = Vec::new();
+        w(&mut sample, 1); // seq
+        w(&mut sample, 7); // source id
+        w(&mut sample, 1); // one record
+        w(&mut sample, 1); // generic interface counters
+        w(&mut sample, rec.len() as u32);
+        sample.extend_from_slice(&rec);
+        let mut d = Vec::new();
+        for x in [5, 1, 0xc000_0201, 0, 1, 1000, 1] {
+            w(&mut d, x);
+        }
+        w(&mut d, 2); // counter sample
+        w(&mut d, sample.len() as u32);
+        d.extend_from_slice(&sample);
+        let mut dec = Decoder::new(&DecoderConfig::default());
+        let mut both = Both::default();
+        dec.decode(&d, Ip::from_v4(0x7f000001), 0, &mut both).unwrap();
+        assert_eq!(both.flows, 0);
+        assert_eq!(both.counters.len(), 1);
+        let c = both.counters[0];
+        assert_eq!(
+            (c.agent, c.if_index, c.in_octets, c.out_octets, c.in_errors, c.out_errors),
+            (Ip::from_v4(0xc000_0201), 7, 123_456, 654_321, 9, 15)
+        );
+        assert_eq!(dec.counters.counter_records, 1);
+        // truncated anywhere: never a panic
+        for n in 0..d.len() {
+            let _ = dec.decode(&d[..n], Ip::UNSPECIFIED, 0, &mut both);
+        }
+    }
+}

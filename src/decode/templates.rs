@@ -698,3 +698,146 @@ pub(crate) fn data_set<S: FlowSink>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::decode::{Decoder, DecoderConfig, ErrorReason};
+    use crate::model::{FlowRecord, Ip};
+
+    /// An IPFIX message from raw sets (each `(set id, body)`).
+    fn ipfix(domain: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (id, b) in sets {
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&((b.len() + 4) as u16).to_be_bytes());
+            body.extend_from_slice(b);
+        }
+        let mut m = Vec::new();
+        m.extend_from_slice(&10u16.to_be_bytes());
+        m.extend_from_slice(&((16 + body.len()) as u16).to_be_bytes());
+        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(&domain.to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    fn fields(f: &[(u16, u16, Option<u32>)]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (id, len, pen) in f {
+            let raw = if pen.is_some() { id | 0x8000 } else { *id };
+            v.extend_from_slice(&raw.to_be_bytes());
+            v.extend_from_slice(&len.to_be_bytes());
+            if let Some(p) = pen {
+                v.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        v
+    }
+
+    fn decode_all(d: &mut Decoder, exporter: Ip, msgs: &[Vec<u8>]) -> Vec<FlowRecord> {
+        let mut out = Vec::new();
+        for m in msgs {
+            let mut sink = |r: &FlowRecord| out.push(*r);
+            d.decode(m, exporter, 1000, &mut sink).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn ipfix_varlen_enterprise_and_options_sampling() {
+        let exporter = Ip::from_v4(0xc0000201);
+        // template 300: srcIPv4, an enterprise field (PEN 29305, 4 bytes), a variable-length
+        // field (applicationName, IE 96), octets (4), packets (4)
+        let mut t = vec![1, 44, 0, 5];
+        t.extend(fields(&[(8, 4, None), (1, 4, Some(29305)), (96, 0xffff, None), (1, 4, None), (2, 4, None)]));
+        // options template 400: scope observationDomainId (149, 4), samplingInterval (34, 4)
+        let mut o = vec![1, 144, 0, 2, 0, 1];
+        o.extend(fields(&[(149, 4, None), (34, 4, None)]));
+        let opt_data = [0, 0, 0, 7, 0, 0, 0, 100].to_vec(); // domain 7, 1 in 100
+                                                            // two records: a short and a long (255-escaped) variable-length field
+        let mut data = Vec::new();
+        data.extend_from_slice(&[10, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 3, b'w', b'e', b'b', 0, 0, 0, 50, 0, 0, 0, 2]);
+        data.extend_from_slice(&[10, 0, 0, 2, 1, 2, 3, 4, 255, 1, 44]);
+        data.extend(std::iter::repeat_n(b'x', 300));
+        data.extend_from_slice(&[0, 0, 0, 60, 0, 0, 0, 3]);
+        let msgs = vec![ipfix(7, &[(2, t), (3, o)]), ipfix(7, &[(400, opt_data)]), ipfix(7, &[(300, data)])];
+        let mut d = Decoder::new(&DecoderConfig::default());
+        let recs = decode_all(&mut d, exporter, &msgs);
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[0].bytes, recs[0].packets, recs[0].sampling_rate), (5000, 200, 100));
+        assert_eq!((recs[1].bytes, recs[1].packets), (6000, 300));
+        assert_eq!(recs[1].src.to_string(), "10.0.0.2");
+        assert_eq!(d.templates.sampling(exporter, 7), Some(100));
+        assert_eq!(d.counters.sampling_updates, 1);
+
+        // a per-exporter override in the config wins over the options data
+        let mut d =
+            Decoder::new(&DecoderConfig { sampling_overrides: vec![(exporter, 10)], ..DecoderConfig::default() });
+        let recs = decode_all(&mut d, exporter, &msgs);
+        assert_eq!((recs[0].bytes, recs[0].sampling_rate), (500, 10));
+
+        // the same data from another exporter or domain has no template
+        let mut d = Decoder::new(&DecoderConfig::default());
+        decode_all(&mut d, exporter, &msgs[..2]);
+        let mut n = 0;
+        let mut sink = |_: &FlowRecord| n += 1;
+        d.decode(&msgs[2], Ip::from_v4(0xc0000202), 1000, &mut sink).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(d.counters.errors[ErrorReason::TemplateMissing.index()], 1);
+    }
+
+    #[test]
+    fn templates_expire_and_snapshots_restore() {
+        let exporter = Ip::from_v4(0xc0000201);
+        let mut t = vec![1, 44, 0, 2];
+        t.extend(fields(&[(8, 4, None), (1, 4, None)]));
+        let data = ipfix(1, &[(300, vec![10, 0, 0, 1, 0, 0, 0, 9])]);
+        let mut d = Decoder::new(&DecoderConfig { template_timeout_s: 60, ..DecoderConfig::default() });
+        let mut sink = |_: &FlowRecord| {};
+        d.decode(&ipfix(1, &[(2, t)]), exporter, 1000, &mut sink).unwrap();
+        let snap = d.templates.snapshot();
+        // 61 s later the template has expired
+        d.decode(&data, exporter, 1061, &mut sink).unwrap();
+        assert_eq!(d.counters.templates_expired, 1);
+        assert_eq!(d.counters.errors[ErrorReason::TemplateMissing.index()], 1);
+        // a fresh decoder restored from the snapshot decodes the data
+        let mut d2 = Decoder::new(&DecoderConfig { template_timeout_s: 60, ..DecoderConfig::default() });
+        assert_eq!(d2.templates.restore(&snap), 1);
+        let mut n = 0;
+        let mut sink = |r: &FlowRecord| {
+            n += 1;
+            assert_eq!(r.bytes, 9);
+        };
+        d2.decode(&data, exporter, 1010, &mut sink).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn v9_options_template_sets_sampling() {
+        let exporter = Ip::from_v4(0x0a000001);
+        let v9 = |sets: &[(u16, Vec<u8>)]| {
+            let mut m = vec![0, 9, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+            for (id, b) in sets {
+                m.extend_from_slice(&id.to_be_bytes());
+                m.extend_from_slice(&((b.len() + 4) as u16).to_be_bytes());
+                m.extend_from_slice(b);
+            }
+            m
+        };
+        // template 256: IPV4_SRC_ADDR, IN_BYTES, IN_PKTS
+        let mut t = vec![1, 0, 0, 3];
+        t.extend(fields(&[(8, 4, None), (1, 4, None), (2, 4, None)]));
+        // options template 257: scope System (1, 4); option SAMPLING_INTERVAL (34, 4)
+        let mut o = vec![1, 1, 0, 4, 0, 4];
+        o.extend(fields(&[(1, 4, None), (34, 4, None)]));
+        let msgs = vec![
+            v9(&[(0, t), (1, o)]),
+            v9(&[(257, vec![0, 0, 0, 0, 0, 0, 0, 64])]),
+            v9(&[(256, vec![10, 0, 0, 9, 0, 0, 0, 100, 0, 0, 0, 1])]),
+        ];
+        let mut d = Decoder::new(&DecoderConfig::default());
+        let recs = decode_all(&mut d, exporter, &msgs);
+        assert_eq!(recs.len(), 1);
+        assert_eq!((recs[0].bytes, recs[0].packets, recs[0].sampling_rate), (6400, 64, 64));
+    }
+}
