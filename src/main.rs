@@ -37,9 +37,15 @@ enum Cmd {
         /// Override the state directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Write "ready <addr>..." to stderr once listening (for scripts).
+        /// Write "ready <addr>... [http=<addr>]" to stderr once listening (for scripts).
         #[arg(long)]
         print_ready: bool,
+        /// Override the HTTP address (metrics, health, API); port 0 picks one.
+        #[arg(long)]
+        http: Option<String>,
+        /// Do not serve HTTP.
+        #[arg(long)]
+        no_http: bool,
     },
     /// Send the UDP payloads of a capture to a collector (loopback tests, demos).
     Send {
@@ -313,7 +319,7 @@ fn main() -> Result<()> {
             eprintln!("{}", flowshard::replay::summary_line(&sum));
             Ok(())
         }
-        Cmd::Run { config, listen, shards, no_pin, state_dir, print_ready } => {
+        Cmd::Run { config, listen, shards, no_pin, state_dir, print_ready, http, no_http } => {
             let mut cfg = load(&config)?;
             if !listen.is_empty() {
                 let buf = cfg.listener.first().map_or(32 << 20, |l| l.recv_buffer_bytes);
@@ -336,6 +342,12 @@ fn main() -> Result<()> {
             }
             if let Some(d) = state_dir {
                 cfg.general.state_dir = d;
+            }
+            if let Some(h) = http {
+                cfg.http.address = h;
+            }
+            if no_http {
+                cfg.http.enabled = false;
             }
             check(&cfg, &host)?;
             let layout = cfg.layout(&host);
@@ -360,10 +372,11 @@ fn main() -> Result<()> {
                 layout.io,
                 if layout.pin { "" } else { " (not pinned)" }
             );
-            let report = flowshard::shard::run(&cfg, &layout, stop.clone(), |bound| {
+            let report = flowshard::shard::run(&cfg, &layout, stop.clone(), |bound, http| {
                 let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
                 if print_ready {
-                    eprintln!("ready {}", addrs.join(" "));
+                    let h = http.map(|a| format!(" http={a}")).unwrap_or_default();
+                    eprintln!("ready {}{h}", addrs.join(" "));
                 }
                 if let Err(e) =
                     flowshard::ops::notify::notify(&format!("READY=1\nSTATUS=listening on {}", addrs.join(" ")))

@@ -35,6 +35,26 @@ pub struct Config {
     pub handoff: Handoff,
     /// Output sinks.
     pub sink: Vec<Sink>,
+    /// HTTP server (metrics, health, query API) on the I/O core.
+    pub http: Http,
+}
+
+/// The HTTP server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Serve HTTP.
+    pub enabled: bool,
+    /// Address; anything but loopback requires `token`. Port 0 picks a free port.
+    pub address: String,
+    /// Bearer token required on every request (empty = none; loopback only).
+    pub token: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { enabled: true, address: "127.0.0.1:9280".into(), token: String::new() }
+    }
 }
 
 /// Process-wide settings.
@@ -276,6 +296,7 @@ impl Default for Config {
             detect: Detect::default(),
             handoff: Handoff::default(),
             sink: vec![Sink::Stdout { rollups: true, alerts: true }],
+            http: Http::default(),
         }
     }
 }
@@ -538,6 +559,17 @@ impl Config {
         }
         if self.handoff.queue_seconds == 0 {
             e.push(err("handoff.queue_seconds", "must be at least 1", "use e.g. 64"));
+        }
+        if self.http.enabled {
+            match self.http.address.parse::<SocketAddr>() {
+                Err(_) => e.push(err("http.address", format!("{:?} is not an IP:port", self.http.address), "use e.g. \"127.0.0.1:9280\"")),
+                Ok(a) if !a.ip().is_loopback() && self.http.token.is_empty() => e.push(err(
+                    "http.token",
+                    format!("http.address {a} is not loopback and no token is set"),
+                    "set http.token to a long random string (clients send Authorization: Bearer <token>), or bind 127.0.0.1",
+                )),
+                Ok(_) => {}
+            }
         }
         if self.sink.is_empty() {
             e.push(err("sink", "no sink configured", "add [[sink]] type = \"stdout\""));

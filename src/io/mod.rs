@@ -5,6 +5,7 @@
 //!
 //! May depend on: `model`, `pipeline`, `config`, `ops`. Lives on: I/O cores.
 
+pub mod http;
 pub mod json;
 
 use crate::config::{Config, Sink as SinkCfg};
@@ -199,6 +200,7 @@ pub fn run_io(
     state_dir: PathBuf,
     status_every: Duration,
     mut board: StatusBoard,
+    published: Option<http::Shared>,
 ) -> IoCounters {
     let mut c = IoCounters::default();
     let mut done = Vec::new();
@@ -227,6 +229,15 @@ pub fn run_io(
                 }
             },
             Ok(IoMsg::Status(s)) => {
+                if let Some(p) = &published {
+                    if let Ok(mut p) = p.lock() {
+                        let i = s.shard as usize;
+                        if i < p.shards.len() {
+                            p.shards[i] = (*s).clone();
+                            p.last_report[i] = Some(Instant::now());
+                        }
+                    }
+                }
                 board.update(*s);
                 last_shard_status = Instant::now();
             }
@@ -241,6 +252,7 @@ pub fn run_io(
             oldest_pending = None;
         }
         if !done.is_empty() {
+            publish(&published, &done, &c);
             emit(&mut sinks, &mut done, &mut c);
         }
         if let Some(w) = watchdog {
@@ -255,11 +267,26 @@ pub fn run_io(
         }
     }
     assembler.flush(&mut done);
+    publish(&published, &done, &c);
     emit(&mut sinks, &mut done, &mut c);
     if !status_every.is_zero() {
         eprintln!("{}", board.line(&c));
     }
     c
+}
+
+/// Hands finished seconds and counters to the HTTP server's state.
+fn publish(published: &Option<http::Shared>, done: &[SecondOutput], c: &IoCounters) {
+    let Some(p) = published else { return };
+    if let Ok(mut p) = p.lock() {
+        for so in done {
+            p.hot.push(so);
+        }
+        p.io = c.clone();
+        p.io.seconds += done.len() as u64;
+        p.io.rollups += done.iter().map(|s| s.rollups.len() as u64).sum::<u64>();
+        p.io.alerts += done.iter().map(|s| s.alerts.len() as u64).sum::<u64>();
+    }
 }
 
 fn emit(sinks: &mut [Box<dyn Sink + Send>], done: &mut Vec<SecondOutput>, c: &mut IoCounters) {

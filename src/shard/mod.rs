@@ -146,7 +146,7 @@ pub fn run(
     cfg: &Config,
     layout: &Layout,
     stop: Arc<AtomicBool>,
-    ready: impl FnOnce(&[SocketAddr]),
+    ready: impl FnOnce(&[SocketAddr], Option<SocketAddr>),
 ) -> Result<RunReport, RunError> {
     let pcfg = cfg.pipeline();
     let n = layout.shards.len().max(1);
@@ -173,13 +173,42 @@ pub fn run(
     let status_every = Duration::from_secs(cfg.general.status_interval_s);
     let io_cpu = layout.io.first().copied();
     let pin = layout.pin;
+    // HTTP server on the I/O core (its own thread, pinned there too).
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let mut http_addr = None;
+    let mut http_thread = None;
+    let published = if cfg.http.enabled {
+        let shared = io::http::shared(n);
+        match cfg.http.address.parse::<SocketAddr>().map_err(std::io::Error::other).and_then(|a| {
+            let l = std::net::TcpListener::bind(a)?;
+            let bound = l.local_addr()?;
+            drop(l);
+            let token = (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone());
+            Ok((bound, io::http::serve(bound, token, shared.clone(), http_stop.clone(), io_cpu.filter(|_| pin))?))
+        }) {
+            Ok((a, h)) => {
+                http_addr = Some(a);
+                http_thread = Some(h);
+                Some(shared)
+            }
+            Err(e) => {
+                eprintln!(
+                    "flowshard: warning: HTTP server not started on {}: {e} (collection goes on)",
+                    cfg.http.address
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let io_thread = std::thread::Builder::new()
         .name("flowshard-io".into())
         .spawn(move || {
             if let (true, Some(cpu)) = (pin, io_cpu) {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            io::run_io(io_rx, assembler, sinks, state_dir, status_every, StatusBoard::new(n))
+            io::run_io(io_rx, assembler, sinks, state_dir, status_every, StatusBoard::new(n), published)
         })
         .map_err(|e| RunError::Executor { shard: usize::MAX, cpu: io_cpu.unwrap_or(0), reason: e.to_string() })?;
 
@@ -206,13 +235,17 @@ pub fn run(
         handles.push(h);
     }
     drop(status_tx);
-    ready(&bound);
+    ready(&bound, http_addr);
     for h in handles {
         let _ = h.join();
     }
     let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
     shards.sort_by_key(|s| s.shard);
     let io = io_thread.join().unwrap_or_default();
+    http_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = http_thread {
+        let _ = h.join();
+    }
     Ok(RunReport { io, shards, granted_rcvbuf: granted, bound })
 }
 

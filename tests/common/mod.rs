@@ -81,6 +81,7 @@ pub fn top(s: &Sums, dim: &str, n: usize) -> Vec<(String, u64)> {
 pub struct Running {
     pub child: Child,
     pub addr: String,
+    pub http: Option<String>,
     stderr_lines: std::sync::mpsc::Receiver<String>,
     stdout: std::thread::JoinHandle<String>,
 }
@@ -90,6 +91,7 @@ impl Running {
     pub fn start(shards: usize, state_dir: &std::path::Path, extra: &[&str]) -> Running {
         let mut child = Command::new(bin())
             .args(["run", "--listen", "127.0.0.1:0", "--print-ready", "--no-pin", "--shards", &shards.to_string()])
+            .args(if extra.contains(&"--http") { &[][..] } else { &["--http", "127.0.0.1:0"][..] })
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)
@@ -111,17 +113,19 @@ impl Running {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        let (addr, http) = loop {
             let l = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("flowshard did not become ready");
             if let Some(a) = l.strip_prefix("ready ") {
-                break a.split_whitespace().next().expect("address").to_string();
+                let udp = a.split_whitespace().next().expect("address").to_string();
+                let http = a.split_whitespace().find_map(|w| w.strip_prefix("http=")).map(str::to_string);
+                break (udp, http);
             }
         };
         // Executors connect their exchange right after binding; give them a moment.
         std::thread::sleep(Duration::from_millis(300));
-        Running { child, addr, stderr_lines: rx, stdout }
+        Running { child, addr, http, stderr_lines: rx, stdout }
     }
 
     /// Sends SIGINT, waits for exit; returns (exit ok, stdout, stderr lines).
@@ -176,4 +180,17 @@ pub fn send_capture(path: &std::path::Path, to: &str, from: &str, filter: impl F
 pub fn summary(err: &[String]) -> serde_json::Value {
     let l = err.iter().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no summary line in {err:?}"));
     serde_json::from_str(l).expect("summary JSON")
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
 }
