@@ -111,6 +111,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A newcomer's tour: runs flowshard with built-in defaults, feeds it generated traffic with a
+    /// DDoS and a port scan after ~35 s, prints each alert as it fires and serves the live view;
+    /// stops on Ctrl-C or after --duration.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Live view and API address.
+        #[arg(long, default_value = "127.0.0.1:9280")]
+        http: String,
+        /// Generated records per second.
+        #[arg(long, default_value_t = 3000)]
+        rate: u64,
+    },
     /// Propose a core layout from the host's CPUs, NUMA nodes and NIC; prints the reasoning and
     /// the config's [cores] section.
     Plan {
@@ -245,6 +259,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Demo { duration, http, rate } => demo(duration, http, rate),
         Cmd::Plan { nic, sys_root, write } => {
             let host = flowshard::ops::plan::read_host(&sys_root, nic.as_deref());
             let p = flowshard::ops::plan::plan(&host);
@@ -537,26 +552,8 @@ fn gen(a: GenArgs) -> Result<()> {
             sender.send(&pool, a.rate, t0, Some(end), &mut stats);
         }
     } else {
-        for t in start..start + a.duration {
-            recs.clear();
-            dgrams.clear();
-            model.second(t, &mut recs);
-            exp.encode_second(t, &recs, &mut dgrams);
-            let n: u64 = dgrams.iter().map(|d| d.records as u64).sum();
-            // pace this second's records over the second
-            let sec_start = std::time::Instant::now();
-            let mut s = gen::send::SendStats::default();
-            sender.send(&dgrams, n.max(1), sec_start, None, &mut s);
-            stats.datagrams += s.datagrams;
-            stats.records += s.records;
-            stats.octets += s.octets;
-            stats.errors += s.errors;
-            let el = sec_start.elapsed();
-            if el < std::time::Duration::from_secs(1) {
-                #[allow(clippy::disallowed_methods)] // the generator's own thread
-                std::thread::sleep(std::time::Duration::from_secs(1) - el);
-            }
-        }
+        let never = std::sync::atomic::AtomicBool::new(false);
+        stats = gen::send::run_live(&mut model, &mut exp, &sender, start, a.duration, &never);
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -567,5 +564,70 @@ fn gen(a: GenArgs) -> Result<()> {
         stats.errors,
         stats.records as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+fn demo(duration: Option<u64>, http: String, rate: u64) -> Result<()> {
+    use flowshard::gen::{self, wire, GenConfig, Model};
+    let mut cfg = Config {
+        listener: vec![flowshard::config::Listener { address: "127.0.0.1:0".into(), recv_buffer_bytes: 8 << 20 }],
+        ..Config::default()
+    };
+    cfg.http.address = http;
+    cfg.cores.pin = Some(false);
+    cfg.cores.shards = vec![0];
+    cfg.general.status_interval_s = 0;
+    cfg.general.state_dir = std::env::temp_dir().join(format!("flowshard-demo-{}", std::process::id()));
+    cfg.detect.warmup_s = 20;
+    cfg.sink = vec![flowshard::config::Sink::Stdout { rollups: false, alerts: true }];
+    let host = HostInfo::detect();
+    check(&cfg, &host)?;
+    let layout = cfg.layout(&host);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
+    }
+    if let Some(d) = duration {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            #[allow(clippy::disallowed_methods)] // a timer thread
+            std::thread::sleep(std::time::Duration::from_secs(d));
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let gen_stop = stop.clone();
+    let mut gen_thread = None;
+    let report = flowshard::shard::run(&cfg, &layout, stop.clone(), |bound, http| {
+        let Some(udp) = bound.first().copied() else { return };
+        eprintln!(
+            "flowshard demo: collecting on {udp}; live view: http://{}/",
+            http.map_or("(no http)".to_string(), |a| a.to_string())
+        );
+        eprintln!("flowshard demo: generating {rate} records/s from 4 exporters; a DDoS at +35 s and a port scan at +40 s; alerts print below as JSON lines; Ctrl-C stops");
+        let stop = gen_stop.clone();
+        gen_thread = Some(std::thread::spawn(move || {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() + 1;
+            let scenarios = ["ddos@35+25", "scan@40+20"].iter().filter_map(|s| gen::parse_scenario(s)).collect();
+            let mut model = Model::new(GenConfig { start: now, rate, scenarios, ..GenConfig::default() });
+            let mut exp = wire::Exporters::new(wire::GenProtocol::Ipfix, 4, 100, 7);
+            match gen::send::Sender::new(4, udp) {
+                Ok(sender) => {
+                    gen::send::run_live(&mut model, &mut exp, &sender, now, u64::MAX / 2, &stop);
+                }
+                Err(e) => eprintln!("flowshard demo: generator cannot bind: {e}"),
+            }
+        }));
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(g) = gen_thread {
+        let _ = g.join();
+    }
+    let recs: u64 = report.shards.iter().map(|s| s.ingest.records).sum();
+    eprintln!(
+        "flowshard demo: stopped: {recs} records, {} seconds, {} rollups, {} alerts",
+        report.io.seconds, report.io.rollups, report.io.alerts
+    );
+    let _ = std::fs::remove_dir_all(&cfg.general.state_dir);
     Ok(())
 }

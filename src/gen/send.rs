@@ -131,3 +131,43 @@ fn sendmmsg(sock: &UdpSocket, addr: &socket2::SockAddr, dgrams: &[Datagram]) -> 
     }
     done
 }
+
+/// Live mode: generates second after second from `start` and sends each second's datagrams
+/// paced over that second, for `seconds` or until `stop` is set.
+pub fn run_live(
+    model: &mut super::Model,
+    exp: &mut super::wire::Exporters,
+    sender: &Sender,
+    start: u64,
+    seconds: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> SendStats {
+    let mut stats = SendStats::default();
+    let t0 = Instant::now();
+    let mut recs = Vec::new();
+    let mut dgrams = Vec::new();
+    for t in start..start.saturating_add(seconds) {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        recs.clear();
+        dgrams.clear();
+        model.second(t, &mut recs);
+        exp.encode_second(t, &recs, &mut dgrams);
+        let n: u64 = dgrams.iter().map(|d| d.records as u64).sum();
+        let sec_start = Instant::now();
+        let mut s = SendStats::default();
+        sender.send(&dgrams, n.max(1), sec_start, None, &mut s);
+        stats.datagrams += s.datagrams;
+        stats.records += s.records;
+        stats.octets += s.octets;
+        stats.errors += s.errors;
+        let el = sec_start.elapsed();
+        if el < Duration::from_secs(1) {
+            #[allow(clippy::disallowed_methods)] // the generator's own thread
+            std::thread::sleep(Duration::from_secs(1) - el);
+        }
+    }
+    stats.seconds = t0.elapsed().as_secs_f64();
+    stats
+}

@@ -47,7 +47,10 @@ impl HotWindow {
             }
             self.alerts.push_back(a.clone());
         }
-        self.seconds.push_back(SecondOutput { second: so.second, rollups: so.rollups.clone(), alerts: Vec::new() });
+        // kept sorted by dimension, so a query touches only its dimension's rows
+        let mut rollups = so.rollups.clone();
+        rollups.sort_by_key(|r| r.dimension);
+        self.seconds.push_back(SecondOutput { second: so.second, rollups, alerts: Vec::new() });
         while self.seconds.front().is_some_and(|f| f.second + HOT_SECONDS <= so.second) {
             if let Some(old) = self.seconds.pop_front() {
                 for r in &old.rollups {
@@ -77,7 +80,7 @@ impl HotWindow {
             let from = self.newest().unwrap_or(0).saturating_sub(secs.saturating_sub(1));
             let mut m: FxHashMap<Key, [u64; 3]> = FxHashMap::default();
             for s in self.seconds.iter().filter(|s| s.second >= from) {
-                for r in s.rollups.iter().filter(|r| r.dimension == dim) {
+                for r in dim_rows(&s.rollups, dim) {
                     let t = m.entry(r.key).or_default();
                     t[0] += r.bytes;
                     t[1] += r.packets;
@@ -101,12 +104,19 @@ impl HotWindow {
         let from = newest.saturating_sub(secs.saturating_sub(1));
         let mut out: Vec<(u64, [u64; 3])> = (from..=newest).map(|s| (s, [0; 3])).collect();
         for s in self.seconds.iter().filter(|s| s.second >= from) {
-            if let Some(r) = s.rollups.iter().find(|r| r.dimension == dim && r.key == *key) {
+            if let Some(r) = dim_rows(&s.rollups, dim).iter().find(|r| r.key == *key) {
                 out[(s.second - from) as usize].1 = [r.bytes, r.packets, r.flows];
             }
         }
         out
     }
+}
+
+/// The rows of one dimension in a second's rollups (sorted by dimension).
+fn dim_rows(rows: &[crate::model::Rollup], dim: Dimension) -> &[crate::model::Rollup] {
+    let a = rows.partition_point(|r| r.dimension < dim);
+    let b = rows.partition_point(|r| r.dimension <= dim);
+    &rows[a..b]
 }
 
 /// Everything the server shows, published by the I/O loop.
@@ -348,6 +358,92 @@ pub fn parse_key(dim: Dimension, s: &str) -> Option<Key> {
     })
 }
 
+/// The live view (one page, no build step, embedded in the binary).
+pub const VIEW: &str = include_str!("view.html");
+
+/// Everything the live view shows, in one JSON document.
+pub fn overview(p: &Published) -> String {
+    let mut s = String::from("{\"shards\":[");
+    for (i, st) in p.shards.iter().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"shard\":{},\"records\":{},\"datagrams\":{},\"kernel_drops\":{},\"decode_errors\":{},\"templates\":{},\"close_lag_p99_us\":{},\"handoff_dropped\":{}}}",
+            if i > 0 { "," } else { "" },
+            st.shard,
+            st.ingest.records,
+            st.received,
+            st.kernel_drops,
+            st.decode.error_total(),
+            st.templates,
+            st.close_lag_p99_us,
+            st.handoff_dropped
+        );
+    }
+    s.push_str("],\"series\":[");
+    let total = Key::new(crate::model::Ip::UNSPECIFIED, 0);
+    for (i, (sec, t)) in p.hot.series(Dimension::Total, &total, HOT_SECONDS).iter().enumerate() {
+        let _ = write!(s, "{}[{sec},{}]", if i > 0 { "," } else { "" }, t[0]);
+    }
+    s.push_str("],\"top\":{");
+    let window_total: u64 = p.hot.series(Dimension::Total, &total, 60).iter().map(|x| x.1[0]).sum();
+    for (j, dim) in [Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort].iter().enumerate() {
+        let _ = write!(s, "{}\"{}\":[", if j > 0 { "," } else { "" }, dim.name());
+        for (i, (k, t)) in p.hot.top(*dim, 0, 60, 10).iter().filter(|(k, _)| !k.is_other()).enumerate() {
+            let share = if window_total > 0 { t[0] as f64 / window_total as f64 } else { 0.0 };
+            let _ = write!(
+                s,
+                "{}{{\"key\":{:?},\"bytes\":{},\"share\":{share:.4}}}",
+                if i > 0 { "," } else { "" },
+                dim.format_key(k),
+                t[0]
+            );
+        }
+        s.push(']');
+    }
+    let _ = write!(s, "}},\"alerts_total\":{},\"alerts\":[", p.io.alerts);
+    for (i, a) in p.hot.alerts.iter().rev().take(20).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        crate::io::json::alert(&mut s, "", a);
+    }
+    s.push_str("]}");
+    s
+}
+
+/// Per-exporter status merged over shards: last seen, datagrams, records, templates, sampling.
+pub fn exporters(p: &Published) -> String {
+    let mut m: std::collections::BTreeMap<crate::model::Ip, crate::ops::ExporterStatus> = Default::default();
+    for st in &p.shards {
+        for e in &st.exporters {
+            let x = m
+                .entry(e.address)
+                .or_insert_with(|| crate::ops::ExporterStatus { address: e.address, ..Default::default() });
+            x.last_seen = x.last_seen.max(e.last_seen);
+            x.datagrams += e.datagrams;
+            x.records += e.records;
+            x.templates = x.templates.max(e.templates);
+            x.sampling = x.sampling.or(e.sampling);
+        }
+    }
+    let mut s = String::from("[");
+    for (i, e) in m.values().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"exporter\":\"{}\",\"last_seen\":{},\"datagrams\":{},\"records\":{},\"templates\":{},\"sampling_rate\":{}}}",
+            if i > 0 { "," } else { "" },
+            e.address,
+            e.last_seen,
+            e.datagrams,
+            e.records,
+            e.templates,
+            e.sampling.map_or("null".to_string(), |r| r.to_string())
+        );
+    }
+    s.push(']');
+    s
+}
+
 /// Answers one request: (status, content type, body).
 pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
     let path = url.split('?').next().unwrap_or("");
@@ -359,7 +455,11 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
         _ => 0,
     };
     match path {
+        "/" | "/index.html" => (200, "text/html; charset=utf-8", VIEW.to_string()),
+        "/favicon.ico" => (204, "image/x-icon", String::new()),
         "/metrics" => (200, "text/plain; version=0.0.4", metrics(p)),
+        "/api/overview" => (200, json, overview(p)),
+        "/api/exporters" => (200, json, exporters(p)),
         "/healthz" => (200, "text/plain", "ok\n".into()),
         "/readyz" => {
             let ready = p.last_report.iter().all(|t| t.is_some_and(|t| t.elapsed().as_secs() < 5));
@@ -430,7 +530,12 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             s.push(']');
             (200, json, s)
         }
-        _ => (404, "text/plain", "not found: /metrics /healthz /readyz /api/top /api/series /api/alerts\n".into()),
+        _ => (
+            404,
+            "text/plain",
+            "not found: / /metrics /healthz /readyz /api/overview /api/top /api/series /api/alerts /api/exporters\n"
+                .into(),
+        ),
     }
 }
 

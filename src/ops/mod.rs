@@ -47,6 +47,25 @@ pub struct ShardStatus {
     pub close_lag_p50_us: u64,
     /// Window close lag, 99th percentile, microseconds.
     pub close_lag_p99_us: u64,
+    /// Exporters: (address, last second seen, datagrams, records, templates, sampling rate).
+    pub exporters: Vec<ExporterStatus>,
+}
+
+/// One exporter as a shard sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExporterStatus {
+    /// Datagram source address (sFlow: the UDP source; the agent address is in the records).
+    pub address: crate::model::Ip,
+    /// Last Unix second seen.
+    pub last_seen: u64,
+    /// Datagrams.
+    pub datagrams: u64,
+    /// Records.
+    pub records: u64,
+    /// Templates cached for it on this shard.
+    pub templates: usize,
+    /// Domain-wide sampling rate it announced, if any.
+    pub sampling: Option<u32>,
 }
 
 /// The latest status of every shard (I/O core).

@@ -78,7 +78,23 @@ pub struct ShardCore {
     batch: Vec<FlowRecord>,
     /// Ingest counters.
     pub counters: IngestCounters,
+    /// Per exporter (datagram source): last second seen, datagrams, records. Bounded.
+    exporters: rustc_hash::FxHashMap<Ip, ExporterSeen>,
 }
+
+/// What a shard knows of one exporter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExporterSeen {
+    /// Last Unix second a datagram arrived.
+    pub last_seen: u64,
+    /// Datagrams.
+    pub datagrams: u64,
+    /// Records decoded.
+    pub records: u64,
+}
+
+/// Exporters tracked per shard (more are not listed, still decoded).
+pub const MAX_EXPORTERS: usize = 4096;
 
 impl ShardCore {
     /// Shard `id` of `shards`.
@@ -90,6 +106,7 @@ impl ShardCore {
             window: ShardWindow::new(&cfg.agg),
             batch: Vec::with_capacity(1024),
             counters: IngestCounters::default(),
+            exporters: rustc_hash::FxHashMap::default(),
         }
     }
 
@@ -101,7 +118,21 @@ impl ShardCore {
         let res = self.decoder.decode(data, source, now, &mut sink);
         // Records decoded before an error in a later set still count (they were valid).
         self.window.add_batch(&self.batch);
+        let n = self.exporters.len();
+        if let Some(e) = self.exporters.get_mut(&source) {
+            e.last_seen = now;
+            e.datagrams += 1;
+            e.records += self.batch.len() as u64;
+        } else if n < MAX_EXPORTERS {
+            self.exporters
+                .insert(source, ExporterSeen { last_seen: now, datagrams: 1, records: self.batch.len() as u64 });
+        }
         res
+    }
+
+    /// The exporters this shard has seen.
+    pub fn exporters(&self) -> impl Iterator<Item = (&Ip, &ExporterSeen)> {
+        self.exporters.iter()
     }
 
     /// Closes the open window as `second`: one batch per owner (index = owner shard).

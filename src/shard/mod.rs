@@ -263,6 +263,23 @@ fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {
         handoff_dropped: sh.handoff_dropped,
         close_lag_p50_us: sh.lag.value_at_quantile(0.5),
         close_lag_p99_us: sh.lag.value_at_quantile(0.99),
+        exporters: {
+            let tmpl = sh.core.decoder.templates.exporters();
+            sh.core
+                .exporters()
+                .map(|(ip, e)| {
+                    let t = tmpl.iter().find(|x| x.0 == *ip);
+                    crate::ops::ExporterStatus {
+                        address: *ip,
+                        last_seen: e.last_seen,
+                        datagrams: e.datagrams,
+                        records: e.records,
+                        templates: t.map_or(0, |x| x.1),
+                        sampling: t.and_then(|x| x.2),
+                    }
+                })
+                .collect()
+        },
     }
 }
 
