@@ -42,10 +42,8 @@ if ! command -v nfacctd >/dev/null; then
 fi
 cargo build --release --quiet
 bin=$PWD/target/release/flowshard
-for k in rmem_max:67108864 netdev_max_backlog:250000; do
-  f=/proc/sys/net/core/${k%%:*}; v=${k##*:}
-  if [ "$(cat $f)" -lt "$v" ] && [ -w $f ]; then echo "$v" > $f; fi
-done
+source scripts/lib/host.sh
+raise_udp_limits
 
 offer() { # offer PORT RATE -> JSON of the generator
   taskset -c "$gen_cpu" "$bin" gen --protocol "$proto" --seed 7 --to "127.0.0.1:$1" --pool 5 --rate "$2" --duration "$step" 2>&1 | tail -1

@@ -37,17 +37,8 @@ mkdir -p "$out"
 cargo build --release --quiet
 bin=target/release/flowshard
 
-# rmem_max caps SO_RCVBUF: raise it if we may (the tuning script explains it).
-if [ "$(cat /proc/sys/net/core/rmem_max)" -lt 33554432 ]; then
-  if [ -w /proc/sys/net/core/rmem_max ]; then echo 67108864 > /proc/sys/net/core/rmem_max
-  else echo "warning: net.core.rmem_max < 32 MiB; run tuning/tune.sh --apply" >&2; fi
-fi
-
-# Loopback datagrams pass the per-CPU backlog queue: the default 1000 drops bursts.
-if [ "$(cat /proc/sys/net/core/netdev_max_backlog)" -lt 250000 ]; then
-  if [ -w /proc/sys/net/core/netdev_max_backlog ]; then echo 250000 > /proc/sys/net/core/netdev_max_backlog
-  else echo "warning: net.core.netdev_max_backlog < 250000; run tuning/tune.sh --apply" >&2; fi
-fi
+source scripts/lib/host.sh
+raise_udp_limits
 
 port=$((20000 + RANDOM % 20000))
 cat > "$out/flowshard.toml" <<CONF
