@@ -100,7 +100,7 @@ fn install_script_into_destdir_and_uninstall() {
 }
 
 #[test]
-fn readiness_and_stopping_reach_notify_socket() {
+fn readiness_watchdog_and_stopping_reach_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -109,6 +109,7 @@ fn readiness_and_stopping_reach_notify_socket() {
         .args(["run", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1", "--state-dir"])
         .arg(dir.path().join("state"))
         .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -118,9 +119,18 @@ fn readiness_and_stopping_reach_notify_socket() {
     let msg = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
     assert!(msg.contains("STATUS=listening on 127.0.0.1:"));
-    unsafe_kill(child.id());
+    // the watchdog is pinged (every half interval) while shards report
     let n = sock.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(&buf[..n], b"WATCHDOG=1");
+    unsafe_kill(child.id());
+    let mut last = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        last = buf[..n].to_vec();
+        if last == b"STOPPING=1" {
+            break;
+        }
+    }
+    assert_eq!(last, b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
 
