@@ -400,7 +400,6 @@ fn main() -> Result<()> {
                 }
             })?;
             let _ = flowshard::ops::notify::notify("STOPPING=1");
-            let _ = stop.load(Ordering::Relaxed);
             let recs: u64 = report.shards.iter().map(|s| s.ingest.records).sum();
             let bytes: u64 = report.shards.iter().map(|s| s.ingest.bytes).sum();
             let packets: u64 = report.shards.iter().map(|s| s.ingest.packets).sum();

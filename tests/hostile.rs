@@ -22,16 +22,6 @@ fn datagrams() -> Vec<(Ip, Vec<u8>)> {
     v
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn mutated_captures_never_panic_and_errors_are_counted() {
     let all = datagrams();
@@ -39,7 +29,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
     let cfg = PipelineConfig::default();
     let mut e = Engine::new(&cfg, 2);
     let mut out = Vec::new();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = flowshard::gen::Rng::new(0x1234_5678_9abc_def1);
     let mut fed = 0u64;
     // Learn the templates first, so mutations reach the data-record paths too.
     for (src, d) in &all {
@@ -52,7 +42,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
         let cuts: Vec<usize> = if i < 40 {
             (0..d.len()).collect()
         } else {
-            (0..4).map(|_| rng.next() as usize % d.len().max(1)).collect()
+            (0..4).map(|_| rng.next_u64() as usize % d.len().max(1)).collect()
         };
         for n in cuts {
             e.feed(&d[..n], *src, 9995, 1001, &mut out);
@@ -61,16 +51,16 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
         // bit flips
         for _ in 0..8 {
             let mut m = d.clone();
-            let pos = rng.next() as usize % m.len();
-            m[pos] ^= 1 << (rng.next() % 8);
+            let pos = rng.next_u64() as usize % m.len();
+            m[pos] ^= 1 << (rng.next_u64() % 8);
             e.feed(&m, *src, 9995, 1002, &mut out);
             fed += 1;
         }
         // hostile lengths and counts: overwrite aligned u16/u32 words with extreme values
         for _ in 0..4 {
             let mut m = d.clone();
-            let pos = (rng.next() as usize % m.len()) & !1;
-            let v: &[u8] = if rng.next() % 2 == 0 { &[0xff, 0xff, 0xff, 0xff] } else { &[0, 0, 0, 0] };
+            let pos = (rng.next_u64() as usize % m.len()) & !1;
+            let v: &[u8] = if rng.next_u64() % 2 == 0 { &[0xff, 0xff, 0xff, 0xff] } else { &[0, 0, 0, 0] };
             for (k, b) in v.iter().enumerate() {
                 if let Some(x) = m.get_mut(pos + k) {
                     *x = *b;

@@ -154,10 +154,7 @@ impl ShardWindow {
     /// Adds one record to every dimension.
     #[inline]
     pub fn add(&mut self, r: &FlowRecord) {
-        for (d, t) in self.dims.iter().zip(self.tables.iter_mut()) {
-            let k = d.key(r);
-            t.add(&k, key_hash(&k), r, self.long_ms, d.distinct_item(r));
-        }
+        self.add_batch(std::slice::from_ref(r));
     }
 
     /// Adds a batch of records (a datagram's worth): hashes every key first and prefetches its

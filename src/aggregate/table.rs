@@ -182,10 +182,7 @@ impl KeyTable {
         let mut found = 0;
         while found < 8 && tries < 1024 {
             tries += 1;
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let i = self.rng as usize & mask;
+            let i = crate::model::xorshift64(&mut self.rng) as usize & mask;
             if self.ctrl[i] == EMPTY {
                 continue;
             }

@@ -398,10 +398,7 @@ impl DimDetector {
             let mut victim = 0;
             let mut least = f64::MAX;
             for _ in 0..8 {
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                let i = (self.rng % n as u64) as usize;
+                let i = (crate::model::xorshift64(&mut self.rng) % n as u64) as usize;
                 if self.keys[i].activity < least {
                     least = self.keys[i].activity;
                     victim = i;

@@ -252,8 +252,9 @@ pub fn run_io(
             oldest_pending = None;
         }
         if !done.is_empty() {
+            emit(&mut sinks, &done, &mut c);
             publish(&published, &done, &c);
-            emit(&mut sinks, &mut done, &mut c);
+            done.clear();
         }
         if let Some(w) = watchdog {
             if last_ping.elapsed() >= w / 2 && last_shard_status.elapsed() < w {
@@ -267,15 +268,15 @@ pub fn run_io(
         }
     }
     assembler.flush(&mut done);
+    emit(&mut sinks, &done, &mut c);
     publish(&published, &done, &c);
-    emit(&mut sinks, &mut done, &mut c);
     if !status_every.is_zero() {
         eprintln!("{}", board.line(&c));
     }
     c
 }
 
-/// Hands finished seconds and counters to the HTTP server's state.
+/// Hands finished seconds and the counters (already counting them) to the HTTP server's state.
 fn publish(published: &Option<http::Shared>, done: &[SecondOutput], c: &IoCounters) {
     let Some(p) = published else { return };
     if let Ok(mut p) = p.lock() {
@@ -283,19 +284,16 @@ fn publish(published: &Option<http::Shared>, done: &[SecondOutput], c: &IoCounte
             p.hot.push(so);
         }
         p.io = c.clone();
-        p.io.seconds += done.len() as u64;
-        p.io.rollups += done.iter().map(|s| s.rollups.len() as u64).sum::<u64>();
-        p.io.alerts += done.iter().map(|s| s.alerts.len() as u64).sum::<u64>();
     }
 }
 
-fn emit(sinks: &mut [Box<dyn Sink + Send>], done: &mut Vec<SecondOutput>, c: &mut IoCounters) {
-    for so in done.drain(..) {
+fn emit(sinks: &mut [Box<dyn Sink + Send>], done: &[SecondOutput], c: &mut IoCounters) {
+    for so in done {
         c.seconds += 1;
         c.rollups += so.rollups.len() as u64;
         c.alerts += so.alerts.len() as u64;
         for s in sinks.iter_mut() {
-            if let Err(e) = s.write(&so) {
+            if let Err(e) = s.write(so) {
                 c.sink_errors += 1;
                 eprintln!("flowshard: {e}");
             }

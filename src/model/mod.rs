@@ -318,6 +318,15 @@ impl Key {
     }
 }
 
+/// Advances a xorshift64 state and returns it (cheap sampling randomness; `state` ≠ 0).
+#[inline]
+pub fn xorshift64(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// A strong 64-bit finaliser (splitmix64/murmur3 fmix).
 #[inline]
 pub const fn mix64(mut x: u64) -> u64 {
