@@ -46,6 +46,48 @@ enum Cmd {
         /// Do not serve HTTP.
         #[arg(long)]
         no_http: bool,
+        /// Also write to Kafka (bootstrap servers; topics flowshard.rollups/alerts).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Also write the hot window to Valkey/Redis (redis:// URL).
+        #[arg(long)]
+        valkey: Option<String>,
+        /// Also write to OpenSearch (http(s):// URL).
+        #[arg(long)]
+        opensearch: Option<String>,
+        /// Override the appliance id.
+        #[arg(long)]
+        appliance: Option<String>,
+    },
+    /// Install what the sinks need, idempotently: Kafka topics, OpenSearch index templates,
+    /// alerts index and retention policy. Prints one line per item.
+    Setup {
+        /// Configuration file (TOML) naming the sinks.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Kafka bootstrap servers (instead of a config file).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// OpenSearch URL (instead of a config file).
+        #[arg(long)]
+        opensearch: Option<String>,
+    },
+    /// Query the Valkey hot window (merged over every appliance writing to it).
+    Query {
+        /// Configuration file (its valkey sink gives URL and prefix).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Valkey URL (instead of a config file).
+        #[arg(long)]
+        valkey: Option<String>,
+        /// Key prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        what: QueryCmd,
     },
     /// Send the UDP payloads of a capture to a collector (loopback tests, demos).
     Send {
@@ -174,6 +216,60 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+}
+
+/// `flowshard query` subcommands.
+#[derive(Subcommand)]
+enum QueryCmd {
+    /// Top keys of a dimension by bytes over the last 300 s.
+    Top {
+        /// Dimension (src_ip, dst_ip, dst_port, exporter, …).
+        #[arg(long, default_value = "dst_ip")]
+        dim: String,
+        /// How many.
+        #[arg(long, short, default_value_t = 10)]
+        n: usize,
+    },
+    /// The 300-point per-second series of one key.
+    Series {
+        /// Dimension.
+        #[arg(long)]
+        dim: String,
+        /// Key, as the outputs print it (e.g. 192.0.2.7, 443/tcp, AS64500).
+        #[arg(long)]
+        key: String,
+    },
+    /// The newest alerts.
+    Alerts {
+        /// How many.
+        #[arg(long, short, default_value_t = 20)]
+        n: usize,
+    },
+}
+
+/// Adds remote sinks named on the command line.
+fn add_sinks(cfg: &mut Config, kafka: Option<String>, valkey: Option<String>, opensearch: Option<String>) {
+    use flowshard::config::{KafkaSink, OpensearchSink, Sink, ValkeySink};
+    let base = Config::parse(
+        "[[sink]]\ntype = \"kafka\"\nbrokers = \"x:1\"\n[[sink]]\ntype = \"valkey\"\nurl = \"redis://x\"\n[[sink]]\ntype = \"opensearch\"\nurl = \"http://x\"\n",
+    )
+    .ok();
+    let defaults = |i: usize| base.as_ref().and_then(|b| b.sink.get(i).cloned());
+    if let Some(b) = kafka {
+        if let Some(Sink::Kafka(k)) = defaults(0) {
+            cfg.sink.push(Sink::Kafka(KafkaSink { brokers: b, ..k }));
+        }
+    }
+    if let Some(u) = valkey {
+        if let Some(Sink::Valkey(v)) = defaults(1) {
+            cfg.sink.push(Sink::Valkey(ValkeySink { url: u, ..v }));
+        }
+    }
+    if let Some(u) = opensearch {
+        if let Some(Sink::Opensearch(o)) = defaults(2) {
+            cfg.sink.push(Sink::Opensearch(OpensearchSink { url: u, ..o }));
+        }
+    }
 }
 
 fn load(config: &Option<PathBuf>) -> Result<Config> {
@@ -334,8 +430,52 @@ fn main() -> Result<()> {
             eprintln!("{}", flowshard::replay::summary_line(&sum));
             Ok(())
         }
-        Cmd::Run { config, listen, shards, no_pin, state_dir, print_ready, http, no_http } => {
+        Cmd::Setup { config, kafka, opensearch } => {
             let mut cfg = load(&config)?;
+            add_sinks(&mut cfg, kafka, None, opensearch);
+            check(&cfg, &HostInfo::detect())?;
+            let mut n = 0;
+            for s in &cfg.sink {
+                let lines = match s {
+                    flowshard::config::Sink::Kafka(k) => {
+                        flowshard::io::kafka::create_topics(k, &cfg.general.appliance_id, &[])
+                            .map_err(|e| anyhow::anyhow!("kafka {}: {e}", k.brokers))?
+                    }
+                    flowshard::config::Sink::Opensearch(o) => flowshard::io::opensearch::Client::new(o)
+                        .and_then(|c| c.setup())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    _ => continue,
+                };
+                for l in lines {
+                    println!("{l}");
+                }
+                n += 1;
+            }
+            if n == 0 {
+                bail!("no kafka or opensearch sink configured (use --config, --kafka or --opensearch)");
+            }
+            Ok(())
+        }
+        Cmd::Query { config, valkey, prefix, json, what } => query(config, valkey, prefix, json, what),
+        Cmd::Run {
+            config,
+            listen,
+            shards,
+            no_pin,
+            state_dir,
+            print_ready,
+            http,
+            no_http,
+            kafka,
+            valkey,
+            opensearch,
+            appliance,
+        } => {
+            let mut cfg = load(&config)?;
+            add_sinks(&mut cfg, kafka, valkey, opensearch);
+            if let Some(a) = appliance {
+                cfg.general.appliance_id = a;
+            }
             if !listen.is_empty() {
                 let buf = cfg.listener.first().map_or(32 << 20, |l| l.recv_buffer_bytes);
                 cfg.listener = listen
@@ -407,13 +547,91 @@ fn main() -> Result<()> {
             let errors: u64 = report.shards.iter().map(|s| s.decode.error_total()).sum();
             let kdrops: u64 = report.shards.iter().map(|s| s.kernel_drops).sum();
             let hdrops: u64 = report.shards.iter().map(|s| s.handoff_dropped).sum();
+            let sinks: Vec<String> = report
+                .sinks
+                .iter()
+                .map(|s| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let dropped: u64 = flowshard::io::remote::DropReason::ALL.iter().map(|r| s.dropped(*r)).sum();
+                    let pending = s.spool.as_ref().map_or(0, |sp| sp.pending.load(Relaxed));
+                    format!(
+                        "\"{}\":{{\"delivered\":{},\"retried\":{},\"dropped\":{dropped},\"spooled_seconds\":{pending}}}",
+                        s.name,
+                        s.delivered.load(Relaxed),
+                        s.retried.load(Relaxed)
+                    )
+                })
+                .collect();
             eprintln!(
-                "{{\"datagrams\":{dgrams},\"records\":{recs},\"bytes\":{bytes},\"packets\":{packets},\"decode_errors\":{errors},\"kernel_drops\":{kdrops},\"handoff_drops\":{hdrops},\"seconds\":{},\"rollups\":{},\"alerts\":{},\"sink_errors\":{}}}",
+                "{{\"sinks\":{{{}}},\"datagrams\":{dgrams},\"records\":{recs},\"bytes\":{bytes},\"packets\":{packets},\"decode_errors\":{errors},\"kernel_drops\":{kdrops},\"handoff_drops\":{hdrops},\"seconds\":{},\"rollups\":{},\"alerts\":{},\"sink_errors\":{}}}",
+                sinks.join(","),
                 report.io.seconds, report.io.rollups, report.io.alerts, report.io.sink_errors
             );
             Ok(())
         }
     }
+}
+
+fn query(
+    config: Option<PathBuf>,
+    valkey: Option<String>,
+    prefix: Option<String>,
+    json: bool,
+    what: QueryCmd,
+) -> Result<()> {
+    use flowshard::io::valkey;
+    let cfg = load(&config)?;
+    let from_cfg = cfg.sink.iter().find_map(|s| match s {
+        flowshard::config::Sink::Valkey(v) => Some((v.url.clone(), v.prefix.clone())),
+        _ => None,
+    });
+    let url = valkey
+        .or(from_cfg.as_ref().map(|x| x.0.clone()))
+        .context("no Valkey: give --valkey redis://host:port or a config with a valkey sink")?;
+    let keys = valkey::Keys { prefix: prefix.or(from_cfg.map(|x| x.1)).unwrap_or_else(|| "fs".into()) };
+    let mut con = valkey::connect(&url).with_context(|| format!("cannot connect to {url}"))?;
+    let t = std::time::Instant::now();
+    match what {
+        QueryCmd::Top { dim, n } => {
+            anyhow::ensure!(flowshard::model::Dimension::from_name(&dim).is_some(), "unknown dimension {dim:?}");
+            let rows = valkey::top(&mut con, &keys, &dim, n)?;
+            let took = t.elapsed();
+            if json {
+                let v: Vec<_> = rows.iter().map(|(k, b)| serde_json::json!({"key": k, "bytes": b})).collect();
+                println!("{}", serde_json::json!({"dimension": dim, "window_s": valkey::WINDOW_S, "top": v}));
+            } else {
+                println!("top {n} {dim} by bytes, last {} s ({} µs):", valkey::WINDOW_S, took.as_micros());
+                for (k, b) in rows {
+                    println!("{b:>16}  {k}");
+                }
+            }
+        }
+        QueryCmd::Series { dim, key } => {
+            let now = flowshard::io::remote::now_ms() / 1000;
+            let pts = valkey::series(&mut con, &keys, &dim, &key, now)?;
+            let took = t.elapsed();
+            if json {
+                let v: Vec<_> =
+                    pts.iter().map(|p| serde_json::json!([p.second, p.bytes, p.packets, p.flows])).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"dimension": dim, "key": key, "columns": ["second", "bytes", "packets", "flows"], "points": v})
+                );
+            } else {
+                println!("{dim} {key}: {} points ({} µs); non-zero seconds:", pts.len(), took.as_micros());
+                for p in pts.iter().filter(|p| p.bytes + p.packets + p.flows > 0) {
+                    println!("{}  bytes {}  packets {}  flows {}", p.second, p.bytes, p.packets, p.flows);
+                }
+            }
+        }
+        QueryCmd::Alerts { n } => {
+            let v: Vec<String> = redis::cmd("LRANGE").arg(keys.alerts()).arg(0).arg(n as isize - 1).query(&mut con)?;
+            for a in v {
+                println!("{a}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Arguments of `flowshard gen`.

@@ -129,6 +129,8 @@ pub struct Published {
     pub io: IoCounters,
     /// Hot window.
     pub hot: HotWindow,
+    /// Remote sinks' counters.
+    pub sinks: Vec<Arc<super::remote::SinkStats>>,
 }
 
 /// Shared between the I/O loop and the HTTP thread.
@@ -141,6 +143,7 @@ pub fn shared(n: usize) -> Shared {
         last_report: vec![None; n],
         io: IoCounters::default(),
         hot: HotWindow::default(),
+        sinks: Vec::new(),
     }))
 }
 
@@ -301,6 +304,7 @@ pub fn metrics(p: &Published) -> String {
         "Seconds flushed before every owner reported.",
         &mut std::iter::once((String::new(), p.io.incomplete_seconds as f64)),
     );
+    sink_metrics(&mut family, &p.sinks);
     family(
         "flowshard_process_resident_memory_bytes",
         "gauge",
@@ -308,6 +312,94 @@ pub fn metrics(p: &Published) -> String {
         &mut std::iter::once((String::new(), rss_bytes() as f64)),
     );
     s
+}
+
+type Family<'a> = dyn FnMut(&str, &str, &str, &mut dyn Iterator<Item = (String, f64)>) + 'a;
+
+/// The remote sinks' families: records by result and reason, errors, spool, lag.
+fn sink_metrics(family: &mut Family<'_>, sinks: &[Arc<super::remote::SinkStats>]) {
+    use super::remote::DropReason;
+    use std::sync::atomic::Ordering::Relaxed;
+    let lbl = |s: &super::remote::SinkStats| format!("sink=\"{}\"", s.name);
+    family(
+        "flowshard_sink_records_total",
+        "counter",
+        "Records handled by each remote sink, by result (delivered, retried, dropped_<reason>).",
+        &mut sinks.iter().flat_map(|s| {
+            let mut v = vec![
+                (format!("{},result=\"delivered\"", lbl(s)), s.delivered.load(Relaxed) as f64),
+                (format!("{},result=\"retried\"", lbl(s)), s.retried.load(Relaxed) as f64),
+            ];
+            for r in DropReason::ALL {
+                v.push((format!("{},result=\"dropped_{}\"", lbl(s), r.name()), s.dropped(r) as f64));
+            }
+            v
+        }),
+    );
+    family(
+        "flowshard_sink_failures_total",
+        "counter",
+        "Failed requests or connection attempts of each remote sink.",
+        &mut sinks.iter().map(|s| (lbl(s), s.errors.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_sink_up",
+        "gauge",
+        "1 when the sink's last delivery attempt succeeded.",
+        &mut sinks.iter().map(|s| (lbl(s), f64::from(u8::from(s.up.load(Relaxed))))),
+    );
+    family(
+        "flowshard_sink_last_second",
+        "gauge",
+        "Newest second (Unix) fully delivered to the sink.",
+        &mut sinks.iter().map(|s| (lbl(s), s.last_second.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_sink_lag_seconds",
+        "gauge",
+        "Delay from the end of a second to its delivery, p50 and p99 since start.",
+        &mut sinks.iter().flat_map(|s| {
+            let h = s
+                .lag_ms
+                .lock()
+                .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.len()))
+                .unwrap_or((0, 0, 0));
+            if h.2 == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    (format!("{},quantile=\"0.5\"", lbl(s)), h.0 as f64 / 1000.0),
+                    (format!("{},quantile=\"0.99\"", lbl(s)), h.1 as f64 / 1000.0),
+                ]
+            }
+        }),
+    );
+    let spooled: Vec<_> = sinks.iter().filter_map(|s| s.spool.as_ref().map(|sp| (lbl(s), sp.clone()))).collect();
+    family(
+        "flowshard_spool_bytes",
+        "gauge",
+        "Bytes in the sink's on-disk spool.",
+        &mut spooled.iter().map(|(l, sp)| (l.clone(), sp.bytes.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_spool_pending_frames",
+        "gauge",
+        "Seconds in the spool not yet delivered.",
+        &mut spooled.iter().map(|(l, sp)| (l.clone(), sp.pending.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_spool_frames_total",
+        "counter",
+        "Spool frames (one second each) by event: in, out, dropped_full, corrupt.",
+        &mut spooled.iter().flat_map(|(l, sp)| {
+            [
+                (format!("{l},event=\"in\""), sp.frames_in.load(Relaxed) as f64),
+                (format!("{l},event=\"out\""), sp.frames_out.load(Relaxed) as f64),
+                (format!("{l},event=\"dropped_full\""), sp.dropped_full.load(Relaxed) as f64),
+                (format!("{l},event=\"corrupt\""), sp.corrupt.load(Relaxed) as f64),
+            ]
+        }),
+    );
 }
 
 fn query(url: &str) -> FxHashMap<String, String> {

@@ -5,8 +5,14 @@
 //!
 //! May depend on: `model`, `pipeline`, `config`, `ops`. Lives on: I/O cores.
 
+pub mod frame;
 pub mod http;
 pub mod json;
+pub mod kafka;
+pub mod opensearch;
+pub mod remote;
+pub mod spool;
+pub mod valkey;
 
 use crate::config::{Config, Sink as SinkCfg};
 use crate::decode::templates::Snapshot;
@@ -50,6 +56,8 @@ pub trait Sink {
     fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError>;
     /// Flushes buffers (end of a batch of seconds, and at shutdown).
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Shutdown: no more seconds come; deliver what is queued (bounded by a grace period).
+    fn finish(&mut self) {}
 }
 
 /// JSON lines to stdout or a file.
@@ -100,6 +108,8 @@ impl JsonLines {
                         *alerts,
                     )))
                 }
+                // started by remote::from_config
+                SinkCfg::Kafka(_) | SinkCfg::Valkey(_) | SinkCfg::Opensearch(_) => {}
             }
         }
         Ok(v)
@@ -270,6 +280,9 @@ pub fn run_io(
     assembler.flush(&mut done);
     emit(&mut sinks, &done, &mut c);
     publish(&published, &done, &c);
+    for s in sinks.iter_mut() {
+        s.finish();
+    }
     if !status_every.is_zero() {
         eprintln!("{}", board.line(&c));
     }

@@ -6,6 +6,8 @@
 //!
 //! Lives on: every core.
 
+pub mod time;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

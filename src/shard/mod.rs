@@ -78,6 +78,8 @@ pub struct RunReport {
     pub granted_rcvbuf: Vec<usize>,
     /// Listener addresses actually bound (with real ports when 0 was asked).
     pub bound: Vec<SocketAddr>,
+    /// Remote sinks' final counters.
+    pub sinks: Vec<Arc<io::remote::SinkStats>>,
 }
 
 /// Unix second now.
@@ -166,7 +168,9 @@ pub fn run(
         eprintln!("flowshard: warning: ignoring corrupt template snapshot {p}");
     }
     let snapshot = Arc::new(snapshot);
-    let sinks = io::JsonLines::from_config(cfg)?;
+    let mut sinks = io::JsonLines::from_config(cfg)?;
+    let (remote, sink_stats) = io::remote::from_config(cfg, layout.io.first().copied().filter(|_| layout.pin))?;
+    sinks.extend(remote);
     let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
     let assembler = Assembler::new(&pcfg.agg.dimensions, n);
     let state_dir = cfg.general.state_dir.clone();
@@ -179,6 +183,9 @@ pub fn run(
     let mut http_thread = None;
     let published = if cfg.http.enabled {
         let shared = io::http::shared(n);
+        if let Ok(mut p) = shared.lock() {
+            p.sinks = sink_stats.clone();
+        }
         match cfg.http.address.parse::<SocketAddr>().map_err(std::io::Error::other).and_then(|a| {
             let l = std::net::TcpListener::bind(a)?;
             let bound = l.local_addr()?;
@@ -246,7 +253,7 @@ pub fn run(
     if let Some(h) = http_thread {
         let _ = h.join();
     }
-    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound })
+    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound, sinks: sink_stats })
 }
 
 fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {

@@ -1,0 +1,415 @@
+//! Remote sinks as seen from the I/O loop: each one is a [`Sink`] that only renders a second
+//! and hands it on without blocking — to an on-disk [`spool`](super::spool) for Kafka and
+//! OpenSearch, to a bounded in-memory queue for Valkey — and a thread of its own (on the I/O
+//! core) that delivers. Counters per sink and reason live in [`SinkStats`].
+//!
+//! Lives on: I/O cores.
+
+use super::frame::{FrameBuilder, Kind};
+use super::spool::{self, SpoolStats, SpoolWriter};
+use super::{json, Sink, SinkError};
+use crate::config::Config;
+use crate::model::Dimension;
+use crate::pipeline::SecondOutput;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use hdrhistogram::Histogram;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a remote sink's thread keeps delivering after shutdown begins; what is left stays
+/// in the spool for the next start.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a record was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Refused by the remote side for good (4xx item, message too large, …).
+    Rejected,
+    /// Older than the hot window when it could finally be written (Valkey).
+    Stale,
+    /// The in-memory queue was full (Valkey); the oldest queued second was dropped.
+    QueueFull,
+    /// Still queued in memory when flowshard stopped while the sink was unreachable (Valkey).
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, for the metrics page.
+    pub const ALL: [DropReason; 4] =
+        [DropReason::Rejected, DropReason::Stale, DropReason::QueueFull, DropReason::Shutdown];
+    /// Label value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Rejected => "rejected",
+            DropReason::Stale => "stale",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Counters of one remote sink.
+#[derive(Debug)]
+pub struct SinkStats {
+    /// Sink name (`kafka`, `valkey`, `opensearch`).
+    pub name: &'static str,
+    /// Records acknowledged by the remote side.
+    pub delivered: AtomicU64,
+    /// Records sent again after a failure.
+    pub retried: AtomicU64,
+    /// Failed requests / connection errors.
+    pub errors: AtomicU64,
+    /// Records dropped, by [`DropReason`] (index = position in `DropReason::ALL`).
+    pub dropped: [AtomicU64; 4],
+    /// 1 while the last attempt succeeded.
+    pub up: AtomicBool,
+    /// Newest second fully delivered.
+    pub last_second: AtomicU64,
+    /// The spool in front of the sink, if any.
+    pub spool: Option<Arc<SpoolStats>>,
+    /// Delay from the end of a second to its acknowledgement, in milliseconds.
+    pub lag_ms: Mutex<Histogram<u64>>,
+}
+
+impl SinkStats {
+    /// Fresh counters.
+    pub fn new(name: &'static str, spool: Option<Arc<SpoolStats>>) -> Arc<SinkStats> {
+        Arc::new(SinkStats {
+            name,
+            delivered: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dropped: Default::default(),
+            up: AtomicBool::new(false),
+            last_second: AtomicU64::new(0),
+            spool,
+            lag_ms: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000, 2)
+                    .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!())),
+            ),
+        })
+    }
+
+    /// Counts `n` dropped records.
+    pub fn drop_n(&self, why: DropReason, n: u64) {
+        let i = DropReason::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.dropped[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Dropped so far for a reason.
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        let i = DropReason::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.dropped[i].load(Ordering::Relaxed)
+    }
+
+    /// Records a delivered second: counters, newest second, lag.
+    pub fn delivered_second(&self, second: u64, records: u64) {
+        self.delivered.fetch_add(records, Ordering::Relaxed);
+        self.last_second.fetch_max(second, Ordering::Relaxed);
+        self.up.store(true, Ordering::Relaxed);
+        let lag = now_ms().saturating_sub((second + 1) * 1000);
+        if let Ok(mut h) = self.lag_ms.lock() {
+            let _ = h.record(lag.max(1));
+        }
+    }
+}
+
+/// Wall clock, milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Capped exponential back-off: 0.2 s, 0.4 s, … up to 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(5)).min(5000))
+}
+
+/// Renders one second into a frame for one kind of remote sink.
+type Render = fn(&str, &SecondOutput, &mut FrameBuilder, &mut String);
+
+/// A sink whose seconds go through an on-disk spool to a delivery thread.
+pub struct Spooled {
+    name: &'static str,
+    appliance: String,
+    render: Render,
+    writer: SpoolWriter,
+    stats: Arc<SinkStats>,
+    worker: Option<JoinHandle<()>>,
+    scratch: String,
+}
+
+impl Spooled {
+    /// Opens the spool `dir/name` and starts `deliver(reader, stats)` on its own thread.
+    pub fn start(
+        name: &'static str,
+        appliance: &str,
+        dir: &Path,
+        max_bytes: u64,
+        render: Render,
+        cpu: Option<usize>,
+        deliver: impl FnOnce(spool::SpoolReader, Arc<SinkStats>) + Send + 'static,
+    ) -> Result<Spooled, SinkError> {
+        let (writer, reader, sstats) = spool::open(&dir.join(name), max_bytes)
+            .map_err(|e| SinkError::Io { sink: name, source: std::io::Error::other(e) })?;
+        let stats = SinkStats::new(name, Some(sstats));
+        let st = stats.clone();
+        let worker = spawn_on(name, cpu, move || deliver(reader, st))?;
+        Ok(Spooled {
+            name,
+            appliance: appliance.to_string(),
+            render,
+            writer,
+            stats,
+            worker: Some(worker),
+            scratch: String::new(),
+        })
+    }
+
+    /// The sink's counters.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+}
+
+/// Spawns a named thread, pinned to `cpu` when given.
+pub fn spawn_on(
+    name: &'static str,
+    cpu: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, SinkError> {
+    std::thread::Builder::new()
+        .name(format!("flowshard-{name}"))
+        .spawn(move || {
+            if let Some(c) = cpu {
+                core_affinity::set_for_current(core_affinity::CoreId { id: c });
+            }
+            f()
+        })
+        .map_err(|source| SinkError::Io { sink: name, source })
+}
+
+impl Sink for Spooled {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError> {
+        let mut fb = FrameBuilder::new();
+        (self.render)(&self.appliance, so, &mut fb, &mut self.scratch);
+        if fb.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .append(&fb.finish())
+            .map_err(|e| SinkError::Io { sink: self.name, source: std::io::Error::other(e) })
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.writer.close();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Kafka records: key `dimension:key`, value the rollup/alert JSON.
+pub fn render_kafka(appliance: &str, so: &SecondOutput, fb: &mut FrameBuilder, s: &mut String) {
+    let mut key = String::new();
+    for r in &so.rollups {
+        s.clear();
+        json::rollup(s, appliance, r);
+        key.clear();
+        key.push_str(r.dimension.name());
+        key.push(':');
+        key.push_str(&r.dimension.format_key(&r.key));
+        fb.push(Kind::Rollup, r.second, &key, s);
+    }
+    for a in &so.alerts {
+        s.clear();
+        json::alert(s, appliance, a);
+        key.clear();
+        key.push_str(a.dimension.name());
+        key.push(':');
+        key.push_str(&a.dimension.format_key(&a.key));
+        fb.push(Kind::Alert, a.second, &key, s);
+    }
+}
+
+/// OpenSearch documents: id `appliance:dimension:key:second` (alerts add the metric), value
+/// the rollup/alert JSON plus an `ip` field for address keys.
+pub fn render_opensearch(appliance: &str, so: &SecondOutput, fb: &mut FrameBuilder, s: &mut String) {
+    let mut id = String::new();
+    for r in &so.rollups {
+        s.clear();
+        json::rollup(s, appliance, r);
+        let key = r.dimension.format_key(&r.key);
+        if matches!(r.dimension, Dimension::SrcIp | Dimension::DstIp | Dimension::Exporter) && !r.key.is_other() {
+            s.pop();
+            s.push_str(",\"ip\":\"");
+            s.push_str(&key);
+            s.push_str("\"}");
+        }
+        id.clear();
+        use std::fmt::Write;
+        let _ = write!(id, "{appliance}:{}:{key}:{}", r.dimension.name(), r.second);
+        fb.push(Kind::Rollup, r.second, &id, s);
+    }
+    for a in &so.alerts {
+        s.clear();
+        json::alert(s, appliance, a);
+        id.clear();
+        use std::fmt::Write;
+        let _ = write!(
+            id,
+            "{appliance}:{}:{}:{}:{}:{}",
+            a.layer,
+            a.dimension.name(),
+            a.dimension.format_key(&a.key),
+            a.metric.name(),
+            a.second
+        );
+        fb.push(Kind::Alert, a.second, &id, s);
+    }
+}
+
+/// One second for Valkey, rendered on the I/O loop.
+#[derive(Debug, Clone)]
+pub struct HotBatch {
+    /// The second.
+    pub second: u64,
+    /// (dimension, key, bytes, packets, flows).
+    pub rows: Vec<(&'static str, String, u64, u64, u64)>,
+    /// Alert JSON documents.
+    pub alerts: Vec<String>,
+}
+
+/// The Valkey sink as seen by the I/O loop: a bounded queue; when it is full the oldest queued
+/// second is dropped (counted `queue_full`) so that the newest data goes first.
+pub struct Queued {
+    appliance: String,
+    tx: Sender<HotBatch>,
+    rx: Receiver<HotBatch>,
+    stats: Arc<SinkStats>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Queued {
+    /// Starts `deliver(rx, stats, stop)` on its own thread.
+    pub fn start(
+        name: &'static str,
+        appliance: &str,
+        capacity: usize,
+        cpu: Option<usize>,
+        deliver: impl FnOnce(Receiver<HotBatch>, Arc<SinkStats>, Arc<AtomicBool>) + Send + 'static,
+    ) -> Result<Queued, SinkError> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let stats = SinkStats::new(name, None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r2, s2, st2) = (rx.clone(), stats.clone(), stop.clone());
+        let worker = spawn_on(name, cpu, move || deliver(r2, s2, st2))?;
+        Ok(Queued { appliance: appliance.to_string(), tx, rx, stats, stop, worker: Some(worker) })
+    }
+
+    /// The sink's counters.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+}
+
+impl Sink for Queued {
+    fn name(&self) -> &'static str {
+        self.stats.name
+    }
+
+    fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError> {
+        let mut b = HotBatch {
+            second: so.second,
+            rows: so
+                .rollups
+                .iter()
+                .map(|r| (r.dimension.name(), r.dimension.format_key(&r.key), r.bytes, r.packets, r.flows))
+                .collect(),
+            alerts: Vec::with_capacity(so.alerts.len()),
+        };
+        for a in &so.alerts {
+            let mut s = String::new();
+            json::alert(&mut s, &self.appliance, a);
+            b.alerts.push(s);
+        }
+        loop {
+            match self.tx.try_send(b) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    if let Ok(old) = self.rx.try_recv() {
+                        self.stats.drop_n(DropReason::QueueFull, (old.rows.len() + old.alerts.len()) as u64);
+                    }
+                    b = back;
+                }
+                Err(TrySendError::Disconnected(_)) => return Ok(()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Builds the remote sinks of a configuration (each with its thread started) and their
+/// counters.
+pub fn from_config(
+    cfg: &Config,
+    cpu: Option<usize>,
+) -> Result<(Vec<Box<dyn Sink + Send>>, Vec<Arc<SinkStats>>), SinkError> {
+    use crate::config::Sink as S;
+    let mut sinks: Vec<Box<dyn Sink + Send>> = Vec::new();
+    let mut stats = Vec::new();
+    let dir = cfg.spool.dir.clone().unwrap_or_else(|| cfg.general.state_dir.join("spool"));
+    let max = cfg.spool.max_mib << 20;
+    let app = cfg.general.appliance_id.clone();
+    for s in &cfg.sink {
+        match s {
+            S::Kafka(k) => {
+                let (k, a) = (k.clone(), app.clone());
+                let sink = Spooled::start("kafka", &app, &dir, max, render_kafka, cpu, move |r, st| {
+                    super::kafka::deliver(&k, &a, r, &st)
+                })?;
+                stats.push(sink.stats());
+                sinks.push(Box::new(sink));
+            }
+            S::Opensearch(o) => {
+                let o = o.clone();
+                let sink = Spooled::start("opensearch", &app, &dir, max, render_opensearch, cpu, move |r, st| {
+                    super::opensearch::deliver(&o, r, &st)
+                })?;
+                stats.push(sink.stats());
+                sinks.push(Box::new(sink));
+            }
+            S::Valkey(v) => {
+                let v = v.clone();
+                let sink = Queued::start("valkey", &app, v.queue_seconds, cpu, move |rx, st, stop| {
+                    super::valkey::deliver(&v, rx, &st, &stop)
+                })?;
+                stats.push(sink.stats());
+                sinks.push(Box::new(sink));
+            }
+            S::Stdout { .. } | S::File { .. } => {}
+        }
+    }
+    Ok((sinks, stats))
+}
