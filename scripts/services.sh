@@ -6,6 +6,7 @@
 #   scripts/services.sh up [kafka|valkey|opensearch]...     install if needed, start, wait healthy
 #   scripts/services.sh down [name]...                        stop (data kept)
 #   scripts/services.sh stop|start name                       same as down/up, for outage tests
+#   scripts/services.sh kill name                              SIGKILL (crash), for outage tests
 #   scripts/services.sh status                                one line per service
 #   scripts/services.sh env                                   the addresses, as shell variables
 #   scripts/services.sh wipe                                  stop and delete all service state
@@ -274,11 +275,16 @@ case "$cmd" in
     for n in "${names[@]}"; do up_one "$n"; done
     for n in "${names[@]}"; do status_one "$n"; done ;;
   down|stop) for n in "${names[@]}"; do down_one "$n"; done ;;
+  kill)
+    for n in "${names[@]}"; do
+      if pid_alive "$SVC/$n/pid"; then log "killing $n (SIGKILL)"; kill -9 "$(cat "$SVC/$n/pid")"; fi
+      rm -f "$SVC/$n/pid"
+    done ;;
   status) for n in "${names[@]}"; do status_one "$n"; done ;;
   env)
     echo "FLOWSHARD_KAFKA=127.0.0.1:$KAFKA_PORT"
     echo "FLOWSHARD_VALKEY=redis://127.0.0.1:$VALKEY_PORT"
     echo "FLOWSHARD_OPENSEARCH=http://127.0.0.1:$OPENSEARCH_PORT" ;;
   wipe) for n in "${ALL[@]}"; do down_one "$n"; done; rm -rf "$SVC" ;;
-  *) die "usage: $0 up|down|start|stop|status|env|wipe [kafka|valkey|opensearch]..." ;;
+  *) die "usage: $0 up|down|start|stop|kill|status|env|wipe [kafka|valkey|opensearch]..." ;;
 esac

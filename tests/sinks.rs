@@ -1,0 +1,497 @@
+//! Integration tests of the remote sinks against the real Kafka, Valkey and OpenSearch that
+//! `scripts/services.sh up` starts on loopback (CI: `.ci/run`). Each test writes under its own
+//! topics / key prefix / index prefix. The tests that stop services take a process-wide lock,
+//! so no other test in this binary runs while a service is down.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn env_or(name: &str, dflt: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| dflt.to_string())
+}
+fn kafka() -> String {
+    env_or("FLOWSHARD_KAFKA", "127.0.0.1:19092")
+}
+fn valkey() -> String {
+    env_or("FLOWSHARD_VALKEY", "redis://127.0.0.1:16379")
+}
+fn opensearch() -> String {
+    env_or("FLOWSHARD_OPENSEARCH", "http://127.0.0.1:19200")
+}
+
+fn services(args: &[&str]) {
+    let st = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh")).args(args).status().unwrap();
+    assert!(st.success(), "scripts/services.sh {args:?} failed");
+}
+
+/// Brings every service back up when a test ends, even by panic.
+struct Restore;
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh")).arg("up").status();
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A unique name for this test's topics, keys and indices.
+fn unique(tag: &str) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("t{tag}{}x{t}", std::process::id())
+}
+
+fn write_config(dir: &Path, u: &str, sinks: &[&str], extra: &str) -> PathBuf {
+    let mut s = format!("[general]\nappliance_id = \"{u}\"\nstatus_interval_s = 1\n[spool]\nmax_mib = 64\n{extra}\n");
+    s.push_str("[[sink]]\ntype = \"stdout\"\nalerts = false\n");
+    for k in sinks {
+        match *k {
+            "kafka" => s.push_str(&format!(
+                "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\nrollups_topic = \"{u}.rollups\"\nalerts_topic = \"{u}.alerts\"\npartitions = 3\n",
+                kafka()
+            )),
+            "valkey" => s.push_str(&format!("[[sink]]\ntype = \"valkey\"\nurl = \"{}\"\nprefix = \"{u}\"\n", valkey())),
+            "valkey-small" => s.push_str(&format!(
+                "[[sink]]\ntype = \"valkey\"\nurl = \"{}\"\nprefix = \"{u}\"\nqueue_seconds = 3\n",
+                valkey()
+            )),
+            "opensearch" => s.push_str(&format!("[[sink]]\ntype = \"opensearch\"\nurl = \"{}\"\nindex_prefix = \"{u}\"\n", opensearch())),
+            other => panic!("unknown sink {other}"),
+        }
+    }
+    let p = dir.join("flowshard.toml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn tmpdir(u: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flowshard-{u}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// (bytes, packets, flows, messages) of the `total` rollups in a Kafka topic, read to its end.
+fn kafka_totals(topic: &str) -> (u64, u64, u64, u64) {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", format!("check-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts = md.topics()[0].partitions().len();
+    assert!(parts > 0, "topic {topic} has no partitions");
+    let mut eof = std::collections::HashSet::new();
+    let (mut b, mut p, mut f, mut n) = (0, 0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof.len() < parts {
+        assert!(Instant::now() < deadline, "kafka topic {topic} not read to its end within 60 s");
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                n += 1;
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+                assert_eq!(key, format!("{}:{}", v["dimension"].as_str().unwrap(), v["key"].as_str().unwrap()));
+                if v["dimension"] == "total" {
+                    b += v["bytes"].as_u64().unwrap();
+                    p += v["packets"].as_u64().unwrap();
+                    f += v["flows"].as_u64().unwrap();
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(part))) => {
+                eof.insert(part);
+            }
+            Some(Err(e)) => panic!("kafka consumer: {e}"),
+            None => {}
+        }
+    }
+    (b, p, f, n)
+}
+
+fn os_json(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let c = reqwest::blocking::Client::new();
+    let mut r = c.request(method, format!("{}{path}", opensearch()));
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = r.send().unwrap();
+    let st = resp.status();
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    assert!(st.is_success(), "opensearch {path}: {st} {v}");
+    v
+}
+
+/// (bytes, packets, flows, documents) of the `total` rollups in OpenSearch.
+fn os_totals(prefix: &str) -> (u64, u64, u64, u64) {
+    os_json(reqwest::Method::POST, &format!("/{prefix}-rollups-*/_refresh"), None);
+    let v = os_json(
+        reqwest::Method::POST,
+        &format!("/{prefix}-rollups-*/_search"),
+        Some(serde_json::json!({
+            "size": 0, "track_total_hits": true,
+            "query": {"term": {"dimension": "total"}},
+            "aggs": {"b": {"sum": {"field": "bytes"}}, "p": {"sum": {"field": "packets"}}, "f": {"sum": {"field": "flows"}}}
+        })),
+    );
+    let all = os_json(reqwest::Method::GET, &format!("/{prefix}-rollups-*/_count"), None);
+    let g = |k: &str| v["aggregations"][k]["value"].as_f64().unwrap() as u64;
+    (g("b"), g("p"), g("f"), all["count"].as_u64().unwrap())
+}
+
+fn os_top(prefix: &str, dim: &str, n: usize) -> Vec<(String, u64)> {
+    let v = os_json(
+        reqwest::Method::POST,
+        &format!("/{prefix}-rollups-*/_search"),
+        Some(serde_json::json!({
+            "size": 0,
+            "query": {"bool": {"filter": [{"term": {"dimension": dim}}], "must_not": [{"term": {"key": "other"}}]}},
+            "aggs": {"k": {"terms": {"field": "key", "size": n, "order": [{"b": "desc"}, {"_key": "asc"}]},
+                           "aggs": {"b": {"sum": {"field": "bytes"}}}}}
+        })),
+    );
+    v["aggregations"]["k"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["key"].as_str().unwrap().to_string(), b["b"]["value"].as_f64().unwrap() as u64))
+        .collect()
+}
+
+fn valkey_con() -> redis::Connection {
+    flowshard::io::valkey::connect(&valkey()).expect("valkey reachable (scripts/services.sh up)")
+}
+
+fn truth_of(names: &[&str]) -> (u64, u64, u64) {
+    let t = truth();
+    names.iter().fold((0, 0, 0), |a, n| {
+        let x = &t[*n];
+        (a.0 + x["octets"].as_u64().unwrap(), a.1 + x["packets"].as_u64().unwrap(), a.2 + x["flow_records"].as_u64().unwrap())
+    })
+}
+
+fn metric(http: &str, name: &str, labels: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics", None);
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name}{{{labels}}} ")) || (labels.is_empty() && l.starts_with(&format!("{name} "))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum of every row of a metric family.
+fn metric_sum(http: &str, name: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics", None);
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+const CAPS: [&str; 3] = ["softflowd-v9.pcap", "pmacct-nfprobe-v10.pcap", "softflowd-v5.pcap"];
+
+#[test]
+fn all_three_sinks_match_the_capture_truth() {
+    let _g = lock();
+    let u = unique("e");
+    let dir = tmpdir(&u);
+    let cfg = write_config(&dir, &u, &["kafka", "valkey", "opensearch"], "");
+    let run = Running::start(1, &dir.join("state"), &["--config", cfg.to_str().unwrap()]);
+    for (i, c) in CAPS.iter().enumerate() {
+        send_capture(&captures().join(c), &run.addr, &format!("127.0.0.{}", 2 + i), |_| true);
+    }
+    // Valkey is written as soon as each second closes: query it while flowshard runs.
+    let want = truth_of(&CAPS);
+    let mut con = valkey_con();
+    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    wait_until("valkey total", 20, || {
+        flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
+    });
+    let (ok, out, err) = run.stop();
+    assert!(ok, "{err:?}");
+    let sums = sum_lines(&out);
+    assert_eq!((sums.total_bytes, sums.total_packets, sums.total_flows), want, "stdout vs truth");
+    let rollups = out.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+
+    // Valkey: top-N equals the stdout sums; series of the total adds up.
+    let top = flowshard::io::valkey::top(&mut con, &keys, "dst_ip", 5).unwrap();
+    assert_eq!(top, common::top(&sums, "dst_ip", 5).into_iter().collect::<Vec<_>>(), "valkey top-5 dst_ip");
+    let now = flowshard::io::remote::now_ms() / 1000;
+    let series = flowshard::io::valkey::series(&mut con, &keys, "total", "total", now).unwrap();
+    assert_eq!(series.len(), 300);
+    let s: (u64, u64, u64) = series.iter().fold((0, 0, 0), |a, p| (a.0 + p.bytes, a.1 + p.packets, a.2 + p.flows));
+    assert_eq!(s, want, "valkey series of the total");
+
+    // Kafka: every rollup, exactly once.
+    let (b, p, f, n) = kafka_totals(&format!("{u}.rollups"));
+    assert_eq!((b, p, f), want, "kafka totals");
+    assert_eq!(n, rollups, "kafka messages = rollups written");
+
+    // OpenSearch: every rollup, once; a terms aggregation gives the same top.
+    let (b, p, f, docs) = os_totals(&u);
+    assert_eq!((b, p, f), want, "opensearch totals");
+    assert_eq!(docs, rollups, "opensearch documents = rollups written");
+    assert_eq!(os_top(&u, "dst_ip", 5), common::top(&sums, "dst_ip", 5), "opensearch top-5 dst_ip");
+    // Typed mappings from the template.
+    let m = os_json(reqwest::Method::GET, &format!("/{u}-rollups-*/_mapping"), None);
+    let props = &m.as_object().unwrap().values().next().unwrap()["mappings"]["properties"];
+    assert_eq!(props["ip"]["type"], "ip");
+    assert_eq!(props["bytes"]["type"], "long");
+    assert_eq!(props["second"]["type"], "date");
+    assert_eq!(props["key"]["type"], "keyword");
+    let summary = summary(&err);
+    for s in ["kafka", "valkey", "opensearch"] {
+        assert_eq!(summary["sinks"][s]["dropped"], 0, "{s}: {summary}");
+        assert_eq!(summary["sinks"][s]["spooled_seconds"], 0, "{s}: {summary}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends the captures again and again (as different exporters) until told to stop.
+fn keep_sending(addr: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, c) in CAPS.iter().enumerate() {
+                send_capture(&captures().join(c), &addr, &format!("127.0.0.{}", 2 + i), |_| true);
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        n
+    })
+}
+
+#[test]
+fn kafka_then_opensearch_killed_and_restarted_lose_nothing() {
+    let _g = lock();
+    let _restore = Restore;
+    let u = unique("o");
+    let dir = tmpdir(&u);
+    let cfg = write_config(&dir, &u, &["kafka", "opensearch"], "");
+    let run = Running::start(1, &dir.join("state"), &["--config", cfg.to_str().unwrap()]);
+    let http = run.http.clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = keep_sending(run.addr.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(4));
+    services(&["kill", "kafka"]);
+    std::thread::sleep(Duration::from_secs(8));
+    // Kafka is down: seconds pile up in its spool, ingest goes on.
+    let pending = metric(&http, "flowshard_spool_pending_frames", "sink=\"kafka\"");
+    assert!(pending >= 1.0, "kafka spool should hold seconds during the outage, has {pending}");
+    services(&["up", "kafka"]);
+    std::thread::sleep(Duration::from_secs(4));
+    services(&["kill", "opensearch"]);
+    std::thread::sleep(Duration::from_secs(8));
+    let pending = metric(&http, "flowshard_spool_pending_frames", "sink=\"opensearch\"");
+    assert!(pending >= 1.0, "opensearch spool should hold seconds during the outage, has {pending}");
+    services(&["up", "opensearch"]);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = sender.join().unwrap();
+    // Both spools drain.
+    wait_until("spools to drain", 120, || {
+        std::thread::sleep(Duration::from_secs(1));
+        metric(&http, "flowshard_spool_pending_frames", "sink=\"kafka\"") == 0.0
+            && metric(&http, "flowshard_spool_pending_frames", "sink=\"opensearch\"") == 0.0
+            && metric(&http, "flowshard_spool_frames_total", "sink=\"kafka\",event=\"in\"")
+                == metric(&http, "flowshard_spool_frames_total", "sink=\"kafka\",event=\"out\"")
+    });
+    let retried = metric(&http, "flowshard_sink_records_total", "sink=\"opensearch\",result=\"retried\"");
+    let os_fail = metric(&http, "flowshard_sink_failures_total", "sink=\"opensearch\"");
+    let (ok, out, err) = run.stop();
+    assert!(ok, "{err:?}");
+    let sums = sum_lines(&out);
+    let rollups = out.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    let t = truth_of(&CAPS);
+    assert_eq!(sums.total_bytes, t.0 * rounds, "flowshard accepted every round ({rounds})");
+    let accepted = (sums.total_bytes, sums.total_packets, sums.total_flows);
+    let (b, p, f, n) = kafka_totals(&format!("{u}.rollups"));
+    assert_eq!((b, p, f), accepted, "kafka totals after the outage");
+    assert_eq!(n, rollups, "kafka: every rollup exactly once");
+    let (b, p, f, docs) = os_totals(&u);
+    assert_eq!((b, p, f), accepted, "opensearch totals after the outage");
+    assert_eq!(docs, rollups, "opensearch: every rollup exactly once");
+    assert!(os_fail > 0.0 && retried > 0.0, "the outage was seen: failures {os_fail}, retried {retried}");
+    let s = summary(&err);
+    assert_eq!(s["sinks"]["kafka"]["spooled_seconds"], 0, "{s}");
+    assert_eq!(s["sinks"]["opensearch"]["spooled_seconds"], 0, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn valkey_outage_counts_drops_and_recovers() {
+    let _g = lock();
+    let _restore = Restore;
+    let u = unique("v");
+    let dir = tmpdir(&u);
+    let cfg = write_config(&dir, &u, &["valkey-small"], "");
+    let run = Running::start(1, &dir.join("state"), &["--config", cfg.to_str().unwrap()]);
+    let http = run.http.clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = keep_sending(run.addr.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    services(&["kill", "valkey"]);
+    let before = metric_sum(&http, "flowshard_records_total");
+    std::thread::sleep(Duration::from_secs(8));
+    // Ingest goes on; the sink reports down and drops the oldest queued seconds.
+    let during = metric_sum(&http, "flowshard_records_total");
+    assert!(during > before, "ingest continued during the Valkey outage ({before} → {during})");
+    assert_eq!(metric(&http, "flowshard_sink_up", "sink=\"valkey\""), 0.0);
+    assert!(metric(&http, "flowshard_sink_failures_total", "sink=\"valkey\"") > 0.0);
+    wait_until("queue_full drops", 10, || {
+        metric(&http, "flowshard_sink_records_total", "sink=\"valkey\",result=\"dropped_queue_full\"") > 0.0
+    });
+    services(&["up", "valkey"]);
+    // Queries work again with data written after the restart.
+    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    wait_until("valkey data after restart", 30, || {
+        flowshard::io::valkey::connect(&valkey())
+            .ok()
+            .and_then(|mut c| flowshard::io::valkey::top(&mut c, &keys, "total", 1).ok())
+            .is_some_and(|t| t.first().is_some_and(|x| x.1 > 0))
+    });
+    assert_eq!(metric(&http, "flowshard_sink_up", "sink=\"valkey\""), 1.0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out, err) = run.stop();
+    assert!(ok, "{err:?}");
+    // Every rollup was either delivered or dropped with a reason.
+    let rollups = out.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    let s = summary(&err);
+    let v = &s["sinks"]["valkey"];
+    assert_eq!(v["delivered"].as_u64().unwrap() + v["dropped"].as_u64().unwrap(), rollups, "{s}");
+    assert!(v["dropped"].as_u64().unwrap() > 0, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_appliances_merge_in_shared_stores() {
+    let _g = lock();
+    let u = unique("s");
+    let (da, db) = (tmpdir(&format!("{u}a")), tmpdir(&format!("{u}b")));
+    // Same topics, key prefix and index prefix; different appliance ids.
+    let ca = write_config(&da, &u, &["kafka", "valkey", "opensearch"], "");
+    let cb = write_config(&db, &u, &["kafka", "valkey", "opensearch"], "");
+    let a = Running::start(1, &da.join("state"), &["--config", ca.to_str().unwrap(), "--appliance", &format!("{u}-a")]);
+    let b = Running::start(1, &db.join("state"), &["--config", cb.to_str().unwrap(), "--appliance", &format!("{u}-b")]);
+    // Half of the exporters to each appliance.
+    send_capture(&captures().join(CAPS[0]), &a.addr, "127.0.0.2", |_| true);
+    send_capture(&captures().join(CAPS[2]), &a.addr, "127.0.0.4", |_| true);
+    send_capture(&captures().join(CAPS[1]), &b.addr, "127.0.0.3", |_| true);
+    let want = truth_of(&CAPS);
+    let mut con = valkey_con();
+    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    wait_until("merged valkey total", 20, || {
+        flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
+    });
+    let (oka, outa, erra) = a.stop();
+    let (okb, outb, errb) = b.stop();
+    assert!(oka && okb, "{erra:?} {errb:?}");
+    let mut merged = sum_lines(&outa);
+    let sb = sum_lines(&outb);
+    for (k, v) in sb.by_key {
+        *merged.by_key.entry(k).or_default() += v;
+    }
+    // The whole capture set's truth, from the merged stores.
+    assert_eq!(flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap()[0].1, want.0);
+    let vtop = flowshard::io::valkey::top(&mut con, &keys, "dst_ip", 10).unwrap();
+    assert_eq!(vtop, common::top(&merged, "dst_ip", 10), "merged valkey top-10");
+    let (b_, p_, f_, _) = os_totals(&u);
+    assert_eq!((b_, p_, f_), want, "opensearch aggregation over both appliances");
+    assert_eq!(os_top(&u, "dst_ip", 10), common::top(&merged, "dst_ip", 10), "opensearch merged top-10");
+    let (b_, p_, f_, _) = kafka_totals(&format!("{u}.rollups"));
+    assert_eq!((b_, p_, f_), want, "one Kafka topic for both");
+    // Exporters of both appliances are in the one hot window.
+    let per: BTreeMap<String, u64> = flowshard::io::valkey::top(&mut con, &keys, "exporter_in_if", 1000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, b)| k.rsplit_once(':').map(|(ip, _)| (ip.to_string(), b)))
+        .collect();
+    assert_eq!(per.keys().cloned().collect::<Vec<_>>(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"], "{per:?}");
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+#[test]
+fn setup_is_idempotent() {
+    let _g = lock();
+    let u = unique("i");
+    let dir = tmpdir(&u);
+    let cfg = write_config(&dir, &u, &["kafka", "opensearch"], "");
+    let run = |expect_exists: bool| {
+        let out = Command::new(bin()).args(["setup", "--config", cfg.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(&format!("kafka topic {u}.rollups")), "{text}");
+        assert!(text.contains(&format!("index template {u}-rollups")), "{text}");
+        assert_eq!(text.contains("(exists)"), expect_exists, "{text}");
+        text
+    };
+    run(false);
+    let tpl1 = os_json(reqwest::Method::GET, &format!("/_index_template/{u}-rollups"), None);
+    let second = run(true);
+    assert!(second.contains(&format!("kafka topic {u}.rollups (exists)")), "{second}");
+    let tpl2 = os_json(reqwest::Method::GET, &format!("/_index_template/{u}-rollups"), None);
+    assert_eq!(tpl1, tpl2, "same template after a second setup");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retention_deletes_expired_rollup_indices() {
+    let _g = lock();
+    let u = unique("r");
+    let o: flowshard::config::OpensearchSink = match flowshard::config::Config::parse(&format!(
+        "[[sink]]\ntype = \"opensearch\"\nurl = \"{}\"\nindex_prefix = \"{u}\"\nretention_minutes = 6\n",
+        opensearch()
+    ))
+    .unwrap()
+    .sink
+    .remove(0)
+    {
+        flowshard::config::Sink::Opensearch(o) => o,
+        _ => unreachable!(),
+    };
+    let c = flowshard::io::opensearch::Client::new(&o).unwrap();
+    c.setup().unwrap();
+    let now = flowshard::io::remote::now_ms() / 1000;
+    let mut names = Vec::new();
+    for age_min in [0u64, 5, 6, 7, 30] {
+        let mut s = String::new();
+        flowshard::io::opensearch::rollup_index(&u, flowshard::io::opensearch::Period::Minute, now - age_min * 60, &mut s);
+        c.ensure_index(&s).unwrap();
+        names.push(s);
+    }
+    let deleted = c.delete_expired(now).unwrap();
+    let left = os_json(reqwest::Method::GET, &format!("/_cat/indices/{u}-rollups-*?format=json&h=index"), None);
+    let left: Vec<String> = left.as_array().unwrap().iter().map(|x| x["index"].as_str().unwrap().to_string()).collect();
+    // Minutes whose end is more than 6 minutes ago go; the current and the last 6 stay.
+    assert_eq!(deleted, 2, "{left:?}");
+    for (n, keep) in names.iter().zip([true, true, true, false, false]) {
+        assert_eq!(left.contains(n), keep, "{n} in {left:?}");
+    }
+}
