@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
-#                     [--shard-cpu C] [--gen-cpu C] [--out DIR]
+#                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -9,12 +9,15 @@
 # with < 0.01 % loss, profiles flowshard at that rate (perf + inferno flamegraph), and writes
 # under results/capacity-<time>/: table.md, steps.csv, capacity.svg, flamegraph.svg.
 # --quick: seven 6-second steps, about 2 minutes on a 2-core box.
+# --sinks: also write everything to Kafka, Valkey and OpenSearch (scripts/services.sh up) and
+#          report each sink's delivery lag and drops in sinks.txt, to compare with a run without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""
+quick=0; sinks=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --sinks) sinks=1 ;;
     --protocol) proto="$2"; shift ;;
     --rates) rates="$2"; shift ;;
     --step-seconds) step="$2"; shift ;;
@@ -55,6 +58,27 @@ pin = true
 type = "file"
 path = "/dev/null"
 CONF
+if [ $sinks = 1 ]; then
+  scripts/services.sh up >&2
+  eval "$(scripts/services.sh env)"
+  cat >> "$out/flowshard.toml" <<CONF
+[http]
+address = "127.0.0.1:$((port + 1))"
+[[sink]]
+type = "kafka"
+brokers = "$FLOWSHARD_KAFKA"
+rollups_topic = "capacity$port.rollups"
+alerts_topic = "capacity$port.alerts"
+[[sink]]
+type = "valkey"
+url = "$FLOWSHARD_VALKEY"
+prefix = "capacity$port"
+[[sink]]
+type = "opensearch"
+url = "$FLOWSHARD_OPENSEARCH"
+index_prefix = "capacity$port"
+CONF
+fi
 $bin run --config "$out/flowshard.toml" 2> "$out/flowshard.log" &
 fs=$!
 trap 'kill -INT $fs 2>/dev/null || true; wait $fs 2>/dev/null || true' EXIT
@@ -110,6 +134,11 @@ if command -v perf >/dev/null; then
     echo "inferno not installed (cargo install inferno): wrote profile.txt instead of flamegraph.svg" >&2
   fi
   rm -f "$out/perf.data"
+fi
+if [ $sinks = 1 ]; then
+  sleep 5
+  curl -s "127.0.0.1:$((port + 1))/metrics" | grep -E '^flowshard_(sink_|spool_|rollups_total)' > "$out/sinks.txt" || true
+  echo "sinks (delivery lag p50/p99 s, records by result, spool):"; cat "$out/sinks.txt"
 fi
 kill -INT $fs; wait $fs || true; trap - EXIT
 

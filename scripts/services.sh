@@ -207,12 +207,27 @@ CONF
   fi
   touch "$o/.done"
 }
+os_home() { # where the extracted distribution runs from
+  local o="$DL/opensearch-$OS_VERSION/dist"
+  # As root, OpenSearch runs as an unprivileged user, who must be able to read the
+  # distribution and write its data: if this checkout is not reachable for it (e.g. under
+  # /root), run from a copy under /var/tmp.
+  if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -r "$o/bin/opensearch" 2>/dev/null; then
+    local alt=/var/tmp/flowshard-services/opensearch-$OS_VERSION
+    if [ ! -f "$alt/.done" ]; then mkdir -p "$alt" && cp -a "$o/." "$alt/" && touch "$alt/.done"; fi
+    echo "$alt"
+  else
+    echo "$o"
+  fi
+}
 os_up() {
   local d="$SVC/opensearch"
   if pid_alive "$d/pid"; then return 0; fi
   os_install
+  local home; home=$(os_home)
+  if [ "$home" != "$DL/opensearch-$OS_VERSION/dist" ]; then d=/var/tmp/flowshard-services/opensearch-data; mkdir -p "$SVC/opensearch"; fi
   mkdir -p "$d/data" "$d/logs" "$d/config"
-  cp -rn "$DL/opensearch-$OS_VERSION/dist/config/." "$d/config/"
+  cp -rn "$home/config/." "$d/config/"
   cat > "$d/config/opensearch.yml" <<CONF
 cluster.name: flowshard-local
 node.name: node-1
@@ -239,12 +254,12 @@ CONF
   log "starting OpenSearch on 127.0.0.1:$OPENSEARCH_PORT"
   # Foreground under nohup so that the recorded pid is the JVM's (bin/opensearch execs java).
   (cd "$d" && exec "${as[@]}" env OPENSEARCH_PATH_CONF="$d/config" OPENSEARCH_JAVA_HOME="$OPENSEARCH_JAVA_HOME" \
-    nohup "$DL/opensearch-$OS_VERSION/dist/bin/opensearch" >"$d/stdout.log" 2>&1) &
-  echo $! > "$d/pid"
+    nohup "$home/bin/opensearch" >"$d/stdout.log" 2>&1) &
+  echo $! > "$SVC/opensearch/pid"
   wait_for 180 "OpenSearch" os_ready
 }
 os_ready() {
-  pid_alive "$SVC/opensearch/pid" || { tail -30 "$SVC/opensearch/stdout.log" >&2; die "OpenSearch exited"; }
+  pid_alive "$SVC/opensearch/pid" || die "OpenSearch exited (see its stdout.log and logs/)"
   curl -sf "http://127.0.0.1:$OPENSEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null
 }
 
@@ -285,6 +300,6 @@ case "$cmd" in
     echo "FLOWSHARD_KAFKA=127.0.0.1:$KAFKA_PORT"
     echo "FLOWSHARD_VALKEY=redis://127.0.0.1:$VALKEY_PORT"
     echo "FLOWSHARD_OPENSEARCH=http://127.0.0.1:$OPENSEARCH_PORT" ;;
-  wipe) for n in "${ALL[@]}"; do down_one "$n"; done; rm -rf "$SVC" ;;
+  wipe) for n in "${ALL[@]}"; do down_one "$n"; done; rm -rf "$SVC" /var/tmp/flowshard-services ;;
   *) die "usage: $0 up|down|start|stop|kill|status|env|wipe [kafka|valkey|opensearch]..." ;;
 esac
