@@ -139,7 +139,15 @@ fn visibility(url: &str) {
         // Arrive at a random point within a second.
         std::thread::sleep(Duration::from_millis(rng.next_u64() % 1000));
         let dst = Ip::from_v4(0xC612_0000 | i << 8 | (rng.next_u64() as u32 & 0xff)); // 198.18.i.x
-        let r = FlowRecord { src: Ip::from_v4(0x0A00_0001), dst, proto: 6, bytes: 1000, packets: 1, dst_port: 443, ..Default::default() };
+        let r = FlowRecord {
+            src: Ip::from_v4(0x0A00_0001),
+            dst,
+            proto: 6,
+            bytes: 1000,
+            packets: 1,
+            dst_port: 443,
+            ..Default::default()
+        };
         buf.clear();
         let ms = now_ms();
         message(&mut buf, &Export { flavor: Flavor::Ipfix, domain: 1, seq: i, now_ms: ms }, true, false, &[r]);

@@ -61,6 +61,13 @@ CONF
 if [ $sinks = 1 ]; then
   scripts/services.sh up >&2
   eval "$(scripts/services.sh env)"
+  # The services share this box: keep them (every thread) off the shard's CPU, as a
+  # collector with remote clusters would be.
+  for f in .cache/services/*/pid; do
+    pid=$(cat "$f" 2>/dev/null) || continue
+    taskset -a -p -c "$last" "$pid" >/dev/null 2>&1 || true
+    for c in $(pgrep -P "$pid" 2>/dev/null); do taskset -a -p -c "$last" "$c" >/dev/null 2>&1 || true; done
+  done
   cat >> "$out/flowshard.toml" <<CONF
 [http]
 address = "127.0.0.1:$((port + 1))"
@@ -137,6 +144,11 @@ if command -v perf >/dev/null; then
 fi
 if [ $sinks = 1 ]; then
   sleep 5
+  # CPU seconds per flowshard thread over the whole run (shard vs I/O vs sink threads).
+  for t in /proc/$fs/task/*; do
+    awk -v tck="$(getconf CLK_TCK)" '{c=$0; sub(/^[^(]*\(/, "", c); name=c; sub(/\).*/, "", name); sub(/^[^)]*\) /, "", c); split(c, f, " "); printf "%-20s %8.2f s\n", name, (f[12]+f[13])/tck}' "$t/stat"
+  done | sort -k2 -nr > "$out/threads.txt"
+  echo "CPU per thread:"; cat "$out/threads.txt"
   curl -s "127.0.0.1:$((port + 1))/metrics" | grep -E '^flowshard_(sink_|spool_|rollups_total)' > "$out/sinks.txt" || true
   echo "sinks (delivery lag p50/p99 s, records by result, spool):"; cat "$out/sinks.txt"
 fi

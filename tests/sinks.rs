@@ -31,7 +31,8 @@ fn opensearch() -> String {
 }
 
 fn services(args: &[&str]) {
-    let st = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh")).args(args).status().unwrap();
+    let st =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh")).args(args).status().unwrap();
     assert!(st.success(), "scripts/services.sh {args:?} failed");
 }
 
@@ -181,14 +182,20 @@ fn truth_of(names: &[&str]) -> (u64, u64, u64) {
     let t = truth();
     names.iter().fold((0, 0, 0), |a, n| {
         let x = &t[*n];
-        (a.0 + x["octets"].as_u64().unwrap(), a.1 + x["packets"].as_u64().unwrap(), a.2 + x["flow_records"].as_u64().unwrap())
+        (
+            a.0 + x["octets"].as_u64().unwrap(),
+            a.1 + x["packets"].as_u64().unwrap(),
+            a.2 + x["flow_records"].as_u64().unwrap(),
+        )
     })
 }
 
 fn metric(http: &str, name: &str, labels: &str) -> f64 {
     let (_, body) = http_get(http, "/metrics", None);
     body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{{labels}}} ")) || (labels.is_empty() && l.starts_with(&format!("{name} "))))
+        .find(|l| {
+            l.starts_with(&format!("{name}{{{labels}}} ")) || (labels.is_empty() && l.starts_with(&format!("{name} ")))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
@@ -482,7 +489,12 @@ fn retention_deletes_expired_rollup_indices() {
     let mut names = Vec::new();
     for age_min in [0u64, 5, 6, 7, 30] {
         let mut s = String::new();
-        flowshard::io::opensearch::rollup_index(&u, flowshard::io::opensearch::Period::Minute, now - age_min * 60, &mut s);
+        flowshard::io::opensearch::rollup_index(
+            &u,
+            flowshard::io::opensearch::Period::Minute,
+            now - age_min * 60,
+            &mut s,
+        );
         c.ensure_index(&s).unwrap();
         names.push(s);
     }

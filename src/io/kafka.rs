@@ -10,7 +10,7 @@
 //! Lives on: I/O cores.
 
 use super::frame::{self, Kind};
-use super::remote::{backoff, DropReason, SinkStats, SHUTDOWN_GRACE};
+use super::remote::{backoff, pause, DropReason, SinkStats, SHUTDOWN_GRACE};
 use super::spool::{Next, SpoolReader};
 use crate::config::KafkaSink;
 use rdkafka::config::ClientConfig;
@@ -130,7 +130,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
     while p.is_none() {
         p = producer(k, appliance, stats);
         if p.is_none() {
-            std::thread::sleep(backoff(attempt));
+            pause(backoff(attempt));
             attempt += 1;
         }
     }
@@ -146,7 +146,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
         if reader.is_closed() || attempt > 5 {
             break;
         }
-        std::thread::sleep(backoff(attempt));
+        pause(backoff(attempt));
         attempt += 1;
     }
     let mut closing: Option<Instant> = None;
@@ -161,7 +161,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 eprintln!("flowshard: kafka: {e}");
-                std::thread::sleep(Duration::from_secs(1));
+                pause(Duration::from_secs(1));
                 continue;
             }
         };
@@ -246,7 +246,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
                     p = np;
                 }
                 stats.retried.fetch_add(pending.len() as u64, Ordering::Relaxed);
-                std::thread::sleep(backoff(attempt));
+                pause(backoff(attempt));
                 attempt += 1;
                 continue;
             }
@@ -272,7 +272,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
             stats.retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
             failed.sort_unstable();
             pending = failed;
-            std::thread::sleep(backoff(attempt));
+            pause(backoff(attempt));
             attempt += 1;
         }
         stats.delivered_second(newest, 0);

@@ -16,7 +16,7 @@
 //! Lives on: I/O cores.
 
 use super::frame::{self, Kind, Record};
-use super::remote::{backoff, now_ms, DropReason, SinkStats, SHUTDOWN_GRACE};
+use super::remote::{backoff, now_ms, pause, DropReason, SinkStats, SHUTDOWN_GRACE};
 use super::spool::{Next, SpoolReader};
 use crate::config::OpensearchSink;
 use crate::model::time::utc;
@@ -419,6 +419,9 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
     let mut body = Vec::with_capacity(1 << 20);
     let mut index = String::new();
     let mut logged = 0u32;
+    // Rollup indices known to exist (created ahead of the first bulk into them, so that a
+    // cluster with automatic index creation turned off needs no retry per new period).
+    let mut known: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     loop {
         if closing.is_none() && reader.is_closed() {
             closing = Some(Instant::now());
@@ -438,7 +441,7 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
                     if attempt == 0 {
                         eprintln!("flowshard: opensearch setup failed (retrying): {e}");
                     }
-                    std::thread::sleep(backoff(attempt));
+                    pause(backoff(attempt));
                     attempt += 1;
                     continue;
                 }
@@ -458,7 +461,7 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 eprintln!("flowshard: opensearch: {e}");
-                std::thread::sleep(Duration::from_secs(1));
+                pause(Duration::from_secs(1));
                 continue;
             }
         };
@@ -468,6 +471,15 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
             continue;
         };
         let newest = recs.iter().map(|r| r.second).max().unwrap_or(0);
+        for r in recs.iter().filter(|r| r.kind == Kind::Rollup) {
+            rollup_index(&o.index_prefix, period, r.second, &mut index);
+            if !known.contains(&index) && client.ensure_index(&index).is_ok() {
+                known.push_back(index.clone());
+                if known.len() > 16 {
+                    known.pop_front();
+                }
+            }
+        }
         let mut pending: Vec<usize> = (0..recs.len()).collect();
         let mut attempt = 0u32;
         while !pending.is_empty() {
@@ -509,7 +521,7 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
                     stats.up.store(true, Ordering::Relaxed);
                     if !again.is_empty() {
                         stats.retried.fetch_add(again.len() as u64, Ordering::Relaxed);
-                        std::thread::sleep(backoff(attempt));
+                        pause(backoff(attempt));
                         attempt += 1;
                     }
                     pending = again;
@@ -521,7 +533,7 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
                         items.len(),
                         pending.len()
                     );
-                    std::thread::sleep(backoff(attempt));
+                    pause(backoff(attempt));
                     attempt += 1;
                 }
                 Err(e) => {
@@ -531,7 +543,7 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
                     if attempt == 0 {
                         eprintln!("flowshard: opensearch bulk failed (frame kept, retrying): {e}");
                     }
-                    std::thread::sleep(backoff(attempt));
+                    pause(backoff(attempt));
                     attempt += 1;
                 }
             }

@@ -122,6 +122,12 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Blocks this sink thread (never a shard: sink threads live on the I/O core and may wait).
+#[allow(clippy::disallowed_methods)]
+pub fn pause(d: Duration) {
+    std::thread::sleep(d);
+}
+
 /// Capped exponential back-off: 0.2 s, 0.4 s, … up to 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5000))
@@ -370,12 +376,12 @@ impl Sink for Queued {
     }
 }
 
+/// Sinks as the I/O loop holds them.
+pub type Sinks = Vec<Box<dyn Sink + Send>>;
+
 /// Builds the remote sinks of a configuration (each with its thread started) and their
 /// counters.
-pub fn from_config(
-    cfg: &Config,
-    cpu: Option<usize>,
-) -> Result<(Vec<Box<dyn Sink + Send>>, Vec<Arc<SinkStats>>), SinkError> {
+pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<SinkStats>>), SinkError> {
     use crate::config::Sink as S;
     let mut sinks: Vec<Box<dyn Sink + Send>> = Vec::new();
     let mut stats = Vec::new();

@@ -25,7 +25,7 @@
 //!
 //! Lives on: I/O cores.
 
-use super::remote::{backoff, now_ms, DropReason, HotBatch, SinkStats};
+use super::remote::{backoff, now_ms, pause, DropReason, HotBatch, SinkStats};
 use crate::config::ValkeySink;
 use crate::model::Dimension;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -272,7 +272,7 @@ pub fn deliver(v: &ValkeySink, rx: Receiver<HotBatch>, stats: &Arc<SinkStats>, s
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    std::thread::sleep(backoff(attempt));
+                    pause(backoff(attempt));
                     attempt += 1;
                     continue;
                 }
