@@ -158,9 +158,33 @@ valkey_up() {
 }
 
 # ---------------------------------------------------------------- OpenSearch
+os_module() { # distribution dir, module name, plugin class, jar names...
+  local o=$1 name=$2 class=$3; shift 3
+  mvn_fetch_pom "$o/$name" "
+<dependency><groupId>org.opensearch.plugin</groupId><artifactId>$name</artifactId><version>$OS_VERSION</version></dependency>"
+  local m="$o/dist/modules/$name"
+  mkdir -p "$m"
+  for j in "$@"; do cp "$o/$name"/lib/"$j"-[0-9]*.jar "$m/"; done
+  cat > "$m/plugin-descriptor.properties" <<CONF
+description=$name (assembled from Maven Central by scripts/services.sh)
+version=$OS_VERSION
+name=$name
+classname=$class
+java.version=11
+opensearch.version=$OS_VERSION
+extended.plugins=
+has.native.controller=false
+CONF
+  cat > "$m/plugin-security.policy" <<'CONF'
+grant {
+  permission java.lang.RuntimePermission "createClassLoader";
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+CONF
+}
 os_install() {
   local o="$DL/opensearch-$OS_VERSION"
-  [ -f "$o/.done" ] && return 0
+  [ -f "$o/.done-2" ] && return 0
   command -v java >/dev/null || die "Java 17 is required for OpenSearch"
   command -v unzip >/dev/null || { apt-get update -qq && apt-get install -y -qq unzip >/dev/null; }
   log "fetching OpenSearch $OS_VERSION (integ-test-zip) and plugins from Maven Central"
@@ -175,37 +199,19 @@ os_install() {
   # when a zip is dropped here by hand: $DL/opensearch-anomaly-detection-$OS_VERSION.0.zip
   (cd "$o" && unzip -q "zips/opensearch-$OS_VERSION.zip" && mv "opensearch-$OS_VERSION" dist)
   # The minimal distribution carries only transport-netty4; painless (scripts in layer-2
-  # aggregations) is assembled as a module from its published jars.
-  mvn_fetch_pom "$o/painless" "
-<dependency><groupId>org.opensearch.plugin</groupId><artifactId>lang-painless</artifactId><version>$OS_VERSION</version></dependency>"
-  local m="$o/dist/modules/lang-painless"
-  mkdir -p "$m"
-  for j in lang-painless opensearch-scripting-painless-spi antlr4-runtime asm asm-analysis asm-commons asm-tree asm-util; do
-    cp "$o"/painless/lib/"$j"-[0-9]*.jar "$m/"
-  done
-  cat > "$m/plugin-descriptor.properties" <<CONF
-description=An easy, safe and fast scripting language for OpenSearch
-version=$OS_VERSION
-name=lang-painless
-classname=org.opensearch.painless.PainlessPlugin
-java.version=11
-opensearch.version=$OS_VERSION
-extended.plugins=
-has.native.controller=false
-CONF
-  cat > "$m/plugin-security.policy" <<'CONF'
-grant {
-  permission java.lang.RuntimePermission "createClassLoader";
-  permission java.lang.RuntimePermission "getClassLoader";
-};
-CONF
+  # aggregations) and search-pipeline-common (the hot-window search pipeline) are assembled as
+  # modules from their published jars.
+  os_module "$o" lang-painless org.opensearch.painless.PainlessPlugin \
+    lang-painless opensearch-scripting-painless-spi antlr4-runtime asm asm-analysis asm-commons asm-tree asm-util
+  os_module "$o" search-pipeline-common org.opensearch.search.pipeline.common.SearchPipelineCommonModulePlugin \
+    search-pipeline-common
   "$o/dist/bin/opensearch-plugin" install --batch "file://$o/zips/opensearch-job-scheduler-$OS_VERSION.0.zip" >/dev/null \
     || die "cannot install opensearch-job-scheduler"
   local ad="$DL/opensearch-anomaly-detection-$OS_VERSION.0.zip"
   if [ -f "$ad" ]; then
     "$o/dist/bin/opensearch-plugin" install --batch "file://$ad" >/dev/null || die "cannot install the AD plugin"
   fi
-  touch "$o/.done"
+  touch "$o/.done-2"
 }
 os_home() { # where the extracted distribution runs from
   local o="$DL/opensearch-$OS_VERSION/dist"
@@ -214,7 +220,7 @@ os_home() { # where the extracted distribution runs from
   # /root), run from a copy under /var/tmp.
   if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -r "$o/bin/opensearch" 2>/dev/null; then
     local alt=/var/tmp/flowshard-services/opensearch-$OS_VERSION
-    if [ ! -f "$alt/.done" ]; then mkdir -p "$alt" && cp -a "$o/." "$alt/" && touch "$alt/.done"; fi
+    if [ ! -f "$alt/.done-2" ]; then rm -rf "$alt"; mkdir -p "$alt" && cp -a "$o/." "$alt/" && touch "$alt/.done-2"; fi
     echo "$alt"
   else
     echo "$o"

@@ -37,6 +37,10 @@ pub struct Config {
     pub sink: Vec<Sink>,
     /// On-disk spool for Kafka and OpenSearch.
     pub spool: Spool,
+    /// The alert pipeline shared by every layer.
+    pub alerts: Alerts,
+    /// Layer 2: Holt-Winters pattern job in OpenSearch.
+    pub layer2: Layer2,
     /// HTTP server (metrics, health, query API) on the I/O core.
     pub http: Http,
 }
@@ -362,6 +366,101 @@ pub struct OpensearchSink {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `[alerts]`: de-duplication, cooldown, feedback, webhook.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// After an alert on (layer, dimension, key), further alerts on it are held back this long.
+    pub cooldown_s: u64,
+    /// `flowshard feedback false-positive` silences the same alert this long.
+    pub false_positive_silence_s: u64,
+    /// Kafka topic read for operator feedback (when a Kafka sink is configured; "" = off).
+    pub feedback_topic: String,
+    /// Optional webhook.
+    pub webhook: Option<Webhook>,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            cooldown_s: 60,
+            false_positive_silence_s: 86_400,
+            feedback_topic: "flowshard.feedback".into(),
+            webhook: None,
+        }
+    }
+}
+
+/// `[alerts.webhook]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// URL to POST each alert to.
+    pub url: String,
+    /// "generic" (the alert JSON), "slack" (incoming-webhook text) or "pagerduty" (Events v2).
+    #[serde(default = "generic")]
+    pub format: String,
+    /// PagerDuty integration (routing) key.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Only alerts with at least this score.
+    #[serde(default)]
+    pub min_score: f64,
+}
+
+fn generic() -> String {
+    "generic".into()
+}
+
+/// `[layer2]`: the Holt-Winters pattern job, run every `interval_s` against the OpenSearch sink.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Layer2 {
+    /// Run the job (needs an OpenSearch sink).
+    pub enabled: bool,
+    /// Seconds between runs.
+    pub interval_s: u64,
+    /// Bucket width in minutes (1 = the reference's 1-minute date histogram).
+    pub bucket_minutes: u64,
+    /// Season length in buckets (1440 one-minute buckets = one day).
+    pub season_buckets: u64,
+    /// Level smoothing.
+    pub alpha: f64,
+    /// Trend smoothing.
+    pub beta: f64,
+    /// Seasonal smoothing.
+    pub gamma: f64,
+    /// Flag buckets whose residual is more than this many standard deviations from the mean.
+    pub threshold: f64,
+    /// Dimensions: `total` is one series; others use their top keys.
+    pub dimensions: Vec<String>,
+    /// Top keys per non-total dimension.
+    pub top_keys: usize,
+    /// Only the newest this many buckets raise alerts on each run.
+    pub alert_buckets: u64,
+    /// Buckets smaller than this (bytes) never alert.
+    pub min_bytes: f64,
+}
+
+impl Default for Layer2 {
+    fn default() -> Self {
+        Layer2 {
+            enabled: false,
+            interval_s: 60,
+            bucket_minutes: 1,
+            season_buckets: 1440,
+            alpha: 0.3,
+            beta: 0.05,
+            gamma: 0.3,
+            threshold: 4.0,
+            dimensions: vec!["total".into(), "dst_ip".into()],
+            top_keys: 5,
+            alert_buckets: 2,
+            min_bytes: 1e6,
+        }
+    }
+}
+
 /// The on-disk spool in front of Kafka and OpenSearch.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -425,6 +524,8 @@ impl Default for Config {
             handoff: Handoff::default(),
             sink: vec![Sink::Stdout { rollups: true, alerts: true }],
             spool: Spool::default(),
+            alerts: Alerts::default(),
+            layer2: Layer2::default(),
             http: Http::default(),
         }
     }
@@ -705,6 +806,60 @@ impl Config {
         }
         for (i, s) in self.sink.iter().enumerate() {
             self.validate_sink(i, s, &mut e);
+        }
+        if let Some(w) = &self.alerts.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                e.push(err(
+                    "alerts.webhook.url",
+                    format!("{:?} is not an http(s):// URL", w.url),
+                    "use e.g. \"https://hooks.slack.com/services/…\"",
+                ));
+            }
+            if !["generic", "slack", "pagerduty"].contains(&w.format.as_str()) {
+                e.push(err(
+                    "alerts.webhook.format",
+                    format!("unknown format {:?}", w.format),
+                    "use generic, slack or pagerduty",
+                ));
+            }
+            if w.format == "pagerduty" && w.routing_key.is_empty() {
+                e.push(err(
+                    "alerts.webhook.routing_key",
+                    "PagerDuty needs the integration's routing key",
+                    "set routing_key = \"…\"",
+                ));
+            }
+        }
+        let l2 = &self.layer2;
+        if l2.enabled {
+            if !self.sink.iter().any(|s| matches!(s, Sink::Opensearch(_))) {
+                e.push(err(
+                    "layer2.enabled",
+                    "layer 2 runs against OpenSearch but no opensearch sink is configured",
+                    "add [[sink]] type = \"opensearch\" or set enabled = false",
+                ));
+            }
+            for (name, v) in [("layer2.alpha", l2.alpha), ("layer2.beta", l2.beta), ("layer2.gamma", l2.gamma)] {
+                if !(v > 0.0 && v < 1.0) {
+                    e.push(err(name, format!("{v} is outside (0, 1)"), "use e.g. alpha 0.3, beta 0.05, gamma 0.3"));
+                }
+            }
+            if l2.season_buckets < 2 || l2.bucket_minutes == 0 || l2.interval_s == 0 {
+                e.push(err(
+                    "layer2.season_buckets",
+                    "season_buckets ≥ 2, bucket_minutes ≥ 1 and interval_s ≥ 1 are needed",
+                    "use season_buckets = 1440 with bucket_minutes = 1 (a day)",
+                ));
+            }
+            for (i, d) in l2.dimensions.iter().enumerate() {
+                if Dimension::from_name(d).is_none() {
+                    e.push(err(
+                        format!("layer2.dimensions[{i}]"),
+                        format!("unknown dimension {d:?}"),
+                        "use total, src_ip, dst_ip, dst_port, …",
+                    ));
+                }
+            }
         }
         if self.spool.max_mib < 16 {
             e.push(err("spool.max_mib", "must be at least 16", "use e.g. 1024 (per sink)"));

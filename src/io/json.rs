@@ -3,15 +3,17 @@
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
 //! "packets":…,"flows":…[,"distinct_dst_ports"|"distinct_src_ips":…]}`
 //!
-//! Alert: `{"type":"alert","appliance":…,"second":…,"layer":1,"dimension":…,"key":…,
-//! "metric":…,"kind":…,"value":…,"baseline":…,"score":…,"z":…,"reason":…}`
+//! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
+//! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
+//! "z":…,"reason":…}`
 //!
 //! Lives on: I/O cores.
 
 use crate::model::{Alert, Rollup};
 use std::fmt::Write;
 
-fn esc(out: &mut String, s: &str) {
+/// Appends a JSON string literal.
+pub(crate) fn esc(out: &mut String, s: &str) {
     out.push('"');
     for ch in s.chars() {
         match ch {
@@ -26,7 +28,8 @@ fn esc(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn num(out: &mut String, v: f64) {
+/// Appends a number (3 decimals), or null when not finite.
+pub(crate) fn num(out: &mut String, v: f64) {
     if v.is_finite() {
         let _ = write!(out, "{}", (v * 1000.0).round() / 1000.0);
     } else {
@@ -47,29 +50,10 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
     out.push('}');
 }
 
-/// Appends one alert as a JSON object (no newline).
+/// Appends one layer-1 alert as a JSON object (no newline), in the shared alert schema
+/// ([`super::alerts::AlertDoc::write_json`]).
 pub fn alert(out: &mut String, appliance: &str, a: &Alert) {
-    out.push_str("{\"type\":\"alert\",\"appliance\":");
-    esc(out, appliance);
-    let _ =
-        write!(out, ",\"second\":{},\"layer\":{},\"dimension\":\"{}\",\"key\":", a.second, a.layer, a.dimension.name());
-    esc(out, &a.dimension.format_key(&a.key));
-    let kind = match a.kind {
-        crate::model::AlertKind::Spike => "spike",
-        crate::model::AlertKind::Drop => "drop",
-        crate::model::AlertKind::LevelShift => "level_shift",
-    };
-    let _ = write!(out, ",\"metric\":\"{}\",\"kind\":\"{kind}\",\"value\":", a.metric.name());
-    num(out, a.value);
-    out.push_str(",\"baseline\":");
-    num(out, a.baseline);
-    out.push_str(",\"score\":");
-    num(out, a.score);
-    out.push_str(",\"z\":");
-    num(out, a.z);
-    out.push_str(",\"reason\":");
-    esc(out, &a.reason());
-    out.push('}');
+    super::alerts::AlertDoc::from_layer1(a).write_json(out, appliance);
 }
 
 #[cfg(test)]

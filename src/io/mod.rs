@@ -5,6 +5,7 @@
 //!
 //! May depend on: `model`, `pipeline`, `config`, `ops`. Lives on: I/O cores.
 
+pub mod alerts;
 pub mod frame;
 pub mod http;
 pub mod json;
@@ -13,6 +14,7 @@ pub mod opensearch;
 pub mod remote;
 pub mod spool;
 pub mod valkey;
+pub mod webhook;
 
 use crate::config::{Config, Sink as SinkCfg};
 use crate::decode::templates::Snapshot;
@@ -32,6 +34,8 @@ pub enum IoMsg {
     Templates(u16, Snapshot),
     /// A shard's counters.
     Status(Box<ShardStatus>),
+    /// Alerts of layers 2 and 3 (from their jobs on the I/O core).
+    Alerts(Vec<alerts::AlertDoc>),
 }
 
 /// Typed sink errors.
@@ -56,6 +60,9 @@ pub trait Sink {
     fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError>;
     /// Flushes buffers (end of a batch of seconds, and at shutdown).
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Writes alerts of layers 2 and 3 (already through the alert gate; layer-1 alerts come
+    /// inside [`SecondOutput`]).
+    fn write_alerts(&mut self, alerts: &[alerts::AlertDoc]) -> Result<(), SinkError>;
     /// Shutdown: no more seconds come; deliver what is queued (bounded by a grace period).
     fn finish(&mut self) {}
 }
@@ -136,6 +143,17 @@ impl Sink for JsonLines {
         }
         self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
     }
+    fn write_alerts(&mut self, alerts: &[alerts::AlertDoc]) -> Result<(), SinkError> {
+        if !self.alerts || alerts.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for a in alerts {
+            a.write_json(&mut self.buf, &self.appliance);
+            self.buf.push('\n');
+        }
+        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+    }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io { sink: self.name, source })
     }
@@ -158,6 +176,8 @@ pub struct IoCounters {
     pub snapshot_errors: u64,
     /// Seconds flushed incomplete because an owner did not report in time.
     pub incomplete_seconds: u64,
+    /// The alert gate's counters (passed, suppressed, duplicate, by layer).
+    pub gate: alerts::GateCounters,
 }
 
 /// Path of a shard's template snapshot.
@@ -211,6 +231,7 @@ pub fn run_io(
     status_every: Duration,
     mut board: StatusBoard,
     published: Option<http::Shared>,
+    mut gate: alerts::AlertGate,
 ) -> IoCounters {
     let mut c = IoCounters::default();
     let mut done = Vec::new();
@@ -220,6 +241,7 @@ pub fn run_io(
     let watchdog = crate::ops::notify::watchdog_interval();
     let mut last_ping = Instant::now();
     let mut last_shard_status = Instant::now();
+    let mut last_reload = Instant::now();
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         match msg {
@@ -251,8 +273,25 @@ pub fn run_io(
                 board.update(*s);
                 last_shard_status = Instant::now();
             }
+            Ok(IoMsg::Alerts(docs)) => {
+                let now = remote::now_ms() / 1000;
+                let pass: Vec<alerts::AlertDoc> =
+                    docs.into_iter().filter(|a| gate.admit(a, now) == alerts::Verdict::Pass).collect();
+                c.alerts += pass.len() as u64;
+                for s in sinks.iter_mut() {
+                    if let Err(e) = s.write_alerts(&pass) {
+                        c.sink_errors += 1;
+                        eprintln!("flowshard: {e}");
+                    }
+                }
+                c.gate = gate.counters.clone();
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_reload.elapsed() >= Duration::from_secs(2) {
+            last_reload = Instant::now();
+            gate.reload();
         }
         // An owner that has not reported for 5 s is stalled: write what we have.
         if oldest_pending.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -262,6 +301,7 @@ pub fn run_io(
             oldest_pending = None;
         }
         if !done.is_empty() {
+            gate_layer1(&mut gate, &mut done, &mut c);
             emit(&mut sinks, &done, &mut c);
             publish(&published, &done, &c);
             done.clear();
@@ -278,6 +318,7 @@ pub fn run_io(
         }
     }
     assembler.flush(&mut done);
+    gate_layer1(&mut gate, &mut done, &mut c);
     emit(&mut sinks, &done, &mut c);
     publish(&published, &done, &c);
     for s in sinks.iter_mut() {
@@ -287,6 +328,17 @@ pub fn run_io(
         eprintln!("{}", board.line(&c));
     }
     c
+}
+
+/// Runs layer-1 alerts through the gate (suppressions, de-duplication, cooldown).
+fn gate_layer1(gate: &mut alerts::AlertGate, done: &mut [SecondOutput], c: &mut IoCounters) {
+    let now = remote::now_ms() / 1000;
+    for so in done.iter_mut() {
+        if !so.alerts.is_empty() {
+            so.alerts.retain(|a| gate.admit(&alerts::AlertDoc::from_layer1(a), now) == alerts::Verdict::Pass);
+        }
+    }
+    c.gate = gate.counters.clone();
 }
 
 /// Hands finished seconds and the counters (already counting them) to the HTTP server's state.

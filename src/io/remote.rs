@@ -5,6 +5,7 @@
 //!
 //! Lives on: I/O cores.
 
+use super::alerts::AlertDoc;
 use super::frame::{FrameBuilder, Kind};
 use super::spool::{self, SpoolStats, SpoolWriter};
 use super::{json, Sink, SinkError};
@@ -139,6 +140,7 @@ type Render = fn(&str, &SecondOutput, &mut FrameBuilder, &mut String);
 /// A sink whose seconds go through an on-disk spool to a delivery thread.
 pub struct Spooled {
     name: &'static str,
+    target: Target,
     appliance: String,
     render: Render,
     writer: SpoolWriter,
@@ -149,8 +151,10 @@ pub struct Spooled {
 
 impl Spooled {
     /// Opens the spool `dir/name` and starts `deliver(reader, stats)` on its own thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         name: &'static str,
+        target: Target,
         appliance: &str,
         dir: &Path,
         max_bytes: u64,
@@ -165,6 +169,7 @@ impl Spooled {
         let worker = spawn_on(name, cpu, move || deliver(reader, st))?;
         Ok(Spooled {
             name,
+            target,
             appliance: appliance.to_string(),
             render,
             writer,
@@ -213,6 +218,19 @@ impl Sink for Spooled {
             .map_err(|e| SinkError::Io { sink: self.name, source: std::io::Error::other(e) })
     }
 
+    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let mut fb = FrameBuilder::new();
+        for a in alerts {
+            push_alert(self.target, &self.appliance, a, &mut fb, &mut self.scratch);
+        }
+        self.writer
+            .append(&fb.finish())
+            .map_err(|e| SinkError::Io { sink: self.name, source: std::io::Error::other(e) })
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
@@ -238,17 +256,11 @@ pub fn render_kafka(appliance: &str, so: &SecondOutput, fb: &mut FrameBuilder, s
         fb.push(Kind::Rollup, r.second, &key, s);
     }
     for a in &so.alerts {
-        s.clear();
-        json::alert(s, appliance, a);
-        key.clear();
-        key.push_str(a.dimension.name());
-        key.push(':');
-        key.push_str(&a.dimension.format_key(&a.key));
-        fb.push(Kind::Alert, a.second, &key, s);
+        push_alert(Target::Kafka, appliance, &AlertDoc::from_layer1(a), fb, s);
     }
 }
 
-/// OpenSearch documents: id `appliance:dimension:key:second` (alerts add the metric), value
+/// OpenSearch documents: id `appliance:dimension:key:second` (alerts: [`AlertDoc::id`]), value
 /// the rollup/alert JSON plus an `ip` field for address keys.
 pub fn render_opensearch(appliance: &str, so: &SecondOutput, fb: &mut FrameBuilder, s: &mut String) {
     let mut id = String::new();
@@ -268,21 +280,28 @@ pub fn render_opensearch(appliance: &str, so: &SecondOutput, fb: &mut FrameBuild
         fb.push(Kind::Rollup, r.second, &id, s);
     }
     for a in &so.alerts {
-        s.clear();
-        json::alert(s, appliance, a);
-        id.clear();
-        use std::fmt::Write;
-        let _ = write!(
-            id,
-            "{appliance}:{}:{}:{}:{}:{}",
-            a.layer,
-            a.dimension.name(),
-            a.dimension.format_key(&a.key),
-            a.metric.name(),
-            a.second
-        );
-        fb.push(Kind::Alert, a.second, &id, s);
+        push_alert(Target::Opensearch, appliance, &AlertDoc::from_layer1(a), fb, s);
     }
+}
+
+/// Where a spooled frame goes (decides the record key of alerts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Kafka: key `dimension:key`.
+    Kafka,
+    /// OpenSearch: key = document id.
+    Opensearch,
+}
+
+/// Appends one alert record of any layer.
+pub fn push_alert(t: Target, appliance: &str, a: &AlertDoc, fb: &mut FrameBuilder, s: &mut String) {
+    s.clear();
+    a.write_json(s, appliance);
+    let key = match t {
+        Target::Kafka => format!("{}:{}", a.dimension, a.key),
+        Target::Opensearch => a.id(appliance),
+    };
+    fb.push(Kind::Alert, a.second, &key, s);
 }
 
 /// One second for Valkey, rendered on the I/O loop.
@@ -328,6 +347,22 @@ impl Queued {
     pub fn stats(&self) -> Arc<SinkStats> {
         self.stats.clone()
     }
+
+    /// Queues a batch; when full, drops the oldest queued one (counted `queue_full`).
+    fn push(&mut self, mut b: HotBatch) {
+        loop {
+            match self.tx.try_send(b) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    if let Ok(old) = self.rx.try_recv() {
+                        self.stats.drop_n(DropReason::QueueFull, (old.rows.len() + old.alerts.len()) as u64);
+                    }
+                    b = back;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
 }
 
 impl Sink for Queued {
@@ -336,7 +371,7 @@ impl Sink for Queued {
     }
 
     fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError> {
-        let mut b = HotBatch {
+        let b = HotBatch {
             second: so.second,
             rows: so
                 .rollups
@@ -345,23 +380,31 @@ impl Sink for Queued {
                 .collect(),
             alerts: Vec::with_capacity(so.alerts.len()),
         };
+        let mut b = b;
         for a in &so.alerts {
             let mut s = String::new();
             json::alert(&mut s, &self.appliance, a);
             b.alerts.push(s);
         }
-        loop {
-            match self.tx.try_send(b) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(back)) => {
-                    if let Ok(old) = self.rx.try_recv() {
-                        self.stats.drop_n(DropReason::QueueFull, (old.rows.len() + old.alerts.len()) as u64);
-                    }
-                    b = back;
-                }
-                Err(TrySendError::Disconnected(_)) => return Ok(()),
-            }
+        self.push(b);
+        Ok(())
+    }
+
+    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        if alerts.is_empty() {
+            return Ok(());
         }
+        let second = alerts.iter().map(|a| a.second).max().unwrap_or(0).max(now_ms() / 1000);
+        let docs = alerts
+            .iter()
+            .map(|a| {
+                let mut s = String::new();
+                a.write_json(&mut s, &self.appliance);
+                s
+            })
+            .collect();
+        self.push(HotBatch { second, rows: Vec::new(), alerts: docs });
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -392,7 +435,7 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
         match s {
             S::Kafka(k) => {
                 let (k, a) = (k.clone(), app.clone());
-                let sink = Spooled::start("kafka", &app, &dir, max, render_kafka, cpu, move |r, st| {
+                let sink = Spooled::start("kafka", Target::Kafka, &app, &dir, max, render_kafka, cpu, move |r, st| {
                     super::kafka::deliver(&k, &a, r, &st)
                 })?;
                 stats.push(sink.stats());
@@ -400,9 +443,16 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
             }
             S::Opensearch(o) => {
                 let o = o.clone();
-                let sink = Spooled::start("opensearch", &app, &dir, max, render_opensearch, cpu, move |r, st| {
-                    super::opensearch::deliver(&o, r, &st)
-                })?;
+                let sink = Spooled::start(
+                    "opensearch",
+                    Target::Opensearch,
+                    &app,
+                    &dir,
+                    max,
+                    render_opensearch,
+                    cpu,
+                    move |r, st| super::opensearch::deliver(&o, r, &st),
+                )?;
                 stats.push(sink.stats());
                 sinks.push(Box::new(sink));
             }
@@ -416,6 +466,11 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
             }
             S::Stdout { .. } | S::File { .. } => {}
         }
+    }
+    if let Some(w) = &cfg.alerts.webhook {
+        let sink = super::webhook::WebhookSink::start(w, &app, cpu)?;
+        stats.push(sink.stats());
+        sinks.push(Box::new(sink));
     }
     Ok((sinks, stats))
 }

@@ -131,6 +131,9 @@ impl Sink for Collect {
         self.seconds.push(so.clone());
         Ok(())
     }
+    fn write_alerts(&mut self, _: &[crate::io::alerts::AlertDoc]) -> Result<(), crate::io::SinkError> {
+        Ok(()) // replay runs layer 1 only
+    }
     fn flush(&mut self) -> Result<(), crate::io::SinkError> {
         Ok(())
     }

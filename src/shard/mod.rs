@@ -174,6 +174,7 @@ pub fn run(
     let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
     let assembler = Assembler::new(&pcfg.agg.dimensions, n);
     let state_dir = cfg.general.state_dir.clone();
+    let gate = io::alerts::AlertGate::new(&state_dir, cfg.alerts.cooldown_s);
     let status_every = Duration::from_secs(cfg.general.status_interval_s);
     let io_cpu = layout.io.first().copied();
     let pin = layout.pin;
@@ -215,7 +216,7 @@ pub fn run(
             if let (true, Some(cpu)) = (pin, io_cpu) {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            io::run_io(io_rx, assembler, sinks, state_dir, status_every, StatusBoard::new(n), published)
+            io::run_io(io_rx, assembler, sinks, state_dir, status_every, StatusBoard::new(n), published, gate)
         })
         .map_err(|e| RunError::Executor { shard: usize::MAX, cpu: io_cpu.unwrap_or(0), reason: e.to_string() })?;
 

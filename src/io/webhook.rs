@@ -1,0 +1,209 @@
+//! The alert webhook: every alert that passes the gate is POSTed as JSON — generic (the alert
+//! document), Slack incoming-webhook text, or PagerDuty Events v2 — from its own thread, with
+//! retries; a bounded queue drops the oldest alert when the receiver is down (counted).
+//!
+//! Lives on: I/O cores.
+
+use super::alerts::AlertDoc;
+use super::remote::{backoff, pause, spawn_on, DropReason, SinkStats};
+use super::{json, Sink, SinkError};
+use crate::config::Webhook as Cfg;
+use crate::pipeline::SecondOutput;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Alerts queued while the receiver is slow or down.
+pub const QUEUE: usize = 1000;
+/// Attempts per alert before it is dropped (counted `rejected`).
+pub const ATTEMPTS: u32 = 5;
+
+/// The request body for one alert in the configured format.
+pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
+    let mut doc = String::new();
+    a.write_json(&mut doc, appliance);
+    match cfg.format.as_str() {
+        "slack" => {
+            let mut s = String::from("{\"text\":");
+            json::esc(
+                &mut s,
+                &format!(
+                    "[flowshard {appliance}] layer {} {} {} {}: {}",
+                    a.layer, a.kind, a.dimension, a.key, a.reason
+                ),
+            );
+            s.push('}');
+            s
+        }
+        "pagerduty" => {
+            let severity = if a.score >= 0.999 {
+                "critical"
+            } else if a.score >= 0.99 {
+                "error"
+            } else {
+                "warning"
+            };
+            let (y, mo, d, h, mi) = crate::model::time::utc(a.second);
+            let summary: String = format!("layer {} {} on {} {}: {}", a.layer, a.kind, a.dimension, a.key, a.reason)
+                .chars()
+                .take(1000)
+                .collect();
+            let mut s = String::from("{\"routing_key\":");
+            json::esc(&mut s, &cfg.routing_key);
+            s.push_str(",\"event_action\":\"trigger\",\"dedup_key\":");
+            json::esc(&mut s, &a.id(appliance));
+            s.push_str(",\"payload\":{\"summary\":");
+            json::esc(&mut s, &summary);
+            s.push_str(",\"source\":");
+            json::esc(&mut s, appliance);
+            s.push_str(&format!(
+                ",\"severity\":\"{severity}\",\"timestamp\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{:02}Z\",\"component\":",
+                a.second % 60
+            ));
+            json::esc(&mut s, &a.dimension);
+            s.push_str(",\"class\":");
+            json::esc(&mut s, &a.kind);
+            s.push_str(",\"custom_details\":");
+            s.push_str(&doc);
+            s.push_str("}}");
+            s
+        }
+        _ => doc,
+    }
+}
+
+/// The webhook sink.
+pub struct WebhookSink {
+    cfg: Cfg,
+    appliance: String,
+    tx: Sender<String>,
+    rx: Receiver<String>,
+    stats: Arc<SinkStats>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl WebhookSink {
+    /// Starts the sender thread.
+    pub fn start(cfg: &Cfg, appliance: &str, cpu: Option<usize>) -> Result<WebhookSink, SinkError> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let stats = SinkStats::new("webhook", None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r2, s2, st2, url) = (rx.clone(), stats.clone(), stop.clone(), cfg.url.clone());
+        let worker = spawn_on("webhook", cpu, move || deliver(&url, &r2, &s2, &st2))?;
+        Ok(WebhookSink {
+            cfg: cfg.clone(),
+            appliance: appliance.to_string(),
+            tx,
+            rx,
+            stats,
+            stop,
+            worker: Some(worker),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    fn push(&mut self, a: &AlertDoc) {
+        if a.score < self.cfg.min_score {
+            return;
+        }
+        let mut b = body(&self.cfg, &self.appliance, a);
+        loop {
+            match self.tx.try_send(b) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    if self.rx.try_recv().is_ok() {
+                        self.stats.drop_n(DropReason::QueueFull, 1);
+                    }
+                    b = back;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+}
+
+impl Sink for WebhookSink {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+    fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError> {
+        for a in &so.alerts {
+            self.push(&AlertDoc::from_layer1(a));
+        }
+        Ok(())
+    }
+    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        for a in alerts {
+            self.push(a);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBool) {
+    let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flowshard: webhook: {e}");
+            return;
+        }
+    };
+    loop {
+        let b = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut attempt = 0;
+        loop {
+            let r = client.post(url).header("content-type", "application/json").body(b.clone()).send();
+            match r {
+                Ok(resp) if resp.status().is_success() => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Ok(resp) if resp.status().is_client_error() && resp.status().as_u16() != 429 => {
+                    stats.drop_n(DropReason::Rejected, 1);
+                    eprintln!("flowshard: webhook {url} refused an alert: HTTP {}", resp.status());
+                    break;
+                }
+                other => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(false, Ordering::Relaxed);
+                    attempt += 1;
+                    if attempt >= ATTEMPTS || stop.load(Ordering::Relaxed) {
+                        stats.drop_n(DropReason::Rejected, 1);
+                        if let Err(e) = other {
+                            eprintln!("flowshard: webhook {url}: {e} (alert dropped after {attempt} attempts)");
+                        }
+                        break;
+                    }
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    pause(backoff(attempt));
+                }
+            }
+        }
+    }
+}
