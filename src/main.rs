@@ -72,6 +72,37 @@ enum Cmd {
         #[arg(long)]
         opensearch: Option<String>,
     },
+    /// Operator feedback: suppress a key, mark an alert as a false positive, lift a suppression,
+    /// list. Goes to the Kafka feedback topic when a Kafka sink is configured (every appliance
+    /// applies it), else straight into the state directory of this host's appliance.
+    Feedback {
+        /// Configuration file (Kafka sink, feedback topic, state directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Kafka bootstrap servers (instead of a config file).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// State directory (when not using Kafka).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: FeedbackCmd,
+    },
+    /// Layer 2 over a time range (backtest): every bucket far from its Holt-Winters forecast.
+    Layer2 {
+        /// Configuration file (OpenSearch sink and [layer2] settings).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// OpenSearch URL (instead of a config file).
+        #[arg(long)]
+        opensearch: Option<String>,
+        /// Start (Unix seconds).
+        #[arg(long)]
+        from: u64,
+        /// End (Unix seconds, exclusive).
+        #[arg(long)]
+        to: u64,
+    },
     /// Query the Valkey hot window (merged over every appliance writing to it).
     Query {
         /// Configuration file (its valkey sink gives URL and prefix).
@@ -245,6 +276,122 @@ enum QueryCmd {
         #[arg(long, short, default_value_t = 20)]
         n: usize,
     },
+}
+
+/// `flowshard feedback` subcommands.
+#[derive(Subcommand)]
+enum FeedbackCmd {
+    /// Silence alerts on a key (every layer unless --layer) for a while.
+    Suppress {
+        /// Key as outputs print it.
+        #[arg(long)]
+        key: String,
+        /// Only this dimension.
+        #[arg(long)]
+        dim: Option<String>,
+        /// Only this layer.
+        #[arg(long)]
+        layer: Option<u8>,
+        /// For how long: 90s, 30m, 2h, 7d.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (kept with the suppression).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Mark an alert as a false positive: the same (layer, dimension, key, metric) is silenced
+    /// for [alerts] false_positive_silence_s.
+    FalsePositive {
+        /// Layer of the alert.
+        #[arg(long)]
+        layer: u8,
+        /// Dimension.
+        #[arg(long)]
+        dim: String,
+        /// Key.
+        #[arg(long)]
+        key: String,
+        /// Metric.
+        #[arg(long, default_value = "bytes")]
+        metric: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift every suppression of a key.
+    Unsuppress {
+        /// Key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Print the suppressions in force in the state directory.
+    List,
+}
+
+fn parse_duration(s: &str) -> Result<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().with_context(|| format!("{s:?} is not a duration such as 90s, 30m, 2h or 7d"))?;
+    Ok(n * match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{s:?}: unknown unit {unit:?} (use s, m, h or d)"),
+    })
+}
+
+fn feedback(
+    config: Option<PathBuf>,
+    kafka: Option<String>,
+    state_dir: Option<PathBuf>,
+    what: FeedbackCmd,
+) -> Result<()> {
+    use flowshard::io::alerts::{Feedback, Suppressions};
+    let mut cfg = load(&config)?;
+    add_sinks(&mut cfg, kafka, None, None);
+    if let Some(d) = state_dir {
+        cfg.general.state_dir = d;
+    }
+    let now = flowshard::io::remote::now_ms() / 1000;
+    let f = match what {
+        FeedbackCmd::List => {
+            let s = Suppressions::load(&cfg.general.state_dir)?;
+            for i in s.items {
+                println!("{}", serde_json::to_string(&i)?);
+            }
+            return Ok(());
+        }
+        FeedbackCmd::Suppress { key, dim, layer, duration, reason } => {
+            Feedback::Suppress { dimension: dim, key, until: now + parse_duration(&duration)?, layer, reason }
+        }
+        FeedbackCmd::FalsePositive { layer, dim, key, metric, reason } => Feedback::FalsePositive {
+            layer,
+            dimension: dim,
+            key,
+            metric,
+            until: now + cfg.alerts.false_positive_silence_s,
+            reason,
+        },
+        FeedbackCmd::Unsuppress { key } => Feedback::Unsuppress { key },
+    };
+    let kafka =
+        cfg.sink.iter().find_map(|s| if let flowshard::config::Sink::Kafka(k) = s { Some(k.clone()) } else { None });
+    match kafka {
+        Some(k) if !cfg.alerts.feedback_topic.is_empty() => {
+            flowshard::io::kafka::publish_feedback(&k, &cfg.alerts.feedback_topic, &f)
+                .map_err(|e| anyhow::anyhow!("kafka {}: {e}", k.brokers))?;
+            println!("published to {} on {}: {}", cfg.alerts.feedback_topic, k.brokers, serde_json::to_string(&f)?);
+        }
+        _ => {
+            Suppressions::apply_to_dir(&cfg.general.state_dir, f.clone(), now)?;
+            println!(
+                "written to {}: {}",
+                Suppressions::path(&cfg.general.state_dir).display(),
+                serde_json::to_string(&f)?
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Adds remote sinks named on the command line.
@@ -457,6 +604,27 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Query { config, valkey, prefix, json, what } => query(config, valkey, prefix, json, what),
+        Cmd::Feedback { config, kafka, state_dir, what } => feedback(config, kafka, state_dir, what),
+        Cmd::Layer2 { config, opensearch, from, to } => {
+            let mut cfg = load(&config)?;
+            add_sinks(&mut cfg, None, None, opensearch);
+            let o = cfg
+                .sink
+                .iter()
+                .find_map(|s| if let flowshard::config::Sink::Opensearch(o) = s { Some(o.clone()) } else { None })
+                .context("no OpenSearch: give --opensearch URL or a config with an opensearch sink")?;
+            let client = flowshard::io::opensearch::Client::new(&o).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let buckets =
+                flowshard::io::layer2::evaluate(&client, &cfg.layer2, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = String::new();
+            for b in flowshard::io::layer2::flagged(&cfg.layer2, &buckets) {
+                out.clear();
+                flowshard::io::layer2::alert(&cfg.layer2, b).write_json(&mut out, &cfg.general.appliance_id);
+                println!("{out}");
+            }
+            eprintln!("layer 2: {} buckets evaluated", buckets.len());
+            Ok(())
+        }
         Cmd::Run {
             config,
             listen,

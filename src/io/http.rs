@@ -305,6 +305,17 @@ pub fn metrics(p: &Published) -> String {
         &mut std::iter::once((String::new(), p.io.incomplete_seconds as f64)),
     );
     sink_metrics(&mut family, &p.sinks);
+    let g = &p.io.gate;
+    family(
+        "flowshard_alert_gate_total",
+        "counter",
+        "Alerts by layer and verdict of the alert gate (passed, suppressed by operator feedback, duplicate or inside the cooldown).",
+        &mut (1..=3usize).flat_map(|l| {
+            [("passed", g.passed[l]), ("suppressed", g.suppressed[l]), ("duplicate", g.duplicate[l])]
+                .into_iter()
+                .map(move |(v, n)| (format!("layer=\"{l}\",verdict=\"{v}\""), n as f64))
+        }),
+    );
     family(
         "flowshard_process_resident_memory_bytes",
         "gauge",

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod http;
 pub mod json;
 pub mod kafka;
+pub mod layer2;
 pub mod opensearch;
 pub mod remote;
 pub mod spool;
@@ -223,6 +224,7 @@ pub fn read_snapshots(state_dir: &Path) -> (Snapshot, Vec<String>) {
 }
 
 /// The I/O-core loop: runs until every sender is gone, then flushes and returns its counters.
+#[allow(clippy::too_many_arguments)] // the I/O thread's whole context, passed once at start
 pub fn run_io(
     rx: Receiver<IoMsg>,
     mut assembler: Assembler,
@@ -285,6 +287,7 @@ pub fn run_io(
                     }
                 }
                 c.gate = gate.counters.clone();
+                publish(&published, &[], &c);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,

@@ -278,6 +278,18 @@ impl Client {
         done.push(format!("index template {p}-alerts"));
         let (st, _) = self.json(Method::PUT, &format!("/{p}-alerts"), None, &[400])?;
         done.push(format!("index {p}-alerts{}", if st == 400 { " (exists)" } else { "" }));
+        // Hot dashboard queries: `?search_pipeline=<prefix>-hot` restricts any query to the
+        // last 5 minutes on the server, whatever the client asks.
+        let pipe = serde_json::json!({
+            "description": "flowshard hot window: only the last 5 minutes of rollups, enforced server-side",
+            "request_processors": [{"filter_query": {
+                "tag": "hot-window",
+                "description": "restrict to the last 5 minutes",
+                "query": {"range": {"second": {"gte": "now-5m"}}}
+            }}]
+        });
+        self.json(Method::PUT, &format!("/_search/pipeline/{p}-hot"), Some(&pipe), &[])?;
+        done.push(format!("search pipeline {p}-hot"));
         let (_, plugins) = self.json(Method::GET, "/_cat/plugins?format=json", None, &[])?;
         let has = |name: &str| plugins.as_array().is_some_and(|a| a.iter().any(|x| x["component"] == name));
         if has("opensearch-index-management") {

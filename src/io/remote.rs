@@ -474,3 +474,41 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
     }
     Ok((sinks, stats))
 }
+
+/// Starts the I/O-core jobs: the layer-2 Holt-Winters job (when enabled) and the Kafka
+/// feedback consumer (when a Kafka sink and a feedback topic are configured). Their counters
+/// are appended to `stats`; they run until `stop`.
+pub fn start_jobs(
+    cfg: &Config,
+    cpu: Option<usize>,
+    to_io: Sender<super::IoMsg>,
+    stop: &Arc<AtomicBool>,
+    stats: &mut Vec<Arc<SinkStats>>,
+) -> Result<Vec<JoinHandle<()>>, SinkError> {
+    use crate::config::Sink as S;
+    let mut jobs = Vec::new();
+    let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
+    if let (true, Some(o)) = (cfg.layer2.enabled, os) {
+        let client = super::opensearch::Client::new(&o)
+            .map_err(|e| SinkError::Io { sink: "layer2", source: std::io::Error::other(e) })?;
+        let st = SinkStats::new("layer2", None);
+        stats.push(st.clone());
+        let (l2, stop, tx) = (cfg.layer2.clone(), stop.clone(), to_io);
+        jobs.push(spawn_on("layer2", cpu, move || super::layer2::run(&client, &l2, &tx, &st, &stop))?);
+    }
+    let kafka = cfg.sink.iter().find_map(|s| if let S::Kafka(k) = s { Some(k.clone()) } else { None });
+    if let (false, Some(k)) = (cfg.alerts.feedback_topic.is_empty(), kafka) {
+        let st = SinkStats::new("feedback", None);
+        stats.push(st.clone());
+        let (topic, dir, app, stop) = (
+            cfg.alerts.feedback_topic.clone(),
+            cfg.general.state_dir.clone(),
+            cfg.general.appliance_id.clone(),
+            stop.clone(),
+        );
+        jobs.push(spawn_on("feedback", cpu, move || {
+            super::kafka::consume_feedback(&k, &app, &topic, &dir, &st, &stop)
+        })?);
+    }
+    Ok(jobs)
+}

@@ -169,9 +169,12 @@ pub fn run(
     }
     let snapshot = Arc::new(snapshot);
     let mut sinks = io::JsonLines::from_config(cfg)?;
-    let (remote, sink_stats) = io::remote::from_config(cfg, layout.io.first().copied().filter(|_| layout.pin))?;
+    let io_pin = layout.io.first().copied().filter(|_| layout.pin);
+    let (remote, mut sink_stats) = io::remote::from_config(cfg, io_pin)?;
     sinks.extend(remote);
     let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
+    let jobs_stop = Arc::new(AtomicBool::new(false));
+    let jobs = io::remote::start_jobs(cfg, io_pin, endpoints[0].to_io.clone(), &jobs_stop, &mut sink_stats)?;
     let assembler = Assembler::new(&pcfg.agg.dimensions, n);
     let state_dir = cfg.general.state_dir.clone();
     let gate = io::alerts::AlertGate::new(&state_dir, cfg.alerts.cooldown_s);
@@ -249,6 +252,11 @@ pub fn run(
     }
     let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
     shards.sort_by_key(|s| s.shard);
+    // The jobs hold a sender to the I/O loop: stop them before waiting for it.
+    jobs_stop.store(true, Ordering::Relaxed);
+    for j in jobs {
+        let _ = j.join();
+    }
     let io = io_thread.join().unwrap_or_default();
     http_stop.store(true, Ordering::Relaxed);
     if let Some(h) = http_thread {
