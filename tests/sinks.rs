@@ -465,6 +465,43 @@ fn setup_is_idempotent() {
     assert!(second.contains(&format!("kafka topic {u}.rollups (exists)")), "{second}");
     let tpl2 = os_json(reqwest::Method::GET, &format!("/_index_template/{u}-rollups"), None);
     assert_eq!(tpl1, tpl2, "same template after a second setup");
+    // The hot-window search pipeline keeps queries to the last 5 minutes, server-side.
+    assert!(second.contains(&format!("search pipeline {u}-hot")), "{second}");
+    let now = flowshard::io::remote::now_ms() / 1000;
+    let c = flowshard::io::opensearch::Client::new(&match flowshard::config::Config::parse(
+        &std::fs::read_to_string(&cfg).unwrap(),
+    )
+    .unwrap()
+    .sink
+    .into_iter()
+    .find(|s| matches!(s, flowshard::config::Sink::Opensearch(_)))
+    .unwrap()
+    {
+        flowshard::config::Sink::Opensearch(o) => o,
+        _ => unreachable!(),
+    })
+    .unwrap();
+    let mut body = Vec::new();
+    let mut idx = String::new();
+    for (i, sec) in [now - 10, now - 600].into_iter().enumerate() {
+        flowshard::io::opensearch::rollup_index(&u, flowshard::io::opensearch::Period::Minute, sec, &mut idx);
+        c.ensure_index(&idx).unwrap();
+        body.extend_from_slice(format!("{{\"index\":{{\"_index\":\"{idx}\",\"_id\":\"{i}\"}}}}\n{{\"second\":{sec},\"dimension\":\"total\",\"key\":\"total\",\"bytes\":1}}\n").as_bytes());
+    }
+    assert!(c.bulk(&body).unwrap().iter().all(|i| *i == flowshard::io::opensearch::Item::Ok));
+    os_json(reqwest::Method::POST, &format!("/{u}-rollups-*/_refresh"), None);
+    let all = os_json(
+        reqwest::Method::POST,
+        &format!("/{u}-rollups-*/_search"),
+        Some(serde_json::json!({"query": {"match_all": {}}})),
+    );
+    let hot = os_json(
+        reqwest::Method::POST,
+        &format!("/{u}-rollups-*/_search?search_pipeline={u}-hot"),
+        Some(serde_json::json!({"query": {"match_all": {}}})),
+    );
+    assert_eq!(all["hits"]["total"]["value"], 2);
+    assert_eq!(hot["hits"]["total"]["value"], 1, "the pipeline keeps only the last 5 minutes: {hot}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

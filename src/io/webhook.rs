@@ -207,3 +207,37 @@ fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBoo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_shapes() {
+        let a = AlertDoc {
+            layer: 1,
+            second: 1_795_570_299,
+            dimension: "dst_ip".into(),
+            key: "192.0.2.1".into(),
+            metric: "bytes".into(),
+            kind: "spike".into(),
+            value: 9.0,
+            expected: 1.0,
+            score: 0.9999,
+            z: 9.0,
+            reason: "a \"quoted\" reason".into(),
+        };
+        let cfg = |f: &str| Cfg { url: "http://x".into(), format: f.into(), routing_key: "rk".into(), min_score: 0.0 };
+        let g: serde_json::Value = serde_json::from_str(&body(&cfg("generic"), "fs1", &a)).unwrap();
+        assert_eq!(g["key"], "192.0.2.1");
+        let s: serde_json::Value = serde_json::from_str(&body(&cfg("slack"), "fs1", &a)).unwrap();
+        assert!(s["text"].as_str().unwrap().contains("a \"quoted\" reason"));
+        let p: serde_json::Value = serde_json::from_str(&body(&cfg("pagerduty"), "fs1", &a)).unwrap();
+        assert_eq!(p["routing_key"], "rk");
+        assert_eq!(p["event_action"], "trigger");
+        assert_eq!(p["dedup_key"], "fs1:1:dst_ip:192.0.2.1:bytes:1795570299");
+        assert_eq!(p["payload"]["severity"], "critical");
+        assert_eq!(p["payload"]["timestamp"], "2026-11-25T01:31:39Z");
+        assert_eq!(p["payload"]["custom_details"]["layer"], 1);
+    }
+}
