@@ -11,7 +11,7 @@
 
 use super::frame::{self, Kind};
 use super::remote::{backoff, pause, DropReason, SinkStats, SHUTDOWN_GRACE};
-use super::spool::{Next, SpoolReader};
+use super::spool::SpoolReader;
 use crate::config::KafkaSink;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -151,25 +151,15 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
     }
     let mut closing: Option<Instant> = None;
     loop {
-        let buf = match reader.next(Duration::from_millis(200)) {
-            Ok(Next::Frame(b)) => b,
-            Ok(Next::Idle) => {
+        let buf = match super::remote::next_frame(&mut reader, stats) {
+            super::remote::Step::Frame(b) => b,
+            super::remote::Step::Idle => {
                 p.poll(Duration::ZERO);
                 continue;
             }
-            Ok(Next::Closed) => break,
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("flowshard: kafka: {e}");
-                pause(Duration::from_secs(1));
-                continue;
-            }
+            super::remote::Step::Closed => break,
         };
-        let Ok(recs) = frame::decode(&buf) else {
-            stats.drop_n(DropReason::Rejected, 1);
-            let _ = reader.commit();
-            continue;
-        };
+        let Ok(recs) = frame::decode(&buf) else { continue };
         let mut pending: Vec<usize> = (0..recs.len()).collect();
         let mut attempt = 0u32;
         let mut newest = 0;

@@ -17,7 +17,7 @@
 
 use super::frame::{self, Kind, Record};
 use super::remote::{backoff, now_ms, pause, DropReason, SinkStats, SHUTDOWN_GRACE};
-use super::spool::{Next, SpoolReader};
+use super::spool::SpoolReader;
 use crate::config::OpensearchSink;
 use crate::model::time::utc;
 use flate2::write::GzEncoder;
@@ -130,37 +130,37 @@ pub fn index_start(prefix: &str, name: &str) -> Option<(u64, Period)> {
     Some((start.max(0) as u64, if time.len() == 4 { Period::Minute } else { Period::Hour }))
 }
 
+/// Mappings of the fields rollups and alerts share, plus `extra`.
+fn mappings(extra: serde_json::Value) -> serde_json::Value {
+    let mut props = serde_json::json!({
+        "type": {"type": "keyword"},
+        "appliance": {"type": "keyword"},
+        "second": {"type": "date", "format": "epoch_second"},
+        "dimension": {"type": "keyword"},
+        "key": {"type": "keyword"}
+    });
+    if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    serde_json::json!({"dynamic": false, "properties": props})
+}
+
 /// Mappings of the rollups.
 pub fn rollup_mappings() -> serde_json::Value {
-    serde_json::json!({
-        "dynamic": false,
-        "properties": {
-            "type": {"type": "keyword"},
-            "appliance": {"type": "keyword"},
-            "second": {"type": "date", "format": "epoch_second"},
-            "dimension": {"type": "keyword"},
-            "key": {"type": "keyword"},
+    mappings(serde_json::json!({
             "ip": {"type": "ip"},
             "bytes": {"type": "long"},
             "packets": {"type": "long"},
             "flows": {"type": "long"},
             "distinct_dst_ports": {"type": "long"},
             "distinct_src_ips": {"type": "long"}
-        }
-    })
+    }))
 }
 
 /// Mappings of the alerts.
 pub fn alert_mappings() -> serde_json::Value {
-    serde_json::json!({
-        "dynamic": false,
-        "properties": {
-            "type": {"type": "keyword"},
-            "appliance": {"type": "keyword"},
-            "second": {"type": "date", "format": "epoch_second"},
+    mappings(serde_json::json!({
             "layer": {"type": "integer"},
-            "dimension": {"type": "keyword"},
-            "key": {"type": "keyword"},
             "metric": {"type": "keyword"},
             "kind": {"type": "keyword"},
             "value": {"type": "double"},
@@ -169,8 +169,7 @@ pub fn alert_mappings() -> serde_json::Value {
             "score": {"type": "double"},
             "z": {"type": "double"},
             "reason": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}}
-        }
-    })
+    }))
 }
 
 impl Client {
@@ -466,22 +465,12 @@ pub fn deliver(o: &OpensearchSink, mut reader: SpoolReader, stats: &Arc<SinkStat
                 eprintln!("flowshard: opensearch retention: {e}");
             }
         }
-        let buf = match reader.next(Duration::from_millis(200)) {
-            Ok(Next::Frame(b)) => b,
-            Ok(Next::Idle) => continue,
-            Ok(Next::Closed) => return,
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("flowshard: opensearch: {e}");
-                pause(Duration::from_secs(1));
-                continue;
-            }
+        let buf = match super::remote::next_frame(&mut reader, stats) {
+            super::remote::Step::Frame(b) => b,
+            super::remote::Step::Idle => continue,
+            super::remote::Step::Closed => return,
         };
-        let Ok(recs) = frame::decode(&buf) else {
-            stats.drop_n(DropReason::Rejected, 1);
-            let _ = reader.commit();
-            continue;
-        };
+        let Ok(recs) = frame::decode(&buf) else { continue };
         let newest = recs.iter().map(|r| r.second).max().unwrap_or(0);
         for r in recs.iter().filter(|r| r.kind == Kind::Rollup) {
             rollup_index(&o.index_prefix, period, r.second, &mut index);

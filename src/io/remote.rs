@@ -129,6 +129,45 @@ pub fn pause(d: Duration) {
     std::thread::sleep(d);
 }
 
+/// What [`next_frame`] found.
+pub enum Step {
+    /// A frame that decodes (deliver it, then commit).
+    Frame(Vec<u8>),
+    /// Nothing to do now.
+    Idle,
+    /// The spool is closed and drained.
+    Closed,
+}
+
+/// The next spooled frame for a delivery thread: read errors are counted and waited out, and
+/// a frame that does not decode (cannot happen for a CRC-checked frame) is counted and skipped.
+pub fn next_frame(reader: &mut spool::SpoolReader, stats: &SinkStats) -> Step {
+    match reader.next(Duration::from_millis(200)) {
+        Ok(spool::Next::Frame(b)) if super::frame::decode(&b).is_ok() => Step::Frame(b),
+        Ok(spool::Next::Frame(_)) => {
+            stats.drop_n(DropReason::Rejected, 1);
+            let _ = reader.commit();
+            Step::Idle
+        }
+        Ok(spool::Next::Idle) => Step::Idle,
+        Ok(spool::Next::Closed) => Step::Closed,
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("flowshard: {}: {e}", stats.name);
+            pause(Duration::from_secs(1));
+            Step::Idle
+        }
+    }
+}
+
+/// Stops a sink's thread: sets its flag and waits for it.
+pub fn stop_and_join(stop: &AtomicBool, worker: &mut Option<JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = worker.take() {
+        let _ = w.join();
+    }
+}
+
 /// Capped exponential back-off: 0.2 s, 0.4 s, … up to 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5000))
@@ -412,10 +451,7 @@ impl Sink for Queued {
     }
 
     fn finish(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+        stop_and_join(&self.stop, &mut self.worker);
     }
 }
 

@@ -149,10 +149,7 @@ impl Sink for WebhookSink {
         Ok(())
     }
     fn finish(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+        super::remote::stop_and_join(&self.stop, &mut self.worker);
     }
 }
 
