@@ -21,11 +21,6 @@ fn kafka() -> String {
     std::env::var("FLOWSHARD_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
-fn unique(tag: &str) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("t{tag}{}x{t}", std::process::id())
-}
-
 fn os_sink(prefix: &str, period: &str) -> OpensearchSink {
     let c = Config::parse(&format!(
         "[[sink]]\ntype = \"opensearch\"\nurl = \"{}\"\nindex_prefix = \"{prefix}\"\nindex_period = \"{period}\"\nretention_minutes = 100000\n",
@@ -161,23 +156,6 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
         }
     });
     (format!("http://{addr}/hook"), got)
-}
-
-fn metric(http: &str, name: &str, labels: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics", None);
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{{labels}}} ")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

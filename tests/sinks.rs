@@ -48,12 +48,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A unique name for this test's topics, keys and indices.
-fn unique(tag: &str) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("t{tag}{}x{t}", std::process::id())
-}
-
 fn write_config(dir: &Path, u: &str, sinks: &[&str], extra: &str) -> PathBuf {
     let mut s = format!("[general]\nappliance_id = \"{u}\"\nstatus_interval_s = 1\n[spool]\nmax_mib = 64\n{extra}\n");
     s.push_str("[[sink]]\ntype = \"stdout\"\nalerts = false\n");
@@ -188,34 +182,6 @@ fn truth_of(names: &[&str]) -> (u64, u64, u64) {
             a.2 + x["flow_records"].as_u64().unwrap(),
         )
     })
-}
-
-fn metric(http: &str, name: &str, labels: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics", None);
-    body.lines()
-        .find(|l| {
-            l.starts_with(&format!("{name}{{{labels}}} ")) || (labels.is_empty() && l.starts_with(&format!("{name} ")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-/// Sum of every row of a metric family.
-fn metric_sum(http: &str, name: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics", None);
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 const CAPS: [&str; 3] = ["softflowd-v9.pcap", "pmacct-nfprobe-v10.pcap", "softflowd-v5.pcap"];

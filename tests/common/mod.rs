@@ -194,3 +194,39 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A unique name for this test's topics, keys and indices.
+pub fn unique(tag: &str) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("t{tag}{}x{t}", std::process::id())
+}
+
+/// One row of a metric family (`labels` as written inside the braces; "" for none).
+pub fn metric(http: &str, name: &str, labels: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics", None);
+    body.lines()
+        .find(|l| {
+            l.starts_with(&format!("{name}{{{labels}}} ")) || (labels.is_empty() && l.starts_with(&format!("{name} ")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum of every row of a metric family.
+pub fn metric_sum(http: &str, name: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics", None);
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Polls `f` until it holds; panics naming `what` after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
