@@ -245,6 +245,8 @@ transport.port: $((OPENSEARCH_PORT + 100))
 discovery.type: single-node
 cluster.routing.allocation.disk.threshold_enabled: false
 action.auto_create_index: false
+# tests create many small per-minute indices
+cluster.max_shards_per_node: 20000
 CONF
   # The stock options name logs/ and data/ relative to the distribution; keep them under $d.
   sed -i -e "s#file=logs/#file=$d/logs/#" -e "s#HeapDumpPath=data#HeapDumpPath=$d/data#" \

@@ -139,6 +139,7 @@ fn layer2_flags_an_off_hours_surge_and_not_ordinary_days() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), flagged.len());
+    opensearch_cleanup(&opensearch(), &u);
 }
 
 /// A local webhook receiver: collects request bodies.
@@ -163,6 +164,7 @@ fn one_alert_pipeline_dedups_cools_down_suppresses_and_delivers() {
     let u = unique("ap");
     let dir = std::env::temp_dir().join(format!("flowshard-{u}"));
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
     // A short season (10 one-minute buckets) so that three seasons fit in the last half hour;
@@ -377,5 +379,6 @@ alerts_topic = "{u}.alerts"
     d.key = "192.0.2.2".into();
     assert_eq!(gate.admit(&d, now), flowshard::io::alerts::Verdict::Suppressed);
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
     let _: PathBuf = dir;
 }

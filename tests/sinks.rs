@@ -241,6 +241,7 @@ fn all_three_sinks_match_the_capture_truth() {
         assert_eq!(summary["sinks"][s]["spooled_seconds"], 0, "{s}: {summary}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
 }
 
 /// Sends the captures again and again (as different exporters) until told to stop.
@@ -313,6 +314,7 @@ fn kafka_then_opensearch_killed_and_restarted_lose_nothing() {
     assert_eq!(s["sinks"]["kafka"]["spooled_seconds"], 0, "{s}");
     assert_eq!(s["sinks"]["opensearch"]["spooled_seconds"], 0, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
 }
 
 #[test]
@@ -360,6 +362,7 @@ fn valkey_outage_counts_drops_and_recovers() {
     assert_eq!(v["delivered"].as_u64().unwrap() + v["dropped"].as_u64().unwrap(), rollups, "{s}");
     assert!(v["dropped"].as_u64().unwrap() > 0, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
 }
 
 #[test]
@@ -407,6 +410,7 @@ fn two_appliances_merge_in_shared_stores() {
         .collect();
     assert_eq!(per.keys().cloned().collect::<Vec<_>>(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"], "{per:?}");
     let _ = std::fs::remove_dir_all(&da);
+    opensearch_cleanup(&opensearch(), &u);
     let _ = std::fs::remove_dir_all(&db);
 }
 
@@ -469,6 +473,7 @@ fn setup_is_idempotent() {
     assert_eq!(all["hits"]["total"]["value"], 2);
     assert_eq!(hot["hits"]["total"]["value"], 1, "the pipeline keeps only the last 5 minutes: {hot}");
     let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
 }
 
 #[test]
@@ -509,4 +514,5 @@ fn retention_deletes_expired_rollup_indices() {
     for (n, keep) in names.iter().zip([true, true, true, false, false]) {
         assert_eq!(left.contains(n), keep, "{n} in {left:?}");
     }
+    opensearch_cleanup(&opensearch(), &u);
 }

@@ -275,8 +275,9 @@ impl Client {
         });
         self.json(Method::PUT, &format!("/_index_template/{p}-alerts"), Some(&t), &[])?;
         done.push(format!("index template {p}-alerts"));
-        let (st, _) = self.json(Method::PUT, &format!("/{p}-alerts"), None, &[400])?;
-        done.push(format!("index {p}-alerts{}", if st == 400 { " (exists)" } else { "" }));
+        let exists = self.json(Method::HEAD, &format!("/{p}-alerts"), None, &[404])?.0 == 200;
+        self.ensure_index(&format!("{p}-alerts"))?;
+        done.push(format!("index {p}-alerts{}", if exists { " (exists)" } else { "" }));
         // Hot dashboard queries: `?search_pipeline=<prefix>-hot` restricts any query to the
         // last 5 minutes on the server, whatever the client asks.
         let pipe = serde_json::json!({
@@ -331,7 +332,12 @@ impl Client {
 
     /// Creates an index if it is missing (for clusters with automatic creation turned off).
     pub fn ensure_index(&self, name: &str) -> Result<(), OsError> {
-        self.json(reqwest::Method::PUT, &format!("/{name}"), None, &[400]).map(|_| ())
+        let (st, v) = self.json(reqwest::Method::PUT, &format!("/{name}"), None, &[400])?;
+        let ty = v["error"]["type"].as_str().unwrap_or_default();
+        if st == 400 && ty != "resource_already_exists_exception" {
+            return Err(OsError::Status { method: "PUT", path: format!("/{name}"), status: st, body: v.to_string() });
+        }
+        Ok(())
     }
 
     /// Sends one bulk body; returns the per-item outcome in request order.

@@ -230,3 +230,9 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Deletes a test's OpenSearch indices (`<prefix>-*`), so that repeated runs do not pile up
+/// shards.
+pub fn opensearch_cleanup(url: &str, prefix: &str) {
+    let _ = reqwest::blocking::Client::new().delete(format!("{url}/{prefix}-*")).send();
+}
