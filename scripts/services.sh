@@ -282,7 +282,13 @@ stop_pid() { # name, pidfile
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$p"
 }
-up_one() { case "$1" in kafka) kafka_up ;; valkey) valkey_up ;; opensearch) os_up ;; *) die "unknown service $1 (kafka|valkey|opensearch)" ;; esac; }
+port_of() { case "$1" in kafka) echo "$KAFKA_PORT" ;; valkey) echo "$VALKEY_PORT" ;; opensearch) echo "$OPENSEARCH_PORT" ;; esac; }
+up_one() {
+  if ! pid_alive "$SVC/$1/pid" && port_open "$(port_of "$1")"; then
+    die "port $(port_of "$1") for $1 is taken by another process (another checkout's services?): stop it, or choose another port with ${1^^}_PORT"
+  fi
+  case "$1" in kafka) kafka_up ;; valkey) valkey_up ;; opensearch) os_up ;; *) die "unknown service $1 (kafka|valkey|opensearch)" ;; esac
+}
 down_one() { case "$1" in kafka|valkey|opensearch) stop_pid "$1" "$SVC/$1/pid" ;; *) die "unknown service $1" ;; esac; }
 status_one() {
   local n=$1 port

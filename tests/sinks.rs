@@ -516,3 +516,55 @@ fn retention_deletes_expired_rollup_indices() {
     }
     opensearch_cleanup(&opensearch(), &u);
 }
+
+#[test]
+fn spooled_seconds_survive_a_restart_of_flowshard() {
+    let _g = lock();
+    let u = unique("p");
+    let dir = tmpdir(&u);
+    // First run: Kafka and OpenSearch unreachable (nothing listens on port 9), so every second
+    // stays in the spool; flowshard stops with them undelivered.
+    let dead = write_config(&dir, &u, &["kafka", "opensearch"], "")
+        .to_str()
+        .map(|p| {
+            let t = std::fs::read_to_string(p)
+                .unwrap()
+                .replace(&kafka(), "127.0.0.1:9")
+                .replace(&opensearch(), "http://127.0.0.1:9");
+            let q = dir.join("dead.toml");
+            std::fs::write(&q, t).unwrap();
+            q
+        })
+        .unwrap();
+    let run = Running::start(1, &dir.join("state"), &["--config", dead.to_str().unwrap()]);
+    for (i, c) in CAPS.iter().enumerate() {
+        send_capture(&captures().join(c), &run.addr, &format!("127.0.0.{}", 2 + i), |_| true);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out, err) = run.stop();
+    assert!(ok, "{err:?}");
+    let first = summary(&err);
+    let spooled = first["sinks"]["kafka"]["spooled_seconds"].as_u64().unwrap();
+    assert!(spooled > 0, "{first}");
+    assert_eq!(first["sinks"]["kafka"]["delivered"], 0, "{first}");
+    let sums = sum_lines(&out);
+    let rollups = out.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    // Second run, same state dir, services reachable: the spool goes out, nothing new arrives.
+    let cfg = write_config(&dir, &u, &["kafka", "opensearch"], "");
+    let run = Running::start(1, &dir.join("state"), &["--config", cfg.to_str().unwrap()]);
+    let http = run.http.clone().unwrap();
+    wait_until("the spools from the first run to drain", 60, || {
+        metric(&http, "flowshard_spool_pending_frames", "sink=\"kafka\"") == 0.0
+            && metric(&http, "flowshard_spool_pending_frames", "sink=\"opensearch\"") == 0.0
+    });
+    let (ok, _, err) = run.stop();
+    assert!(ok, "{err:?}");
+    let want = (sums.total_bytes, sums.total_packets, sums.total_flows);
+    assert_eq!(want, truth_of(&CAPS));
+    let (b, p, f, n) = kafka_totals(&format!("{u}.rollups"));
+    assert_eq!(((b, p, f), n), (want, rollups), "kafka after the restart");
+    let (b, p, f, docs) = os_totals(&u);
+    assert_eq!(((b, p, f), docs), (want, rollups), "opensearch after the restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    opensearch_cleanup(&opensearch(), &u);
+}
