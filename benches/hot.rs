@@ -9,14 +9,8 @@ use flowshard::pipeline::SecondOutput;
 use std::hint::black_box;
 
 fn window() -> HotWindow {
-    let dims = [
-        Dimension::Total,
-        Dimension::SrcIp,
-        Dimension::DstIp,
-        Dimension::DstPort,
-        Dimension::Proto,
-        Dimension::ExporterInIf,
-    ];
+    // the default dimensions (total, src_ip, dst_ip, dst_port, proto, exporter_in_if)
+    let dims = flowshard::aggregate::AggConfig::default().dimensions;
     let mut h = HotWindow::default();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for s in 0..300u64 {
@@ -25,7 +19,7 @@ fn window() -> HotWindow {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let d = dims[(i % 6) as usize];
+            let d = dims[i as usize % dims.len()];
             let rank = (x % 1000) * (x % 1000) / 1000; // skewed
             so.rollups.push(Rollup {
                 second: so.second,

@@ -78,12 +78,11 @@ impl AlertDoc {
     pub fn write_json(&self, out: &mut String, appliance: &str) {
         out.push_str("{\"type\":\"alert\",\"appliance\":");
         super::json::esc(out, appliance);
-        let (y, mo, d, h, mi) = crate::model::time::utc(self.second);
         let _ = write!(
             out,
-            ",\"second\":{},\"time\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{:02}Z\",\"layer\":{},\"dimension\":",
+            ",\"second\":{},\"time\":\"{}\",\"layer\":{},\"dimension\":",
             self.second,
-            self.second % 60,
+            crate::model::time::rfc3339(self.second),
             self.layer
         );
         super::json::esc(out, &self.dimension);

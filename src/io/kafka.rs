@@ -88,8 +88,8 @@ pub fn create_topics(k: &KafkaSink, appliance: &str, extra: &[&str]) -> Result<V
             Ok(t) => out.push(format!("kafka topic {t} created")),
             Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => out.push(format!("kafka topic {t} (exists)")),
             Err((t, code)) => {
-                return Err(KafkaError::AdminOp(code))
-                    .inspect_err(|_| eprintln!("flowshard: kafka: cannot create topic {t}: {code:?}"))
+                eprintln!("flowshard: kafka: cannot create topic {t}: {code:?}");
+                return Err(KafkaError::AdminOp(code));
             }
         }
     }
@@ -170,7 +170,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
                     p.flush(Duration::from_secs(1)).ok();
                     return;
                 }
-            } else if reader_closed(&reader) {
+            } else if reader.is_closed() {
                 closing = Some(Instant::now());
             }
             if let Ok(mut d) = p.context().done.lock() {
@@ -220,7 +220,7 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
                 if p.client().fatal_error().is_some() {
                     break;
                 }
-                if closing.is_none() && reader_closed(&reader) {
+                if closing.is_none() && reader.is_closed() {
                     closing = Some(Instant::now());
                 }
                 if closing.is_some_and(|t| t.elapsed() > SHUTDOWN_GRACE) {
@@ -272,10 +272,6 @@ pub fn deliver(k: &KafkaSink, appliance: &str, mut reader: SpoolReader, stats: &
         }
     }
     p.flush(Duration::from_secs(5)).ok();
-}
-
-fn reader_closed(r: &SpoolReader) -> bool {
-    r.is_closed()
 }
 
 /// Reads operator feedback (JSON [`Feedback`](super::alerts::Feedback) messages) from the

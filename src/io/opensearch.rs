@@ -259,22 +259,19 @@ impl Client {
         let mut done = Vec::new();
         let settings =
             serde_json::json!({"number_of_shards": 1, "number_of_replicas": o.replicas, "refresh_interval": "1s"});
-        let t = serde_json::json!({
-            "index_patterns": [format!("{p}-rollups-*")],
-            "priority": 100,
-            "template": {"settings": settings, "mappings": rollup_mappings()},
-            "_meta": {"managed_by": "flowshard"}
-        });
-        self.json(Method::PUT, &format!("/_index_template/{p}-rollups"), Some(&t), &[])?;
-        done.push(format!("index template {p}-rollups"));
-        let t = serde_json::json!({
-            "index_patterns": [format!("{p}-alerts*")],
-            "priority": 100,
-            "template": {"settings": settings, "mappings": alert_mappings()},
-            "_meta": {"managed_by": "flowshard"}
-        });
-        self.json(Method::PUT, &format!("/_index_template/{p}-alerts"), Some(&t), &[])?;
-        done.push(format!("index template {p}-alerts"));
+        for (name, pattern, mappings) in [
+            ("rollups", format!("{p}-rollups-*"), rollup_mappings()),
+            ("alerts", format!("{p}-alerts*"), alert_mappings()),
+        ] {
+            let t = serde_json::json!({
+                "index_patterns": [pattern],
+                "priority": 100,
+                "template": {"settings": settings, "mappings": mappings},
+                "_meta": {"managed_by": "flowshard"}
+            });
+            self.json(Method::PUT, &format!("/_index_template/{p}-{name}"), Some(&t), &[])?;
+            done.push(format!("index template {p}-{name}"));
+        }
         let exists = self.json(Method::HEAD, &format!("/{p}-alerts"), None, &[404])?.0 == 200;
         self.ensure_index(&format!("{p}-alerts"))?;
         done.push(format!("index {p}-alerts{}", if exists { " (exists)" } else { "" }));
@@ -411,7 +408,9 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
     out.extend_from_slice(index.as_bytes());
     out.extend_from_slice(b"\",\"_id\":");
     // ids are built from names, addresses and numbers; escape anyway
-    out.extend_from_slice(serde_json::Value::String(r.key.to_string()).to_string().as_bytes());
+    let mut id = String::with_capacity(r.key.len() + 2);
+    super::json::esc(&mut id, r.key);
+    out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"}}\n");
     out.extend_from_slice(r.value.as_bytes());
     out.push(b'\n');

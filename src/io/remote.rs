@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// in the spool for the next start.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Why a record was not delivered.
+/// Why a record was not delivered (the discriminant indexes [`SinkStats::dropped`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// Refused by the remote side for good (4xx item, message too large, …).
@@ -64,7 +64,7 @@ pub struct SinkStats {
     /// Failed requests / connection errors.
     pub errors: AtomicU64,
     /// Records dropped, by [`DropReason`] (index = position in `DropReason::ALL`).
-    pub dropped: [AtomicU64; 4],
+    pub dropped: [AtomicU64; DropReason::ALL.len()],
     /// 1 while the last attempt succeeded.
     pub up: AtomicBool,
     /// Newest second fully delivered.
@@ -96,14 +96,12 @@ impl SinkStats {
 
     /// Counts `n` dropped records.
     pub fn drop_n(&self, why: DropReason, n: u64) {
-        let i = DropReason::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.dropped[i].fetch_add(n, Ordering::Relaxed);
+        self.dropped[why as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Dropped so far for a reason.
     pub fn dropped(&self, why: DropReason) -> u64 {
-        let i = DropReason::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.dropped[i].load(Ordering::Relaxed)
+        self.dropped[why as usize].load(Ordering::Relaxed)
     }
 
     /// Records a delivered second: counters, newest second, lag.
@@ -410,7 +408,7 @@ impl Sink for Queued {
     }
 
     fn write(&mut self, so: &SecondOutput) -> Result<(), SinkError> {
-        let b = HotBatch {
+        let mut b = HotBatch {
             second: so.second,
             rows: so
                 .rollups
@@ -419,7 +417,6 @@ impl Sink for Queued {
                 .collect(),
             alerts: Vec::with_capacity(so.alerts.len()),
         };
-        let mut b = b;
         for a in &so.alerts {
             let mut s = String::new();
             json::alert(&mut s, &self.appliance, a);
@@ -547,4 +544,21 @@ pub fn start_jobs(
         })?);
     }
     Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_index_their_counters() {
+        let s = SinkStats::new("t", None);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            s.drop_n(*r, i as u64 + 1);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(s.dropped(*r), i as u64 + 1, "{}", r.name());
+        }
+    }
 }

@@ -45,7 +45,6 @@ pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
             } else {
                 "warning"
             };
-            let (y, mo, d, h, mi) = crate::model::time::utc(a.second);
             let summary: String = format!("layer {} {} on {} {}: {}", a.layer, a.kind, a.dimension, a.key, a.reason)
                 .chars()
                 .take(1000)
@@ -59,8 +58,8 @@ pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
             s.push_str(",\"source\":");
             json::esc(&mut s, appliance);
             s.push_str(&format!(
-                ",\"severity\":\"{severity}\",\"timestamp\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{:02}Z\",\"component\":",
-                a.second % 60
+                ",\"severity\":\"{severity}\",\"timestamp\":\"{}\",\"component\":",
+                crate::model::time::rfc3339(a.second)
             ));
             json::esc(&mut s, &a.dimension);
             s.push_str(",\"class\":");

@@ -31,6 +31,12 @@ pub fn utc(sec: u64) -> (i64, i64, i64, i64, i64) {
     (y, m, d, r / 3600, r % 3600 / 60)
 }
 
+/// RFC 3339 UTC timestamp of a Unix second, e.g. `2026-11-25T01:31:39Z`.
+pub fn rfc3339(sec: u64) -> String {
+    let (y, m, d, h, mi) = utc(sec);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{:02}Z", sec % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +48,6 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), z);
         }
         assert_eq!(utc(1_795_570_260), (2026, 11, 25, 1, 31));
+        assert_eq!(rfc3339(1_795_570_299), "2026-11-25T01:31:39Z");
     }
 }
