@@ -4,10 +4,10 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flowshard::decode::encode::Flavor;
 use flowshard::decode::{Decoder, DecoderConfig};
 use flowshard::model::{FlowRecord, Ip};
-use flowshard::replay::pcap::PcapReader;
+use flowshard::tools::gen::encode::Flavor;
+use flowshard::tools::replay::pcap::PcapReader;
 use std::hint::black_box;
 
 mod common;

@@ -3,7 +3,7 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flowshard::io::http::HotWindow;
+use flowshard::http::HotWindow;
 use flowshard::model::{Dimension, Ip, Key, Rollup};
 use flowshard::pipeline::SecondOutput;
 use std::hint::black_box;
@@ -31,7 +31,7 @@ fn window() -> HotWindow {
                 distinct: None,
             });
         }
-        h.push(&so);
+        h.push(&so, &[]);
     }
     h
 }

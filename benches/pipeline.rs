@@ -6,9 +6,9 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flowshard::decode::encode::Flavor;
 use flowshard::model::Ip;
 use flowshard::pipeline::{Engine, PipelineConfig};
+use flowshard::tools::gen::encode::Flavor;
 
 mod common;
 

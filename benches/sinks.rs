@@ -12,11 +12,12 @@
 //! `cargo bench --bench sinks`
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
 
-use flowshard::decode::encode::{message, Export, Flavor};
-use flowshard::gen::{Rng, Zipf};
-use flowshard::io::remote::{now_ms, HotBatch};
-use flowshard::io::valkey::{self, Keys};
+use flowshard::model::time::now_ms;
 use flowshard::model::{FlowRecord, Ip};
+use flowshard::sink::valkey::HotBatch;
+use flowshard::sink::valkey::{self, Keys};
+use flowshard::tools::gen::encode::{message, Export, Flavor};
+use flowshard::tools::gen::{Rng, Zipf};
 use hdrhistogram::Histogram;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

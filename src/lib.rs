@@ -47,16 +47,16 @@
 //! * The top-K cut is per owner (`top_k / shards` each), an approximation of a global top-K.
 
 pub mod aggregate;
-pub mod backtest;
+pub mod alert;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;
-pub mod eval;
-pub mod exchange;
-pub mod gen;
-pub mod io;
+pub mod http;
+pub mod jobs;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
-pub mod replay;
-pub mod shard;
+pub mod runtime;
+pub mod sink;
+pub mod tools;

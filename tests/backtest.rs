@@ -8,8 +8,8 @@
 mod common;
 use common::*;
 use flowshard::decode::netflow_v5;
-use flowshard::gen::pcapw::PcapWriter;
 use flowshard::model::{FlowRecord, Ip};
+use flowshard::tools::gen::pcapw::PcapWriter;
 use std::process::Command;
 
 const T0: u64 = 1_600_000_000;

@@ -8,7 +8,7 @@ use common::*;
 use flowshard::decode::{Decoder, DecoderConfig, ErrorReason};
 use flowshard::model::{FlowRecord, Ip};
 use flowshard::pipeline::{Engine, PipelineConfig};
-use flowshard::replay::pcap::PcapReader;
+use flowshard::tools::replay::pcap::PcapReader;
 
 fn datagrams() -> Vec<(Ip, Vec<u8>)> {
     let mut v = Vec::new();
@@ -29,7 +29,7 @@ fn mutated_captures_never_panic_and_errors_are_counted() {
     let cfg = PipelineConfig::default();
     let mut e = Engine::new(&cfg, 2);
     let mut out = Vec::new();
-    let mut rng = flowshard::gen::Rng::new(0x1234_5678_9abc_def1);
+    let mut rng = flowshard::tools::gen::Rng::new(0x1234_5678_9abc_def1);
     let mut fed = 0u64;
     // Learn the templates first, so mutations reach the data-record paths too.
     for (src, d) in &all {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use flowshard::config::{Config, Layer2, OpensearchSink, Sink};
-use flowshard::io::opensearch::Client;
+use flowshard::sink::opensearch::Client;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,12 +34,12 @@ fn os_sink(prefix: &str, period: &str) -> OpensearchSink {
 }
 
 /// Bulk-loads per-bucket `total` (and one dst_ip key) rollups with past timestamps.
-fn load(client: &Client, prefix: &str, period: flowshard::io::opensearch::Period, points: &[(u64, &str, &str, u64)]) {
+fn load(client: &Client, prefix: &str, period: flowshard::sink::opensearch::Period, points: &[(u64, &str, &str, u64)]) {
     let mut body = Vec::new();
     let mut index = String::new();
     let mut made = std::collections::HashSet::new();
     for (sec, ..) in points {
-        flowshard::io::opensearch::rollup_index(prefix, period, *sec, &mut index);
+        flowshard::sink::opensearch::rollup_index(prefix, period, *sec, &mut index);
         if made.insert(index.clone()) {
             client.ensure_index(&index).unwrap();
         }
@@ -47,7 +47,7 @@ fn load(client: &Client, prefix: &str, period: flowshard::io::opensearch::Period
     for chunk in points.chunks(5000) {
         body.clear();
         for (sec, dim, key, bytes) in chunk {
-            flowshard::io::opensearch::rollup_index(prefix, period, *sec, &mut index);
+            flowshard::sink::opensearch::rollup_index(prefix, period, *sec, &mut index);
             writeln!(body, "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"t:{dim}:{key}:{sec}\"}}}}").unwrap();
             writeln!(
                 body,
@@ -58,14 +58,14 @@ fn load(client: &Client, prefix: &str, period: flowshard::io::opensearch::Period
             .unwrap();
         }
         let items = client.bulk(&body).unwrap();
-        assert!(items.iter().all(|i| *i == flowshard::io::opensearch::Item::Ok), "bulk load failed: {items:?}");
+        assert!(items.iter().all(|i| *i == flowshard::sink::opensearch::Item::Ok), "bulk load failed: {items:?}");
     }
     let c = reqwest::blocking::Client::new();
     c.post(format!("{}/{prefix}-rollups-*/_refresh", opensearch())).send().unwrap();
 }
 
 /// A daily pattern (night 2e8, afternoon peak 1.7e9 bytes/min) with ±3 % noise.
-fn daily(sec: u64, rng: &mut flowshard::gen::Rng) -> u64 {
+fn daily(sec: u64, rng: &mut flowshard::tools::gen::Rng) -> u64 {
     let h = (sec % 86_400) as f64 / 3600.0;
     let day = ((h - 6.0) / 12.0 * std::f64::consts::PI).sin().max(0.0);
     let base = 2e8 + 1.5e9 * day;
@@ -78,11 +78,11 @@ fn layer2_flags_an_off_hours_surge_and_not_ordinary_days() {
     let o = os_sink(&u, "hour");
     let client = Client::new(&o).unwrap();
     client.setup().unwrap();
-    let now = flowshard::io::remote::now_ms() / 1000;
+    let now = flowshard::model::time::now_s();
     let start = now / 86_400 * 86_400 - 5 * 86_400; // midnight UTC five days ago
     let days = 4u64;
     let surge = (start + 3 * 86_400 + 3 * 3600, start + 3 * 86_400 + 3 * 3600 + 10 * 60); // day 4, 03:00–03:10
-    let mut rng = flowshard::gen::Rng::new(42);
+    let mut rng = flowshard::tools::gen::Rng::new(42);
     let mut pts = Vec::new();
     for m in 0..days * 1440 {
         let sec = start + m * 60;
@@ -92,16 +92,16 @@ fn layer2_flags_an_off_hours_surge_and_not_ordinary_days() {
         }
         pts.push((sec, "total", "total", v));
     }
-    load(&client, &u, flowshard::io::opensearch::Period::Hour, &pts);
+    load(&client, &u, flowshard::sink::opensearch::Period::Hour, &pts);
     let l2 = Layer2 { enabled: true, dimensions: vec!["total".into()], ..Layer2::default() };
     let t = Instant::now();
-    let buckets = flowshard::io::layer2::evaluate(&client, &l2, start, start + days * 86_400).unwrap();
+    let buckets = flowshard::jobs::layer2::evaluate(&client, &l2, start, start + days * 86_400).unwrap();
     let took = t.elapsed();
     assert_eq!(buckets.len() as u64, days * 1440, "one bucket per minute");
     // The first two days have no forecast (two seasons are needed), the rest do.
     assert!(buckets.iter().take(2 * 1440).all(|b| b.forecast.is_nan()));
     assert!(buckets.iter().skip(2 * 1440 + 1).all(|b| b.forecast.is_finite()));
-    let flagged: Vec<_> = flowshard::io::layer2::flagged(&l2, &buckets).collect();
+    let flagged: Vec<_> = flowshard::jobs::layer2::flagged(&l2, &buckets).collect();
     let incident = surge.0..surge.1 + 3600; // the surge and the forecast's recovery after it
     let inside = flagged.iter().filter(|b| incident.contains(&b.start)).count();
     let outside: Vec<_> = flagged.iter().filter(|b| !incident.contains(&b.start)).collect();
@@ -110,7 +110,7 @@ fn layer2_flags_an_off_hours_surge_and_not_ordinary_days() {
         "the 3 a.m. surge is flagged"
     );
     assert!(outside.is_empty(), "ordinary days raise nothing: {outside:?}");
-    let a = flowshard::io::layer2::alert(&l2, flagged[0]);
+    let a = flowshard::jobs::layer2::alert(&l2, flagged[0]);
     assert_eq!(a.layer, 2);
     assert_eq!(a.kind, "seasonal_spike");
     assert!(a.reason.contains("Holt-Winters"), "{}", a.reason);
@@ -175,12 +175,12 @@ fn one_alert_pipeline_dedups_cools_down_suppresses_and_delivers() {
     let client = Client::new(&o).unwrap();
     client.setup().unwrap();
     // Start early in a minute so that the first runs see the same newest buckets.
-    while flowshard::io::remote::now_ms() / 1000 % 60 > 20 {
+    while flowshard::model::time::now_s() % 60 > 20 {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let now = flowshard::io::remote::now_ms() / 1000;
+    let now = flowshard::model::time::now_s();
     let to = now / 60 * 60;
-    let mut rng = flowshard::gen::Rng::new(9);
+    let mut rng = flowshard::tools::gen::Rng::new(9);
     let mut pts = Vec::new();
     // (the surge continues 10 minutes into the future, so that whenever the job runs during
     // the test its newest complete buckets surge)
@@ -193,7 +193,7 @@ fn one_alert_pipeline_dedups_cools_down_suppresses_and_delivers() {
         pts.push((sec, "dst_ip", "192.0.2.1", (3e8 * season * noise * surge) as u64));
         pts.push((sec, "dst_ip", "192.0.2.2", (2e8 * season * noise * surge) as u64));
     }
-    load(&client, &u, flowshard::io::opensearch::Period::Minute, &pts);
+    load(&client, &u, flowshard::sink::opensearch::Period::Minute, &pts);
     let l2 = Layer2 {
         enabled: true,
         interval_s: 6,
@@ -204,9 +204,10 @@ fn one_alert_pipeline_dedups_cools_down_suppresses_and_delivers() {
         dimensions: vec!["total".into(), "dst_ip".into()],
         ..Layer2::default()
     };
-    let b = flowshard::io::layer2::evaluate(&client, &l2, to - flowshard::io::layer2::lookback_buckets(&l2) * 60, to)
-        .unwrap();
-    let f: Vec<_> = flowshard::io::layer2::flagged(&l2, &b).map(|b| (b.key.clone(), b.start, b.z)).collect();
+    let b =
+        flowshard::jobs::layer2::evaluate(&client, &l2, to - flowshard::jobs::layer2::lookback_buckets(&l2) * 60, to)
+            .unwrap();
+    let f: Vec<_> = flowshard::jobs::layer2::flagged(&l2, &b).map(|b| (b.key.clone(), b.start, b.z)).collect();
     assert!(
         f.iter().filter(|x| x.1 >= to - 120).count() >= 6,
         "precondition: the newest buckets are flagged: {f:?} of {b:?}"
@@ -363,10 +364,10 @@ alerts_topic = "{u}.alerts"
     }
     assert_eq!(msgs, 1, "alerts in Kafka");
     // Suppressions persist: a new gate over the same state dir still silences both keys.
-    let mut gate = flowshard::io::alerts::AlertGate::new(&state, 0);
-    let mut d = flowshard::io::layer2::alert(
+    let mut gate = flowshard::alert::AlertGate::new(&state, 0);
+    let mut d = flowshard::jobs::layer2::alert(
         &Layer2::default(),
-        &flowshard::io::layer2::Bucket {
+        &flowshard::jobs::layer2::Bucket {
             dimension: "dst_ip".into(),
             key: "192.0.2.1".into(),
             start: now,
@@ -375,9 +376,9 @@ alerts_topic = "{u}.alerts"
             z: 9.0,
         },
     );
-    assert_eq!(gate.admit(&d, now), flowshard::io::alerts::Verdict::Suppressed);
+    assert_eq!(gate.admit(&d, now), flowshard::alert::Verdict::Suppressed);
     d.key = "192.0.2.2".into();
-    assert_eq!(gate.admit(&d, now), flowshard::io::alerts::Verdict::Suppressed);
+    assert_eq!(gate.admit(&d, now), flowshard::alert::Verdict::Suppressed);
     let _ = std::fs::remove_dir_all(&dir);
     opensearch_cleanup(&opensearch(), &u);
     let _: PathBuf = dir;

@@ -169,7 +169,7 @@ fn os_top(prefix: &str, dim: &str, n: usize) -> Vec<(String, u64)> {
 }
 
 fn valkey_con() -> redis::Connection {
-    flowshard::io::valkey::connect(&valkey()).expect("valkey reachable (scripts/services.sh up)")
+    flowshard::sink::valkey::connect(&valkey()).expect("valkey reachable (scripts/services.sh up)")
 }
 
 fn truth_of(names: &[&str]) -> (u64, u64, u64) {
@@ -199,9 +199,9 @@ fn all_three_sinks_match_the_capture_truth() {
     // Valkey is written as soon as each second closes: query it while flowshard runs.
     let want = truth_of(&CAPS);
     let mut con = valkey_con();
-    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    let keys = flowshard::sink::valkey::Keys { prefix: u.clone() };
     wait_until("valkey total", 20, || {
-        flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
+        flowshard::sink::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
     });
     let (ok, out, err) = run.stop();
     assert!(ok, "{err:?}");
@@ -210,10 +210,10 @@ fn all_three_sinks_match_the_capture_truth() {
     let rollups = out.lines().filter(|l| !l.trim().is_empty()).count() as u64;
 
     // Valkey: top-N equals the stdout sums; series of the total adds up.
-    let top = flowshard::io::valkey::top(&mut con, &keys, "dst_ip", 5).unwrap();
+    let top = flowshard::sink::valkey::top(&mut con, &keys, "dst_ip", 5).unwrap();
     assert_eq!(top, common::top(&sums, "dst_ip", 5).into_iter().collect::<Vec<_>>(), "valkey top-5 dst_ip");
-    let now = flowshard::io::remote::now_ms() / 1000;
-    let series = flowshard::io::valkey::series(&mut con, &keys, "total", "total", now).unwrap();
+    let now = flowshard::model::time::now_s();
+    let series = flowshard::sink::valkey::series(&mut con, &keys, "total", "total", now).unwrap();
     assert_eq!(series.len(), 300);
     let s: (u64, u64, u64) = series.iter().fold((0, 0, 0), |a, p| (a.0 + p.bytes, a.1 + p.packets, a.2 + p.flows));
     assert_eq!(s, want, "valkey series of the total");
@@ -342,11 +342,11 @@ fn valkey_outage_counts_drops_and_recovers() {
     });
     services(&["up", "valkey"]);
     // Queries work again with data written after the restart.
-    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    let keys = flowshard::sink::valkey::Keys { prefix: u.clone() };
     wait_until("valkey data after restart", 30, || {
-        flowshard::io::valkey::connect(&valkey())
+        flowshard::sink::valkey::connect(&valkey())
             .ok()
-            .and_then(|mut c| flowshard::io::valkey::top(&mut c, &keys, "total", 1).ok())
+            .and_then(|mut c| flowshard::sink::valkey::top(&mut c, &keys, "total", 1).ok())
             .is_some_and(|t| t.first().is_some_and(|x| x.1 > 0))
     });
     assert_eq!(metric(&http, "flowshard_sink_up", "sink=\"valkey\""), 1.0);
@@ -381,9 +381,9 @@ fn two_appliances_merge_in_shared_stores() {
     send_capture(&captures().join(CAPS[1]), &b.addr, "127.0.0.3", |_| true);
     let want = truth_of(&CAPS);
     let mut con = valkey_con();
-    let keys = flowshard::io::valkey::Keys { prefix: u.clone() };
+    let keys = flowshard::sink::valkey::Keys { prefix: u.clone() };
     wait_until("merged valkey total", 20, || {
-        flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
+        flowshard::sink::valkey::top(&mut con, &keys, "total", 1).unwrap().first().map(|x| x.1) == Some(want.0)
     });
     let (oka, outa, erra) = a.stop();
     let (okb, outb, errb) = b.stop();
@@ -394,8 +394,8 @@ fn two_appliances_merge_in_shared_stores() {
         *merged.by_key.entry(k).or_default() += v;
     }
     // The whole capture set's truth, from the merged stores.
-    assert_eq!(flowshard::io::valkey::top(&mut con, &keys, "total", 1).unwrap()[0].1, want.0);
-    let vtop = flowshard::io::valkey::top(&mut con, &keys, "dst_ip", 10).unwrap();
+    assert_eq!(flowshard::sink::valkey::top(&mut con, &keys, "total", 1).unwrap()[0].1, want.0);
+    let vtop = flowshard::sink::valkey::top(&mut con, &keys, "dst_ip", 10).unwrap();
     assert_eq!(vtop, common::top(&merged, "dst_ip", 10), "merged valkey top-10");
     let (b_, p_, f_, _) = os_totals(&u);
     assert_eq!((b_, p_, f_), want, "opensearch aggregation over both appliances");
@@ -403,7 +403,7 @@ fn two_appliances_merge_in_shared_stores() {
     let (b_, p_, f_, _) = kafka_totals(&format!("{u}.rollups"));
     assert_eq!((b_, p_, f_), want, "one Kafka topic for both");
     // Exporters of both appliances are in the one hot window.
-    let per: BTreeMap<String, u64> = flowshard::io::valkey::top(&mut con, &keys, "exporter_in_if", 1000)
+    let per: BTreeMap<String, u64> = flowshard::sink::valkey::top(&mut con, &keys, "exporter_in_if", 1000)
         .unwrap()
         .into_iter()
         .filter_map(|(k, b)| k.rsplit_once(':').map(|(ip, _)| (ip.to_string(), b)))
@@ -437,8 +437,8 @@ fn setup_is_idempotent() {
     assert_eq!(tpl1, tpl2, "same template after a second setup");
     // The hot-window search pipeline keeps queries to the last 5 minutes, server-side.
     assert!(second.contains(&format!("search pipeline {u}-hot")), "{second}");
-    let now = flowshard::io::remote::now_ms() / 1000;
-    let c = flowshard::io::opensearch::Client::new(&match flowshard::config::Config::parse(
+    let now = flowshard::model::time::now_s();
+    let c = flowshard::sink::opensearch::Client::new(&match flowshard::config::Config::parse(
         &std::fs::read_to_string(&cfg).unwrap(),
     )
     .unwrap()
@@ -454,11 +454,11 @@ fn setup_is_idempotent() {
     let mut body = Vec::new();
     let mut idx = String::new();
     for (i, sec) in [now - 10, now - 600].into_iter().enumerate() {
-        flowshard::io::opensearch::rollup_index(&u, flowshard::io::opensearch::Period::Minute, sec, &mut idx);
+        flowshard::sink::opensearch::rollup_index(&u, flowshard::sink::opensearch::Period::Minute, sec, &mut idx);
         c.ensure_index(&idx).unwrap();
         body.extend_from_slice(format!("{{\"index\":{{\"_index\":\"{idx}\",\"_id\":\"{i}\"}}}}\n{{\"second\":{sec},\"dimension\":\"total\",\"key\":\"total\",\"bytes\":1}}\n").as_bytes());
     }
-    assert!(c.bulk(&body).unwrap().iter().all(|i| *i == flowshard::io::opensearch::Item::Ok));
+    assert!(c.bulk(&body).unwrap().iter().all(|i| *i == flowshard::sink::opensearch::Item::Ok));
     os_json(reqwest::Method::POST, &format!("/{u}-rollups-*/_refresh"), None);
     let all = os_json(
         reqwest::Method::POST,
@@ -491,15 +491,15 @@ fn retention_deletes_expired_rollup_indices() {
         flowshard::config::Sink::Opensearch(o) => o,
         _ => unreachable!(),
     };
-    let c = flowshard::io::opensearch::Client::new(&o).unwrap();
+    let c = flowshard::sink::opensearch::Client::new(&o).unwrap();
     c.setup().unwrap();
-    let now = flowshard::io::remote::now_ms() / 1000;
+    let now = flowshard::model::time::now_s();
     let mut names = Vec::new();
     for age_min in [0u64, 5, 6, 7, 30] {
         let mut s = String::new();
-        flowshard::io::opensearch::rollup_index(
+        flowshard::sink::opensearch::rollup_index(
             &u,
-            flowshard::io::opensearch::Period::Minute,
+            flowshard::sink::opensearch::Period::Minute,
             now - age_min * 60,
             &mut s,
         );

@@ -2,8 +2,8 @@
 //! distribution.
 #![allow(dead_code)]
 
-use flowshard::decode::encode::{message, Export, Flavor};
 use flowshard::model::{FlowRecord, Ip};
+use flowshard::tools::gen::encode::{message, Export, Flavor};
 
 /// xorshift64: deterministic and fast.
 pub struct Rng(pub u64);

@@ -7,9 +7,13 @@
 
 use crate::aggregate::AggConfig;
 use crate::decode::DecoderConfig;
+pub use crate::detect::layer2::Layer2;
 use crate::detect::DetectConfig;
 use crate::model::{Dimension, Ip};
 use crate::pipeline::PipelineConfig;
+
+mod overrides;
+pub use overrides::Overrides;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -412,55 +416,6 @@ fn generic() -> String {
     "generic".into()
 }
 
-/// `[layer2]`: the Holt-Winters pattern job, run every `interval_s` against the OpenSearch sink.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Layer2 {
-    /// Run the job (needs an OpenSearch sink).
-    pub enabled: bool,
-    /// Seconds between runs.
-    pub interval_s: u64,
-    /// Bucket width in minutes (1 = the reference's 1-minute date histogram).
-    pub bucket_minutes: u64,
-    /// Season length in buckets (1440 one-minute buckets = one day).
-    pub season_buckets: u64,
-    /// Level smoothing.
-    pub alpha: f64,
-    /// Trend smoothing.
-    pub beta: f64,
-    /// Seasonal smoothing.
-    pub gamma: f64,
-    /// Flag buckets whose residual is more than this many standard deviations from the mean.
-    pub threshold: f64,
-    /// Dimensions: `total` is one series; others use their top keys.
-    pub dimensions: Vec<String>,
-    /// Top keys per non-total dimension.
-    pub top_keys: usize,
-    /// Only the newest this many buckets raise alerts on each run.
-    pub alert_buckets: u64,
-    /// Buckets smaller than this (bytes) never alert.
-    pub min_bytes: f64,
-}
-
-impl Default for Layer2 {
-    fn default() -> Self {
-        Layer2 {
-            enabled: false,
-            interval_s: 60,
-            bucket_minutes: 1,
-            season_buckets: 1440,
-            alpha: 0.3,
-            beta: 0.05,
-            gamma: 0.3,
-            threshold: 4.0,
-            dimensions: vec!["total".into(), "dst_ip".into()],
-            top_keys: 5,
-            alert_buckets: 2,
-            min_bytes: 1e6,
-        }
-    }
-}
-
 /// The on-disk spool in front of Kafka and OpenSearch.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -503,6 +458,46 @@ fn index_prefix() -> String {
 }
 fn retention() -> u64 {
     6
+}
+
+impl KafkaSink {
+    /// A Kafka sink to `brokers` with every other setting at its default.
+    pub fn new(brokers: &str) -> KafkaSink {
+        KafkaSink {
+            brokers: brokers.to_string(),
+            rollups_topic: rollups_topic(),
+            alerts_topic: alerts_topic(),
+            compression: lz4(),
+            partitions: partitions(),
+            replication_factor: one(),
+            properties: Default::default(),
+            rollups: yes(),
+            alerts: yes(),
+        }
+    }
+}
+
+impl ValkeySink {
+    /// A Valkey sink at `url` with every other setting at its default.
+    pub fn new(url: &str) -> ValkeySink {
+        ValkeySink { url: url.to_string(), prefix: fs_prefix(), queue_seconds: valkey_queue() }
+    }
+}
+
+impl OpensearchSink {
+    /// An OpenSearch sink at `url` with every other setting at its default.
+    pub fn new(url: &str) -> OpensearchSink {
+        OpensearchSink {
+            url: url.to_string(),
+            index_prefix: index_prefix(),
+            retention_minutes: retention(),
+            index_period: None,
+            replicas: 0,
+            username: String::new(),
+            password: String::new(),
+            ca_file: None,
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -13,7 +13,6 @@
 //! May depend on: `model`. Lives on: shard cores (and replay, tests, fuzzers, benches).
 
 pub mod cursor;
-pub mod encode;
 pub mod ipfix;
 pub mod netflow_v5;
 pub mod netflow_v9;

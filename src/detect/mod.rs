@@ -21,6 +21,8 @@
 //!
 //! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
 
+pub mod layer2;
+
 use crate::aggregate::Row;
 use crate::model::{Alert, AlertKind, Dimension, Key, Metric};
 use rustc_hash::FxHashMap;

@@ -6,6 +6,7 @@
 //!
 //! Lives on: every core.
 
+pub mod json;
 pub mod time;
 
 use serde::{Deserialize, Serialize};

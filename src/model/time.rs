@@ -1,4 +1,26 @@
-//! UTC calendar arithmetic (Howard Hinnant's algorithms), for index names and timestamps.
+//! Time: UTC calendar arithmetic (Howard Hinnant's algorithms) for index names and timestamps,
+//! and the one wall clock of the process ([`since_epoch`], [`now_ms`], [`now_s`]). The pure
+//! layers never call the clock — time is passed in — so the runtime, the sinks, the jobs and the
+//! tools are its only callers.
+//!
+//! May depend on: nothing. Lives on: every core.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The wall clock: time since the Unix epoch (zero if the clock is before 1970).
+pub fn since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The wall clock, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    since_epoch().as_millis() as u64
+}
+
+/// The wall clock, Unix seconds.
+pub fn now_s() -> u64 {
+    since_epoch().as_secs()
+}
 
 /// Days since 1970-01-01 of a civil date.
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

@@ -10,15 +10,38 @@
 //! doctor, notify).
 
 pub mod doctor;
+pub mod log;
 pub mod notify;
 pub mod plan;
 
 use crate::decode::{DecodeCounters, ErrorReason};
-use crate::io::IoCounters;
 use crate::model::Protocol;
 use crate::pipeline::{IngestCounters, OwnerCounters};
 use std::fmt::Write;
 use std::time::Instant;
+
+/// I/O-core counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Seconds written.
+    pub seconds: u64,
+    /// Rollups written.
+    pub rollups: u64,
+    /// Alerts written, every layer.
+    pub alerts: u64,
+    /// Alerts written, by layer (index = layer 1..=3).
+    pub alerts_by_layer: [u64; 4],
+    /// Sink write errors.
+    pub sink_errors: u64,
+    /// Template snapshots written.
+    pub snapshots: u64,
+    /// Snapshot write errors.
+    pub snapshot_errors: u64,
+    /// Seconds flushed incomplete because an owner did not report in time.
+    pub incomplete_seconds: u64,
+    /// The alert gate's counters (passed, suppressed, duplicate, by layer).
+    pub gate: crate::alert::GateCounters,
+}
 
 /// One shard's counters at one moment.
 #[derive(Clone, Debug, Default)]
@@ -71,6 +94,7 @@ pub struct ExporterStatus {
 /// The latest status of every shard (I/O core).
 pub struct StatusBoard {
     shards: Vec<ShardStatus>,
+    last_report: Vec<Option<Instant>>,
     last: Option<(Instant, u64, u64)>,
 }
 
@@ -79,16 +103,23 @@ impl StatusBoard {
     pub fn new(n: usize) -> StatusBoard {
         StatusBoard {
             shards: (0..n).map(|i| ShardStatus { shard: i as u16, ..Default::default() }).collect(),
+            last_report: vec![None; n],
             last: None,
         }
     }
 
-    /// Stores a shard's snapshot.
+    /// Stores a shard's snapshot (and when it arrived).
     pub fn update(&mut self, s: ShardStatus) {
         let i = s.shard as usize;
         if i < self.shards.len() {
             self.shards[i] = s;
+            self.last_report[i] = Some(Instant::now());
         }
+    }
+
+    /// True when every shard reported within `within`.
+    pub fn all_reported_within(&self, within: std::time::Duration) -> bool {
+        self.last_report.iter().all(|t| t.is_some_and(|t| t.elapsed() < within))
     }
 
     /// Latest snapshots.

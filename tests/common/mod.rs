@@ -160,7 +160,7 @@ extern "C" {
 /// Sends the UDP payloads of a capture from a loopback source address.
 pub fn send_capture(path: &std::path::Path, to: &str, from: &str, filter: impl Fn(&[u8]) -> bool) -> u64 {
     let data = std::fs::read(path).expect("read capture");
-    let mut rd = flowshard::replay::pcap::PcapReader::new(&data).expect("pcap");
+    let mut rd = flowshard::tools::replay::pcap::PcapReader::new(&data).expect("pcap");
     let sock = std::net::UdpSocket::bind((from, 0)).expect("bind sender");
     let mut n = 0;
     while let Some(p) = rd.next_udp().expect("pcap") {

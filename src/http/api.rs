@@ -1,0 +1,238 @@
+//! The HTTP routes: health and readiness, the live view page, and the JSON query API over the
+//! hot window (top keys, series, alerts, overview, exporters).
+//!
+//! May depend on: `ops`, `model`. Lives on: the I/O core (HTTP thread).
+
+use super::{metrics, Published, HOT_SECONDS, RECENT_ALERTS};
+use crate::model::{Dimension, Key};
+use rustc_hash::FxHashMap;
+use std::fmt::Write;
+
+fn query(url: &str) -> FxHashMap<String, String> {
+    let mut m = FxHashMap::default();
+    if let Some((_, q)) = url.split_once('?') {
+        for kv in q.split('&') {
+            if let Some((k, v)) = kv.split_once('=') {
+                m.insert(k.to_string(), v.replace("%3A", ":").replace("%2F", "/").replace("%20", " "));
+            }
+        }
+    }
+    m
+}
+
+/// Parses a key as the outputs format it.
+pub fn parse_key(dim: Dimension, s: &str) -> Option<Key> {
+    use crate::model::Ip;
+    if s == "other" {
+        return Some(Key::OTHER);
+    }
+    let proto = |p: &str| -> Option<u32> {
+        Some(match p {
+            "icmp" => 1,
+            "tcp" => 6,
+            "udp" => 17,
+            "gre" => 47,
+            "esp" => 50,
+            "icmpv6" => 58,
+            "sctp" => 132,
+            n => n.parse().ok()?,
+        })
+    };
+    Some(match dim {
+        Dimension::Total => Key::new(Ip::UNSPECIFIED, 0),
+        Dimension::SrcIp | Dimension::DstIp | Dimension::Exporter => {
+            Key::new(Ip::from(s.parse::<std::net::IpAddr>().ok()?), 0)
+        }
+        Dimension::SrcPort | Dimension::DstPort => {
+            let (port, p) = s.split_once('/')?;
+            Key::new(Ip::UNSPECIFIED, port.parse::<u32>().ok()? << 8 | proto(p)?)
+        }
+        Dimension::Proto => Key::new(Ip::UNSPECIFIED, proto(s)?),
+        Dimension::ExporterInIf | Dimension::ExporterOutIf => {
+            let (ip, i) = s.rsplit_once(':')?;
+            Key::new(Ip::from(ip.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?), i.parse().ok()?)
+        }
+        Dimension::SrcAs | Dimension::DstAs => Key::new(Ip::UNSPECIFIED, s.trim_start_matches("AS").parse().ok()?),
+    })
+}
+
+/// The live view (one page, no build step, embedded in the binary).
+pub const VIEW: &str = include_str!("view.html");
+
+/// Everything the live view shows, in one JSON document.
+pub fn overview(p: &Published) -> String {
+    let mut s = String::from("{\"shards\":[");
+    for (i, st) in p.board.shards().iter().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"shard\":{},\"records\":{},\"datagrams\":{},\"kernel_drops\":{},\"decode_errors\":{},\"templates\":{},\"close_lag_p99_us\":{},\"handoff_dropped\":{}}}",
+            if i > 0 { "," } else { "" },
+            st.shard,
+            st.ingest.records,
+            st.received,
+            st.kernel_drops,
+            st.decode.error_total(),
+            st.templates,
+            st.close_lag_p99_us,
+            st.handoff_dropped
+        );
+    }
+    s.push_str("],\"series\":[");
+    let total = Key::new(crate::model::Ip::UNSPECIFIED, 0);
+    for (i, (sec, t)) in p.hot.series(Dimension::Total, &total, HOT_SECONDS).iter().enumerate() {
+        let _ = write!(s, "{}[{sec},{}]", if i > 0 { "," } else { "" }, t[0]);
+    }
+    s.push_str("],\"top\":{");
+    let window_total: u64 = p.hot.series(Dimension::Total, &total, 60).iter().map(|x| x.1[0]).sum();
+    for (j, dim) in [Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort].iter().enumerate() {
+        let _ = write!(s, "{}\"{}\":[", if j > 0 { "," } else { "" }, dim.name());
+        for (i, (k, t)) in p.hot.top(*dim, 0, 60, 10).iter().filter(|(k, _)| !k.is_other()).enumerate() {
+            let share = if window_total > 0 { t[0] as f64 / window_total as f64 } else { 0.0 };
+            let _ = write!(
+                s,
+                "{}{{\"key\":{:?},\"bytes\":{},\"share\":{share:.4}}}",
+                if i > 0 { "," } else { "" },
+                dim.format_key(k),
+                t[0]
+            );
+        }
+        s.push(']');
+    }
+    let _ = write!(s, "}},\"alerts_total\":{},\"alerts\":[", p.io.alerts);
+    for (i, a) in p.hot.alerts.iter().rev().take(20).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        a.write_json(&mut s, "");
+    }
+    s.push_str("]}");
+    s
+}
+
+/// Per-exporter status merged over shards: last seen, datagrams, records, templates, sampling.
+pub fn exporters(p: &Published) -> String {
+    let mut m: std::collections::BTreeMap<crate::model::Ip, crate::ops::ExporterStatus> = Default::default();
+    for st in p.board.shards() {
+        for e in &st.exporters {
+            let x = m
+                .entry(e.address)
+                .or_insert_with(|| crate::ops::ExporterStatus { address: e.address, ..Default::default() });
+            x.last_seen = x.last_seen.max(e.last_seen);
+            x.datagrams += e.datagrams;
+            x.records += e.records;
+            x.templates = x.templates.max(e.templates);
+            x.sampling = x.sampling.or(e.sampling);
+        }
+    }
+    let mut s = String::from("[");
+    for (i, e) in m.values().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"exporter\":\"{}\",\"last_seen\":{},\"datagrams\":{},\"records\":{},\"templates\":{},\"sampling_rate\":{}}}",
+            if i > 0 { "," } else { "" },
+            e.address,
+            e.last_seen,
+            e.datagrams,
+            e.records,
+            e.templates,
+            e.sampling.map_or("null".to_string(), |r| r.to_string())
+        );
+    }
+    s.push(']');
+    s
+}
+
+/// Answers one request: (status, content type, body).
+pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
+    let path = url.split('?').next().unwrap_or("");
+    let q = query(url);
+    let json = "application/json";
+    let metric_of = |q: &FxHashMap<String, String>| match q.get("metric").map(String::as_str) {
+        Some("packets") => 1,
+        Some("flows") => 2,
+        _ => 0,
+    };
+    match path {
+        "/" | "/index.html" => (200, "text/html; charset=utf-8", VIEW.to_string()),
+        "/favicon.ico" => (204, "image/x-icon", String::new()),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics(p)),
+        "/api/overview" => (200, json, overview(p)),
+        "/api/exporters" => (200, json, exporters(p)),
+        "/healthz" => (200, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let ready = p.board.all_reported_within(std::time::Duration::from_secs(5));
+            if ready {
+                (200, "text/plain", "ready\n".into())
+            } else {
+                (503, "text/plain", "shards not reporting yet\n".into())
+            }
+        }
+        "/api/top" => {
+            let Some(dim) = q.get("dimension").and_then(|d| Dimension::from_name(d)) else {
+                return (
+                    400,
+                    json,
+                    "{\"error\":\"dimension: give one of the aggregated dimensions, e.g. dst_ip\"}".into(),
+                );
+            };
+            let secs = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(HOT_SECONDS).clamp(1, HOT_SECONDS);
+            let n = q.get("n").and_then(|s| s.parse().ok()).unwrap_or(10usize).clamp(1, 1000);
+            let m = metric_of(&q);
+            let rows = p.hot.top(dim, m, secs, n);
+            let mut s = format!(
+                "{{\"dimension\":\"{}\",\"seconds\":{secs},\"newest\":{},\"top\":[",
+                dim.name(),
+                p.hot.newest().unwrap_or(0)
+            );
+            for (i, (k, t)) in rows.iter().enumerate() {
+                let _ = write!(
+                    s,
+                    "{}{{\"key\":{:?},\"bytes\":{},\"packets\":{},\"flows\":{}}}",
+                    if i > 0 { "," } else { "" },
+                    dim.format_key(k),
+                    t[0],
+                    t[1],
+                    t[2]
+                );
+            }
+            s.push_str("]}");
+            (200, json, s)
+        }
+        "/api/series" => {
+            let dim = q.get("dimension").and_then(|d| Dimension::from_name(d));
+            let key = dim.zip(q.get("key")).and_then(|(d, k)| parse_key(d, k));
+            let (Some(dim), Some(key)) = (dim, key) else {
+                return (
+                    400,
+                    json,
+                    "{\"error\":\"give dimension and key, e.g. ?dimension=dst_ip&key=192.0.2.1\"}".into(),
+                );
+            };
+            let secs = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(HOT_SECONDS).clamp(1, HOT_SECONDS);
+            let mut s = format!("{{\"dimension\":\"{}\",\"key\":{:?},\"series\":[", dim.name(), dim.format_key(&key));
+            for (i, (sec, t)) in p.hot.series(dim, &key, secs).iter().enumerate() {
+                let _ = write!(s, "{}[{sec},{},{},{}]", if i > 0 { "," } else { "" }, t[0], t[1], t[2]);
+            }
+            s.push_str("]}");
+            (200, json, s)
+        }
+        "/api/alerts" => {
+            let n = q.get("limit").and_then(|s| s.parse().ok()).unwrap_or(50usize).min(RECENT_ALERTS);
+            let mut s = String::from("[");
+            for (i, a) in p.hot.alerts.iter().rev().take(n).enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                a.write_json(&mut s, "");
+            }
+            s.push(']');
+            (200, json, s)
+        }
+        _ => (
+            404,
+            "text/plain",
+            "not found: / /metrics /healthz /readyz /api/overview /api/top /api/series /api/alerts /api/exporters\n"
+                .into(),
+        ),
+    }
+}

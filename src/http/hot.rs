@@ -1,0 +1,112 @@
+//! The in-memory hot window the HTTP API answers from: the last 300 s of rollups with running
+//! 300-s totals per (dimension, key), and the recent alerts. Built on the I/O core from the
+//! finished seconds; read by the HTTP thread under the published state's lock.
+//!
+//! May depend on: `pipeline`, `alert`, `model`. Lives on: the I/O core.
+
+use crate::alert::AlertDoc;
+use crate::model::{Dimension, Key};
+use crate::pipeline::SecondOutput;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+/// Seconds the hot window keeps.
+pub const HOT_SECONDS: u64 = 300;
+/// Alerts kept for `/api/alerts`.
+pub const RECENT_ALERTS: usize = 1000;
+
+/// The last 300 s of rollups, with running 300-s totals per (dimension, key).
+#[derive(Default)]
+pub struct HotWindow {
+    seconds: VecDeque<SecondOutput>,
+    totals: FxHashMap<(Dimension, Key), [u64; 3]>,
+    /// The recent layer-1 alerts, oldest first.
+    pub(super) alerts: VecDeque<AlertDoc>,
+}
+
+impl HotWindow {
+    /// Adds a finished second (and expires what is older than 300 s).
+    pub fn push(&mut self, so: &SecondOutput, alerts: &[AlertDoc]) {
+        for r in &so.rollups {
+            let t = self.totals.entry((r.dimension, r.key)).or_default();
+            t[0] += r.bytes;
+            t[1] += r.packets;
+            t[2] += r.flows;
+        }
+        for a in alerts {
+            if self.alerts.len() >= RECENT_ALERTS {
+                self.alerts.pop_front();
+            }
+            self.alerts.push_back(a.clone());
+        }
+        // kept sorted by dimension, so a query touches only its dimension's rows
+        let mut rollups = so.rollups.clone();
+        rollups.sort_by_key(|r| r.dimension);
+        self.seconds.push_back(SecondOutput { second: so.second, rollups, alerts: Vec::new() });
+        while self.seconds.front().is_some_and(|f| f.second + HOT_SECONDS <= so.second) {
+            if let Some(old) = self.seconds.pop_front() {
+                for r in &old.rollups {
+                    if let Some(t) = self.totals.get_mut(&(r.dimension, r.key)) {
+                        t[0] -= r.bytes;
+                        t[1] -= r.packets;
+                        t[2] -= r.flows;
+                        if t[2] == 0 && t[0] == 0 {
+                            self.totals.remove(&(r.dimension, r.key));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Newest second held.
+    pub fn newest(&self) -> Option<u64> {
+        self.seconds.back().map(|s| s.second)
+    }
+
+    /// Top `n` keys of `dim` by `metric` (0 bytes, 1 packets, 2 flows) over the last `secs`.
+    pub fn top(&self, dim: Dimension, metric: usize, secs: u64, n: usize) -> Vec<(Key, [u64; 3])> {
+        let mut v: Vec<(Key, [u64; 3])> = if secs >= HOT_SECONDS {
+            self.totals.iter().filter(|((d, _), _)| *d == dim).map(|((_, k), t)| (*k, *t)).collect()
+        } else {
+            let from = self.newest().unwrap_or(0).saturating_sub(secs.saturating_sub(1));
+            let mut m: FxHashMap<Key, [u64; 3]> = FxHashMap::default();
+            for s in self.seconds.iter().filter(|s| s.second >= from) {
+                for r in dim_rows(&s.rollups, dim) {
+                    let t = m.entry(r.key).or_default();
+                    t[0] += r.bytes;
+                    t[1] += r.packets;
+                    t[2] += r.flows;
+                }
+            }
+            m.into_iter().collect()
+        };
+        let m = metric.min(2);
+        if v.len() > n {
+            v.select_nth_unstable_by(n, |a, b| b.1[m].cmp(&a.1[m]).then(a.0.cmp(&b.0)));
+            v.truncate(n);
+        }
+        v.sort_by(|a, b| b.1[m].cmp(&a.1[m]).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The per-second series of one key over the last `secs` (missing seconds are zero).
+    pub fn series(&self, dim: Dimension, key: &Key, secs: u64) -> Vec<(u64, [u64; 3])> {
+        let Some(newest) = self.newest() else { return Vec::new() };
+        let from = newest.saturating_sub(secs.saturating_sub(1));
+        let mut out: Vec<(u64, [u64; 3])> = (from..=newest).map(|s| (s, [0; 3])).collect();
+        for s in self.seconds.iter().filter(|s| s.second >= from) {
+            if let Some(r) = dim_rows(&s.rollups, dim).iter().find(|r| r.key == *key) {
+                out[(s.second - from) as usize].1 = [r.bytes, r.packets, r.flows];
+            }
+        }
+        out
+    }
+}
+
+/// The rows of one dimension in a second's rollups (sorted by dimension).
+fn dim_rows(rows: &[crate::model::Rollup], dim: Dimension) -> &[crate::model::Rollup] {
+    let a = rows.partition_point(|r| r.dimension < dim);
+    let b = rows.partition_point(|r| r.dimension <= dim);
+    &rows[a..b]
+}

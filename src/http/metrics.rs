@@ -1,0 +1,276 @@
+//! `/metrics`: every counter in the Prometheus text format, labels from closed sets only
+//! (never an address).
+//!
+//! May depend on: `ops`, `sink` (counters), `decode`, `model`. Lives on: the I/O core (HTTP
+//! thread).
+
+use super::Published;
+use crate::sink::delivery::SinkStats;
+use std::fmt::Write;
+use std::sync::Arc;
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// `/metrics` in Prometheus text format (labels only from closed sets).
+pub fn metrics(p: &Published) -> String {
+    let mut s = String::with_capacity(8192);
+    let mut family = |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(s, "{name} {v}");
+            } else {
+                let _ = writeln!(s, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    use crate::decode::ErrorReason;
+    use crate::model::Protocol;
+    let sh = p.board.shards();
+    family(
+        "flowshard_datagrams_total",
+        "counter",
+        "UDP datagrams decoded, by shard and protocol.",
+        &mut sh.iter().flat_map(|st| {
+            Protocol::ALL.iter().map(move |pr| {
+                (format!("shard=\"{}\",protocol=\"{}\"", st.shard, pr.label()), st.decode.datagrams[pr.index()] as f64)
+            })
+        }),
+    );
+    family(
+        "flowshard_unknown_datagrams_total",
+        "counter",
+        "Datagrams of no known protocol, by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.decode.unknown_datagrams as f64)),
+    );
+    family(
+        "flowshard_records_total",
+        "counter",
+        "Flow records decoded, by shard and protocol.",
+        &mut sh.iter().flat_map(|st| {
+            Protocol::ALL.iter().map(move |pr| {
+                (format!("shard=\"{}\",protocol=\"{}\"", st.shard, pr.label()), st.decode.records[pr.index()] as f64)
+            })
+        }),
+    );
+    family(
+        "flowshard_decode_errors_total",
+        "counter",
+        "Decode errors by shard and reason.",
+        &mut sh.iter().flat_map(|st| {
+            ErrorReason::ALL.iter().map(move |r| {
+                (format!("shard=\"{}\",reason=\"{}\"", st.shard, r.label()), st.decode.errors[r.index()] as f64)
+            })
+        }),
+    );
+    family(
+        "flowshard_bytes_total",
+        "counter",
+        "Octets of aggregated records (sampling-scaled), by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.ingest.bytes as f64)),
+    );
+    family(
+        "flowshard_packets_total",
+        "counter",
+        "Packets of aggregated records (sampling-scaled), by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.ingest.packets as f64)),
+    );
+    family(
+        "flowshard_templates",
+        "gauge",
+        "NetFlow v9/IPFIX templates cached, by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.templates as f64)),
+    );
+    family(
+        "flowshard_template_misses_total",
+        "counter",
+        "Data sets without a known template, by shard.",
+        &mut sh.iter().map(|st| {
+            (format!("shard=\"{}\"", st.shard), st.decode.errors[ErrorReason::TemplateMissing.index()] as f64)
+        }),
+    );
+    family(
+        "flowshard_kernel_drops_total",
+        "counter",
+        "Datagrams the kernel dropped on the shard's sockets (SO_MEMINFO).",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.kernel_drops as f64)),
+    );
+    family(
+        "flowshard_window_close_lag_seconds",
+        "gauge",
+        "Window-close lag over the last status interval, by shard and quantile.",
+        &mut sh.iter().flat_map(|st| {
+            [("0.5", st.close_lag_p50_us), ("0.99", st.close_lag_p99_us)]
+                .into_iter()
+                .map(move |(q, v)| (format!("shard=\"{}\",quantile=\"{q}\"", st.shard), v as f64 / 1e6))
+        }),
+    );
+    family(
+        "flowshard_handoff_dropped_total",
+        "counter",
+        "Finished seconds dropped because the I/O queue was full (policy drop_newest).",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.handoff_dropped as f64)),
+    );
+    family(
+        "flowshard_exchange_late_batches_total",
+        "counter",
+        "Partial batches that arrived after their second was finished.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.owner.late_batches as f64)),
+    );
+    family(
+        "flowshard_evicted_to_other_total",
+        "counter",
+        "Keys folded into `other` by the bounds, by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.evictions as f64)),
+    );
+    family(
+        "flowshard_tracked_keys",
+        "gauge",
+        "Keys with detector state, by shard.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.tracked_keys as f64)),
+    );
+    family(
+        "flowshard_alerts_total",
+        "counter",
+        "Alerts written to the sinks (after the alert gate), by layer.",
+        &mut (1..=3).map(|l| (format!("layer=\"{l}\""), p.io.alerts_by_layer[l] as f64)),
+    );
+    family(
+        "flowshard_rollups_total",
+        "counter",
+        "Rollups written to the sinks.",
+        &mut std::iter::once((String::new(), p.io.rollups as f64)),
+    );
+    family(
+        "flowshard_seconds_total",
+        "counter",
+        "Seconds written to the sinks.",
+        &mut std::iter::once((String::new(), p.io.seconds as f64)),
+    );
+    family(
+        "flowshard_sink_errors_total",
+        "counter",
+        "Sink write errors.",
+        &mut std::iter::once((String::new(), p.io.sink_errors as f64)),
+    );
+    family(
+        "flowshard_incomplete_seconds_total",
+        "counter",
+        "Seconds flushed before every owner reported.",
+        &mut std::iter::once((String::new(), p.io.incomplete_seconds as f64)),
+    );
+    sink_metrics(&mut family, &p.sinks);
+    let g = &p.io.gate;
+    family(
+        "flowshard_alert_gate_total",
+        "counter",
+        "Alerts by layer and verdict of the alert gate (passed, suppressed by operator feedback, duplicate or inside the cooldown).",
+        &mut (1..=3usize).flat_map(|l| {
+            [("passed", g.passed[l]), ("suppressed", g.suppressed[l]), ("duplicate", g.duplicate[l])]
+                .into_iter()
+                .map(move |(v, n)| (format!("layer=\"{l}\",verdict=\"{v}\""), n as f64))
+        }),
+    );
+    family(
+        "flowshard_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the process.",
+        &mut std::iter::once((String::new(), rss_bytes() as f64)),
+    );
+    s
+}
+
+type Family<'a> = dyn FnMut(&str, &str, &str, &mut dyn Iterator<Item = (String, f64)>) + 'a;
+
+/// The remote sinks' families: records by result and reason, errors, spool, lag.
+fn sink_metrics(family: &mut Family<'_>, sinks: &[Arc<SinkStats>]) {
+    use crate::sink::delivery::DropReason;
+    use std::sync::atomic::Ordering::Relaxed;
+    let lbl = |s: &SinkStats| format!("sink=\"{}\"", s.name);
+    family(
+        "flowshard_sink_records_total",
+        "counter",
+        "Records handled by each remote sink, by result (delivered, retried, dropped_<reason>).",
+        &mut sinks.iter().flat_map(|s| {
+            let mut v = vec![
+                (format!("{},result=\"delivered\"", lbl(s)), s.delivered.load(Relaxed) as f64),
+                (format!("{},result=\"retried\"", lbl(s)), s.retried.load(Relaxed) as f64),
+            ];
+            for r in DropReason::ALL {
+                v.push((format!("{},result=\"dropped_{}\"", lbl(s), r.name()), s.dropped(r) as f64));
+            }
+            v
+        }),
+    );
+    family(
+        "flowshard_sink_failures_total",
+        "counter",
+        "Failed requests or connection attempts of each remote sink.",
+        &mut sinks.iter().map(|s| (lbl(s), s.errors.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_sink_up",
+        "gauge",
+        "1 when the sink's last delivery attempt succeeded.",
+        &mut sinks.iter().map(|s| (lbl(s), f64::from(u8::from(s.up.load(Relaxed))))),
+    );
+    family(
+        "flowshard_sink_last_second",
+        "gauge",
+        "Newest second (Unix) fully delivered to the sink.",
+        &mut sinks.iter().map(|s| (lbl(s), s.last_second.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_sink_lag_seconds",
+        "gauge",
+        "Delay from the end of a second to its delivery, p50 and p99 since start.",
+        &mut sinks.iter().flat_map(|s| {
+            let h = s
+                .lag_ms
+                .lock()
+                .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.len()))
+                .unwrap_or((0, 0, 0));
+            if h.2 == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    (format!("{},quantile=\"0.5\"", lbl(s)), h.0 as f64 / 1000.0),
+                    (format!("{},quantile=\"0.99\"", lbl(s)), h.1 as f64 / 1000.0),
+                ]
+            }
+        }),
+    );
+    let spooled: Vec<_> = sinks.iter().filter_map(|s| s.spool.as_ref().map(|sp| (lbl(s), sp.clone()))).collect();
+    family(
+        "flowshard_spool_bytes",
+        "gauge",
+        "Bytes in the sink's on-disk spool.",
+        &mut spooled.iter().map(|(l, sp)| (l.clone(), sp.bytes.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_spool_pending_frames",
+        "gauge",
+        "Seconds in the spool not yet delivered.",
+        &mut spooled.iter().map(|(l, sp)| (l.clone(), sp.pending.load(Relaxed) as f64)),
+    );
+    family(
+        "flowshard_spool_frames_total",
+        "counter",
+        "Spool frames (one second each) by event: in, out, dropped_full, corrupt.",
+        &mut spooled.iter().flat_map(|(l, sp)| {
+            [
+                (format!("{l},event=\"in\""), sp.frames_in.load(Relaxed) as f64),
+                (format!("{l},event=\"out\""), sp.frames_out.load(Relaxed) as f64),
+                (format!("{l},event=\"dropped_full\""), sp.dropped_full.load(Relaxed) as f64),
+                (format!("{l},event=\"corrupt\""), sp.corrupt.load(Relaxed) as f64),
+            ]
+        }),
+    );
+}

@@ -1,0 +1,98 @@
+//! The HTTP server of the I/O core: `/metrics` (Prometheus text format, [`metrics`]),
+//! `/healthz`, `/readyz`, the live view and a JSON query API ([`api`]) over flowshard's own
+//! in-memory hot window ([`hot`]: last 300 s of rollups and the recent alerts), so it works
+//! without Valkey.
+//!
+//! Runs on its own thread pinned to an I/O CPU — never on a shard. Bound to 127.0.0.1 by
+//! default; on any other address a bearer token from the config is required (401 otherwise).
+//! The state it serves is published by the I/O loop once per second behind a mutex: the lock
+//! is taken by the I/O core and the HTTP thread only, never on the ingest path.
+//!
+//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`. Lives on: the I/O core.
+
+pub mod api;
+pub mod hot;
+pub mod metrics;
+
+pub use api::{exporters, overview, parse_key, route, VIEW};
+pub use hot::{HotWindow, HOT_SECONDS, RECENT_ALERTS};
+pub use metrics::metrics;
+
+use crate::ops::{IoCounters, StatusBoard};
+use crate::sink::delivery::SinkStats;
+use std::sync::{Arc, Mutex};
+
+/// Everything the server shows, published by the I/O loop.
+pub struct Published {
+    /// Latest shard statuses (the one copy on the I/O core).
+    pub board: StatusBoard,
+    /// I/O counters.
+    pub io: IoCounters,
+    /// Hot window.
+    pub hot: HotWindow,
+    /// Remote sinks' counters.
+    pub sinks: Vec<Arc<SinkStats>>,
+}
+
+/// Shared between the I/O loop and the HTTP thread.
+pub type Shared = Arc<Mutex<Published>>;
+
+/// A new shared state for `n` shards.
+pub fn shared(n: usize) -> Shared {
+    Arc::new(Mutex::new(Published {
+        board: StatusBoard::new(n),
+        io: IoCounters::default(),
+        hot: HotWindow::default(),
+        sinks: Vec::new(),
+    }))
+}
+
+/// Binds `addr` for [`serve`]; port 0 picks a free port (read it from the listener). The bound
+/// listener is handed over as it is, so no other process can take the port in between.
+pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let a: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    std::net::TcpListener::bind(a)
+}
+
+/// Serves on `listener` until `stop` is set. `token`: required bearer token (None = open,
+/// loopback only).
+pub fn serve(
+    listener: std::net::TcpListener,
+    token: Option<String>,
+    state: Shared,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    cpu: Option<usize>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::thread::Builder::new().name("flowshard-http".into()).spawn(move || {
+        if let Some(c) = cpu {
+            core_affinity::set_for_current(core_affinity::CoreId { id: c });
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(200)) else { continue };
+            if let Some(t) = &token {
+                let ok = req
+                    .headers()
+                    .iter()
+                    .any(|h| h.field.equiv("Authorization") && h.value.as_str() == format!("Bearer {t}"));
+                if !ok {
+                    let _ = req.respond(
+                        tiny_http::Response::from_string("unauthorized: send Authorization: Bearer <http.token>\n")
+                            .with_status_code(401),
+                    );
+                    continue;
+                }
+            }
+            let (code, ctype, body) = match state.lock() {
+                Ok(p) => route(&p, req.url()),
+                Err(_) => (500, "text/plain", "state unavailable\n".into()),
+            };
+            let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes());
+            let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+            if let Ok(h) = header {
+                resp = resp.with_header(h);
+            }
+            let _ = req.respond(resp);
+        }
+    })
+}

@@ -1,0 +1,54 @@
+//! Periodic work on the I/O core, each job on a thread of its own pinned there: the layer-2
+//! Holt-Winters job ([`layer2`]) and the Kafka feedback consumer ([`feedback`]). Jobs hand the
+//! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
+//! not know the runtime's message type.
+//!
+//! May depend on: `detect`, `alert`, `sink`, `config`. Lives on: I/O cores.
+
+pub mod feedback;
+pub mod layer2;
+
+use crate::alert::AlertDoc;
+use crate::config::{Config, Sink as S};
+use crate::sink::delivery::{spawn_on, SinkStats};
+use crate::sink::SinkError;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Where a job's alerts go (to the I/O loop's alert gate); false once the loop is gone.
+pub type AlertOut = Box<dyn Fn(Vec<AlertDoc>) -> bool + Send>;
+
+/// Starts the jobs a configuration asks for: the layer-2 job (when enabled) and the Kafka
+/// feedback consumer (when a Kafka sink and a feedback topic are configured). Their counters
+/// are appended to `stats`; they run until `stop`.
+pub fn start(
+    cfg: &Config,
+    cpu: Option<usize>,
+    alerts: AlertOut,
+    stop: &Arc<AtomicBool>,
+    stats: &mut Vec<Arc<SinkStats>>,
+) -> Result<Vec<JoinHandle<()>>, SinkError> {
+    let mut jobs = Vec::new();
+    let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
+    if let (true, Some(o)) = (cfg.layer2.enabled, os) {
+        let client = crate::sink::opensearch::Client::new(&o)?;
+        let st = SinkStats::new("layer2", None);
+        stats.push(st.clone());
+        let (l2, stop) = (cfg.layer2.clone(), stop.clone());
+        jobs.push(spawn_on("layer2", cpu, move || layer2::run(&client, &l2, &alerts, &st, &stop))?);
+    }
+    let kafka = cfg.sink.iter().find_map(|s| if let S::Kafka(k) = s { Some(k.clone()) } else { None });
+    if let (false, Some(k)) = (cfg.alerts.feedback_topic.is_empty(), kafka) {
+        let st = SinkStats::new("feedback", None);
+        stats.push(st.clone());
+        let (topic, dir, app, stop) = (
+            cfg.alerts.feedback_topic.clone(),
+            cfg.general.state_dir.clone(),
+            cfg.general.appliance_id.clone(),
+            stop.clone(),
+        );
+        jobs.push(spawn_on("feedback", cpu, move || feedback::consume(&k, &app, &topic, &dir, &st, &stop))?);
+    }
+    Ok(jobs)
+}

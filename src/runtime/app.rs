@@ -1,0 +1,252 @@
+//! App wiring: binds the listeners, reads the state directory, builds the sinks, the jobs,
+//! the HTTP server and the I/O loop, starts one pinned glommio executor per shard, and shuts
+//! everything down in order: stop flag → shards close their windows and drain → jobs stop →
+//! the I/O loop drains, flushes and finishes the sinks → HTTP stops.
+//!
+//! May depend on: everything below the CLI (`config`, `pipeline`, `sink`, `alert`, `jobs`,
+//! `http`, `ops`). Lives on: the main thread (it spawns the shard executors and the I/O-core
+//! threads).
+
+use super::exchange::{self, IoMsg};
+use super::io_loop::IoLoop;
+use super::{shard, socket, state};
+use crate::alert::AlertGate;
+use crate::config::{Config, Layout};
+use crate::ops::{IoCounters, ShardStatus};
+use crate::pipeline::Assembler;
+use crate::sink::delivery::SinkStats;
+use crate::{http, jobs, sink};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors that stop `run` before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot bind listener {addr}: {source} (is another collector using the port? lower ports need CAP_NET_BIND_SERVICE)")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An executor could not be started.
+    #[error("cannot start shard {shard} on CPU {cpu}: {reason}")]
+    Executor {
+        /// Shard.
+        shard: usize,
+        /// CPU.
+        cpu: usize,
+        /// Cause.
+        reason: String,
+    },
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+/// What `run` reports when it returns.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// I/O-core counters.
+    pub io: IoCounters,
+    /// Final status of each shard.
+    pub shards: Vec<ShardStatus>,
+    /// Receive buffer the kernel granted per socket (bytes).
+    pub granted_rcvbuf: Vec<usize>,
+    /// Listener addresses actually bound (with real ports when 0 was asked).
+    pub bound: Vec<SocketAddr>,
+    /// Remote sinks' final counters.
+    pub sinks: Vec<Arc<SinkStats>>,
+}
+
+/// Binds every listener for every shard; returns per shard its sockets.
+/// Sockets per shard, the receive buffer granted per socket, and the bound addresses.
+type Bound = (Vec<Vec<socket2::Socket>>, Vec<usize>, Vec<SocketAddr>);
+
+fn bind_all(cfg: &Config, shards: usize) -> Result<Bound, RunError> {
+    let mut per_shard: Vec<Vec<socket2::Socket>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut granted = Vec::new();
+    let mut bound = Vec::new();
+    for l in &cfg.listener {
+        let mut addr: SocketAddr = l.address.parse().map_err(|_| RunError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: std::io::Error::other(format!("bad address {:?}", l.address)),
+        })?;
+        for sockets in per_shard.iter_mut() {
+            let (s, g) =
+                socket::bind_reuseport(addr, l.recv_buffer_bytes).map_err(|source| RunError::Bind { addr, source })?;
+            if addr.port() == 0 {
+                // Port 0: the first shard picks a port, the others join it.
+                if let Some(a) = s.local_addr().ok().and_then(|a| a.as_socket()) {
+                    addr = a;
+                }
+            }
+            granted.push(g);
+            sockets.push(s);
+        }
+        bound.push(addr);
+    }
+    Ok((per_shard, granted, bound))
+}
+
+/// Runs flowshard until `stop` is set, then shuts down in order and returns the counters.
+/// `ready` is called once every socket is bound and every executor started.
+pub fn run(
+    cfg: &Config,
+    layout: &Layout,
+    stop: Arc<AtomicBool>,
+    ready: impl FnOnce(&[SocketAddr], Option<SocketAddr>),
+) -> Result<RunReport, RunError> {
+    let pcfg = cfg.pipeline();
+    let n = layout.shards.len().max(1);
+    let (sockets, granted, bound) = bind_all(cfg, n)?;
+    for (l, g) in cfg.listener.iter().zip(granted.iter().step_by(n)) {
+        if *g < l.recv_buffer_bytes {
+            tracing::warn!(
+                "{} got a {} KiB receive buffer, asked {} KiB: raise net.core.rmem_max (see tuning/) or bursts will be dropped",
+                l.address,
+                g / 1024,
+                l.recv_buffer_bytes / 1024
+            );
+        }
+    }
+    let (snapshot, problems) = state::read_snapshots(&cfg.general.state_dir);
+    for p in problems {
+        tracing::warn!("ignoring corrupt template snapshot {p}");
+    }
+    let snapshot = Arc::new(snapshot);
+    let io_cpu = layout.io.first().copied();
+    let io_pin = io_cpu.filter(|_| layout.pin);
+    let (sinks, mut sink_stats) = sink::from_config(cfg, io_pin)?;
+    let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
+    let jobs_stop = Arc::new(AtomicBool::new(false));
+    let to_io = endpoints[0].to_io.clone();
+    let job_alerts: jobs::AlertOut = Box::new(move |docs| to_io.send(IoMsg::Alerts(docs)).is_ok());
+    let jobs = jobs::start(cfg, io_pin, job_alerts, &jobs_stop, &mut sink_stats)?;
+    let published = http::shared(n);
+    if let Ok(mut p) = published.lock() {
+        p.sinks = sink_stats.clone();
+    }
+    // HTTP server on the I/O core (its own thread, pinned there too), on the listener bound
+    // here: the port is never released in between.
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let mut http_addr = None;
+    let mut http_thread = None;
+    if cfg.http.enabled {
+        let started = http::bind(&cfg.http.address).and_then(|l| {
+            let addr = l.local_addr()?;
+            let token = (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone());
+            Ok((addr, http::serve(l, token, published.clone(), http_stop.clone(), io_pin)?))
+        });
+        match started {
+            Ok((a, h)) => {
+                http_addr = Some(a);
+                http_thread = Some(h);
+            }
+            Err(e) => tracing::warn!("HTTP server not started on {}: {e} (collection goes on)", cfg.http.address),
+        }
+    }
+    let io = IoLoop {
+        rx: io_rx,
+        assembler: Assembler::new(&pcfg.agg.dimensions, n),
+        sinks,
+        state_dir: cfg.general.state_dir.clone(),
+        status_every: Duration::from_secs(cfg.general.status_interval_s),
+        published,
+        gate: AlertGate::new(&cfg.general.state_dir, cfg.alerts.cooldown_s),
+    };
+    let io_thread = std::thread::Builder::new()
+        .name("flowshard-io".into())
+        .spawn(move || {
+            if let Some(cpu) = io_pin {
+                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            }
+            io.run()
+        })
+        .map_err(|e| RunError::Executor { shard: usize::MAX, cpu: io_cpu.unwrap_or(0), reason: e.to_string() })?;
+
+    let (status_tx, status_rx) = std::sync::mpsc::channel::<ShardStatus>();
+    let mut handles = Vec::new();
+    for ((ep, socks), shard) in endpoints.into_iter().zip(sockets).zip(0..n) {
+        let cpu = layout.shards.get(shard).copied().unwrap_or(shard);
+        let placement = if layout.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
+        let fds: Vec<i32> = socks.into_iter().map(|s| s.into_raw_fd()).collect();
+        let pcfg = pcfg.clone();
+        let stop = stop.clone();
+        let snapshot = snapshot.clone();
+        let status_tx = status_tx.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard{shard}"))
+            .io_memory(2 << 20)
+            // the window tick must not wait behind a busy receive loop
+            .preempt_timer(Duration::from_millis(5))
+            .spawn(move || async move {
+                let last = shard::shard_main(shard, n, pcfg, ep, fds, stop, snapshot).await;
+                let _ = status_tx.send(last);
+            })
+            .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;
+        handles.push(h);
+    }
+    drop(status_tx);
+    ready(&bound, http_addr);
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
+    shards.sort_by_key(|s| s.shard);
+    // The jobs hold a sender to the I/O loop: stop them before waiting for it.
+    jobs_stop.store(true, Ordering::Relaxed);
+    for j in jobs {
+        let _ = j.join();
+    }
+    let io = io_thread.join().unwrap_or_default();
+    http_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = http_thread {
+        let _ = h.join();
+    }
+    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound, sinks: sink_stats })
+}
+
+impl RunReport {
+    /// The one-line JSON summary `flowshard run` prints last: per-sink delivery, and the
+    /// totals of every shard and of the I/O core.
+    pub fn summary_json(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sum = |f: fn(&ShardStatus) -> u64| self.shards.iter().map(f).sum::<u64>();
+        let sinks: serde_json::Map<String, serde_json::Value> = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let dropped: u64 = crate::sink::delivery::DropReason::ALL.iter().map(|r| s.dropped(*r)).sum();
+                let pending = s.spool.as_ref().map_or(0, |sp| sp.pending.load(Relaxed));
+                let v = serde_json::json!({
+                    "delivered": s.delivered.load(Relaxed),
+                    "retried": s.retried.load(Relaxed),
+                    "dropped": dropped,
+                    "spooled_seconds": pending,
+                });
+                (s.name.to_string(), v)
+            })
+            .collect();
+        serde_json::json!({
+            "sinks": sinks,
+            "datagrams": sum(|s| s.received),
+            "records": sum(|s| s.ingest.records),
+            "bytes": sum(|s| s.ingest.bytes),
+            "packets": sum(|s| s.ingest.packets),
+            "decode_errors": sum(|s| s.decode.error_total()),
+            "kernel_drops": sum(|s| s.kernel_drops),
+            "handoff_drops": sum(|s| s.handoff_dropped),
+            "seconds": self.io.seconds,
+            "rollups": self.io.rollups,
+            "alerts": self.io.alerts,
+            "sink_errors": self.io.sink_errors,
+        })
+        .to_string()
+    }
+}

@@ -1,0 +1,201 @@
+//! The I/O loop: everything that may block lives on the I/O core, never on a shard. It receives
+//! [`IoMsg`]s from the shards (and the jobs) over one bounded channel, assembles complete
+//! seconds ([`Assembler`]), runs every alert through the one gate, converts layer-1 alerts to
+//! the shared schema once, writes the sinks, publishes to the HTTP server, persists template
+//! snapshots, pings the systemd watchdog and prints the periodic status line.
+//!
+//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`. Lives on: the I/O core
+//! (thread `flowshard-io`).
+
+use super::exchange::IoMsg;
+use super::state::write_snapshot;
+use crate::alert::{AlertDoc, AlertGate, Verdict};
+use crate::http::Shared;
+use crate::model::time::now_s;
+use crate::ops::IoCounters;
+use crate::pipeline::{Assembler, SecondOutput};
+use crate::sink::Sinks;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Everything the I/O thread owns, handed over once at start.
+pub struct IoLoop {
+    /// From the shards and the jobs.
+    pub rx: Receiver<IoMsg>,
+    /// Assembles one second from every owner's part.
+    pub assembler: Assembler,
+    /// Every sink, in configuration order.
+    pub sinks: Sinks,
+    /// Where template snapshots go.
+    pub state_dir: PathBuf,
+    /// Status line interval (zero = off).
+    pub status_every: Duration,
+    /// What the HTTP server shows, and the one copy of the shard statuses.
+    pub published: Shared,
+    /// The alert gate.
+    pub gate: AlertGate,
+}
+
+/// One finished second and its admitted layer-1 alerts in the shared schema.
+struct Done {
+    so: SecondOutput,
+    docs: Vec<AlertDoc>,
+}
+
+impl IoLoop {
+    /// Runs until every sender is gone, then flushes the sinks and returns the counters.
+    pub fn run(self) -> IoCounters {
+        let IoLoop { rx, mut assembler, mut sinks, state_dir, status_every, published, mut gate } = self;
+        let mut c = IoCounters::default();
+        let mut finished = Vec::new();
+        let mut done: Vec<Done> = Vec::new();
+        let mut last_status = Instant::now();
+        let mut oldest_pending: Option<Instant> = None;
+        // systemd watchdog: pinged from here only while shards keep reporting.
+        let watchdog = crate::ops::notify::watchdog_interval();
+        let mut last_ping = Instant::now();
+        let mut last_shard_status = Instant::now();
+        let mut last_reload = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(IoMsg::Output(o)) => {
+                    assembler.add(o, &mut finished);
+                    if assembler.pending() > 0 {
+                        oldest_pending.get_or_insert_with(Instant::now);
+                    } else {
+                        oldest_pending = None;
+                    }
+                }
+                Ok(IoMsg::Templates(shard, snap)) => match write_snapshot(&state_dir, shard, &snap) {
+                    Ok(()) => c.snapshots += 1,
+                    Err(e) => {
+                        c.snapshot_errors += 1;
+                        tracing::warn!("cannot write template snapshot to {}: {e}", state_dir.display());
+                    }
+                },
+                Ok(IoMsg::Status(s)) => {
+                    if let Ok(mut p) = published.lock() {
+                        p.board.update(*s);
+                    }
+                    last_shard_status = Instant::now();
+                }
+                Ok(IoMsg::Alerts(docs)) => {
+                    let now = now_s();
+                    let pass: Vec<AlertDoc> =
+                        docs.into_iter().filter(|a| gate.admit(a, now) == Verdict::Pass).collect();
+                    count_alerts(&mut c, &pass);
+                    for s in sinks.iter_mut() {
+                        if let Err(e) = s.write_alerts(&pass) {
+                            c.sink_errors += 1;
+                            tracing::warn!("{e}");
+                        }
+                    }
+                    c.gate = gate.counters.clone();
+                    publish(&published, &[], &c);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_reload.elapsed() >= Duration::from_secs(2) {
+                last_reload = Instant::now();
+                gate.reload();
+            }
+            // An owner that has not reported for 5 s is stalled: write what we have.
+            if oldest_pending.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                let before = finished.len();
+                assembler.flush(&mut finished);
+                c.incomplete_seconds += (finished.len() - before) as u64;
+                oldest_pending = None;
+            }
+            if !finished.is_empty() {
+                gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
+                emit(&mut sinks, &done, &mut c);
+                publish(&published, &done, &c);
+                done.clear();
+            }
+            if let Some(w) = watchdog {
+                if last_ping.elapsed() >= w / 2 && last_shard_status.elapsed() < w {
+                    let _ = crate::ops::notify::notify("WATCHDOG=1");
+                    last_ping = Instant::now();
+                }
+            }
+            if !status_every.is_zero() && last_status.elapsed() >= status_every {
+                last_status = Instant::now();
+                status_line(&published, &c);
+            }
+        }
+        assembler.flush(&mut finished);
+        gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
+        emit(&mut sinks, &done, &mut c);
+        publish(&published, &done, &c);
+        for s in sinks.iter_mut() {
+            s.finish();
+        }
+        if !status_every.is_zero() {
+            status_line(&published, &c);
+        }
+        c
+    }
+}
+
+fn status_line(published: &Shared, c: &IoCounters) {
+    if let Ok(mut p) = published.lock() {
+        tracing::info!("{}", p.board.line(c));
+    }
+}
+
+/// Runs the layer-1 alerts of finished seconds through the gate (suppressions,
+/// de-duplication, cooldown) and converts the admitted ones to the shared schema, once.
+fn gate_layer1(gate: &mut AlertGate, finished: &mut Vec<SecondOutput>, done: &mut Vec<Done>, c: &mut IoCounters) {
+    let now = now_s();
+    for mut so in finished.drain(..) {
+        let mut docs = Vec::with_capacity(so.alerts.len());
+        so.alerts.retain(|a| {
+            let d = AlertDoc::from_layer1(a);
+            let pass = gate.admit(&d, now) == Verdict::Pass;
+            if pass {
+                docs.push(d);
+            }
+            pass
+        });
+        done.push(Done { so, docs });
+    }
+    c.gate = gate.counters.clone();
+}
+
+fn count_alerts(c: &mut IoCounters, docs: &[AlertDoc]) {
+    c.alerts += docs.len() as u64;
+    for d in docs {
+        c.alerts_by_layer[usize::from(d.layer).min(3)] += 1;
+    }
+}
+
+/// Hands finished seconds and the counters (already counting them) to the HTTP server's state.
+fn publish(published: &Shared, done: &[Done], c: &IoCounters) {
+    if let Ok(mut p) = published.lock() {
+        for d in done {
+            p.hot.push(&d.so, &d.docs);
+        }
+        p.io = c.clone();
+    }
+}
+
+fn emit(sinks: &mut Sinks, done: &[Done], c: &mut IoCounters) {
+    for d in done {
+        c.seconds += 1;
+        c.rollups += d.so.rollups.len() as u64;
+        count_alerts(c, &d.docs);
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.write(&d.so, &d.docs) {
+                c.sink_errors += 1;
+                tracing::warn!("{e}");
+            }
+        }
+    }
+    for s in sinks.iter_mut() {
+        if s.flush().is_err() {
+            c.sink_errors += 1;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! One shard's executor body: one glommio `LocalExecutor` per shard CPU (pinned), each owning its
+//! sockets, its [`ShardCore`] (decode + pre-aggregate) and its [`OwnerCore`] (merge + detect),
+//! plus one pinned I/O thread. No locks, no shared mutable state: a shard's state is built on its
+//! core inside the executor and never moves (`Rc<RefCell<_>>`, `!Send`).
+//!
+//! Per shard, cooperative tasks:
+//! * one receive loop per listener socket: wait for a datagram (io_uring `recv_from`), then
+//!   drain up to a batch with `recvmmsg(MSG_DONTWAIT)`, decoding into the open window;
+//! * one exchange task per other shard: receive partial batches and merge them as owner;
+//! * the tick loop: at each wall-clock second boundary, close the window, send partials to
+//!   their owners, hand finished seconds to the I/O core; every second, a status snapshot; when
+//!   templates changed, a snapshot for the state directory.
+//!
+//! Shutdown order (explicit, tested): stop flag → receive loops end → each shard closes its
+//! open window and sends it → senders close → owners finish every second they hold → shards
+//! send final status and templates → executors end → the I/O thread drains, flushes the sinks
+//! and returns.
+//!
+//! May depend on: `pipeline`, `decode`, `model`, `ops`. Lives on: shard cores (one executor
+//! each; everything here is built on its core and never moves).
+
+use super::exchange::{Endpoints, IoMsg};
+use super::socket;
+use crate::decode::templates::Snapshot;
+use crate::decode::ErrorReason;
+use crate::model::Ip;
+use crate::ops::ShardStatus;
+use crate::pipeline::{OwnerCore, OwnerOutput, PipelineConfig, ShardCore};
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Datagrams per `recvmmsg` call.
+pub const RECV_BATCH: usize = 64;
+
+/// Unix second now, and the time since the epoch.
+fn unix_now() -> (u64, Duration) {
+    let d = crate::model::time::since_epoch();
+    (d.as_secs(), d)
+}
+
+struct Shared {
+    core: ShardCore,
+    owner: OwnerCore,
+    out: Vec<OwnerOutput>,
+    lag: Histogram<u64>,
+    handoff_dropped: u64,
+    received: u64,
+}
+
+impl Shared {
+    /// Hands finished owner outputs to the I/O core (never waits).
+    fn hand_off(&mut self, to_io: &crossbeam_channel::Sender<IoMsg>) {
+        let (_, now) = unix_now();
+        for o in self.out.drain(..) {
+            let end = Duration::from_secs(o.second + 1);
+            let lag = now.saturating_sub(end).as_micros() as u64;
+            let _ = self.lag.record(lag.clamp(1, 60_000_000));
+            if to_io.try_send(IoMsg::Output(o)).is_err() {
+                self.handoff_dropped += 1;
+            }
+        }
+    }
+}
+
+fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {
+    ShardStatus {
+        shard: shard as u16,
+        decode: sh.core.decoder.counters.clone(),
+        ingest: sh.core.counters.clone(),
+        owner: sh.owner.counters.clone(),
+        kernel_drops: fds.iter().filter_map(|&fd| socket::kernel_drops(fd)).sum(),
+        received: sh.received,
+        templates: sh.core.decoder.templates.len(),
+        tracked_keys: sh.owner.tracked(),
+        evictions: sh.core.evictions() + sh.owner.counters.late_batches,
+        handoff_dropped: sh.handoff_dropped,
+        close_lag_p50_us: sh.lag.value_at_quantile(0.5),
+        close_lag_p99_us: sh.lag.value_at_quantile(0.99),
+        exporters: {
+            let tmpl = sh.core.decoder.templates.exporters();
+            sh.core
+                .exporters()
+                .map(|(ip, e)| {
+                    let t = tmpl.iter().find(|x| x.0 == *ip);
+                    crate::ops::ExporterStatus {
+                        address: *ip,
+                        last_seen: e.last_seen,
+                        datagrams: e.datagrams,
+                        records: e.records,
+                        templates: t.map_or(0, |x| x.1),
+                        sampling: t.and_then(|x| x.2),
+                    }
+                })
+                .collect()
+        },
+    }
+}
+
+/// One shard's life: connect the exchange, receive and decode until `stop`, close a window
+/// every second, then shut down in order; returns the final status.
+pub(super) async fn shard_main(
+    shard: usize,
+    n: usize,
+    pcfg: PipelineConfig,
+    ep: Endpoints,
+    fds: Vec<i32>,
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Snapshot>,
+) -> ShardStatus {
+    let mut core = ShardCore::new(&pcfg, shard as u16, n);
+    core.decoder.templates.restore(&snapshot);
+    core.decoder.templates.take_dirty();
+    let sh = Rc::new(RefCell::new(Shared {
+        core,
+        owner: OwnerCore::new(&pcfg, shard as u16, n),
+        out: Vec::new(),
+        lag: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid"),
+        handoff_dropped: 0,
+        received: 0,
+    }));
+    let now_s = Rc::new(Cell::new(unix_now().0));
+    let to_io = ep.to_io.clone();
+
+    // Connect the exchange on this core. Receivers connect inside their own tasks, so that
+    // every pair of shards can complete its handshake whatever order the cores start in.
+    let mut receivers = Vec::new();
+    for rx in ep.from_shards {
+        let sh = sh.clone();
+        let to_io = to_io.clone();
+        receivers.push(glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(b) = rx.recv().await {
+                let mut s = sh.borrow_mut();
+                let s = &mut *s;
+                s.owner.accept(b, &mut s.out);
+                s.hand_off(&to_io);
+            }
+        }));
+    }
+    let mut senders = Vec::new();
+    for (owner, tx) in ep.to_owner.into_iter().enumerate() {
+        if let Some(tx) = tx {
+            senders.push((owner, tx.connect().await));
+        }
+    }
+
+    // Receive loops.
+    let mut loops = Vec::new();
+    for &fd in &fds {
+        // SAFETY: fd came from into_raw_fd of a socket we own; ownership moves to glommio.
+        let sock = unsafe { glommio::net::UdpSocket::from_raw_fd(fd) };
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let sh = sh.clone();
+        let stop = stop.clone();
+        let now_s = now_s.clone();
+        loops.push(glommio::spawn_local(async move {
+            let mut first = vec![0u8; socket::MAX_DATAGRAM];
+            let mut batch = socket::RecvBatch::new(RECV_BATCH);
+            while !stop.load(Ordering::Relaxed) {
+                // An error is the read timeout: loop to check the stop flag.
+                if let Ok((len, from)) = sock.recv_from(&mut first).await {
+                    {
+                        let mut s = sh.borrow_mut();
+                        s.received += 1;
+                        let now = now_s.get();
+                        let _ = s.core.ingest(&first[..len.min(first.len())], Ip::from(from.ip()), now);
+                        // Drain what else is queued, a batch at a time, at most 16 batches
+                        // before giving the tick and exchange tasks a chance to run.
+                        for _ in 0..16 {
+                            let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
+                            for i in 0..got {
+                                let (data, from, truncated) = batch.get(i);
+                                s.received += 1;
+                                if truncated {
+                                    s.core.decoder.counters.errors[ErrorReason::Truncated.index()] += 1;
+                                    continue;
+                                }
+                                let src = from.map_or(Ip::UNSPECIFIED, |a| Ip::from(a.ip()));
+                                let _ = s.core.ingest(data, src, now);
+                            }
+                            if got < RECV_BATCH {
+                                break;
+                            }
+                        }
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+            sock
+        }));
+    }
+
+    // Tick loop.
+    let mut open = now_s.get();
+    let mut last_status = 0u64;
+    let close_and_send = |second: u64| {
+        let mut s = sh.borrow_mut();
+        let mut batches = s.core.close(second);
+        let own = std::mem::take(&mut batches[shard]);
+        let s = &mut *s;
+        s.owner.accept(own, &mut s.out);
+        s.hand_off(&to_io);
+        batches
+    };
+    loop {
+        let (_, now) = unix_now();
+        let to_boundary = Duration::from_secs(now.as_secs() + 1).saturating_sub(now);
+        glommio::timer::sleep(to_boundary.min(Duration::from_millis(100)) + Duration::from_micros(200)).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let cur = unix_now().0;
+        now_s.set(cur);
+        if cur > open {
+            let mut batches = close_and_send(open);
+            for (owner, tx) in &senders {
+                let b = batches.get_mut(*owner).map(std::mem::take).unwrap_or_default();
+                let _ = tx.send(b).await;
+            }
+            open = cur;
+        }
+        if cur > last_status {
+            last_status = cur;
+            let mut s = sh.borrow_mut();
+            if s.core.decoder.templates.take_dirty() {
+                let _ = to_io.try_send(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()));
+            }
+            if !s.core.decoder.templates.is_empty() && cur % 10 == 0 {
+                let n = s.core.decoder.templates.expire(cur);
+                s.core.decoder.counters.templates_expired += n as u64;
+            }
+            let st = status_of(&s, shard, &fds);
+            // the close-lag percentiles in a status are those of the last interval
+            s.lag.reset();
+            let _ = to_io.try_send(IoMsg::Status(Box::new(st)));
+        }
+    }
+
+    // Shutdown: receive loops end on the stop flag.
+    let mut socks = Vec::new();
+    for l in loops {
+        socks.push(l.await);
+    }
+    let mut batches = close_and_send(open);
+    for (owner, tx) in &senders {
+        let b = batches.get_mut(*owner).map(std::mem::take).unwrap_or_default();
+        let _ = tx.send(b).await;
+    }
+    for (_, tx) in senders {
+        tx.close();
+    }
+    for r in receivers {
+        r.await;
+    }
+    let mut s = sh.borrow_mut();
+    {
+        let s = &mut *s;
+        s.owner.drain(&mut s.out);
+        s.hand_off(&to_io);
+    }
+    let _ =
+        to_io.send_timeout(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()), Duration::from_secs(1));
+    let st = status_of(&s, shard, &fds);
+    let _ = to_io.send_timeout(IoMsg::Status(Box::new(st.clone())), Duration::from_secs(1));
+    drop(socks);
+    st
+}

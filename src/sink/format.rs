@@ -1,0 +1,52 @@
+//! The JSON shapes of rollups and alerts — written once here and used by every sink.
+//!
+//! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
+//! "packets":…,"flows":…[,"distinct_dst_ports"|"distinct_src_ips":…]}`
+//!
+//! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
+//! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
+//! "z":…,"reason":…}`
+//!
+//! May depend on: `model`. Lives on: I/O cores.
+
+use crate::model::json::esc;
+use crate::model::Rollup;
+use std::fmt::Write;
+
+/// Appends one rollup as a JSON object (no newline).
+pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
+    out.push_str("{\"type\":\"rollup\",\"appliance\":");
+    esc(out, appliance);
+    let _ = write!(out, ",\"second\":{},\"dimension\":\"{}\",\"key\":", r.second, r.dimension.name());
+    esc(out, &r.dimension.format_key(&r.key));
+    let _ = write!(out, ",\"bytes\":{},\"packets\":{},\"flows\":{}", r.bytes, r.packets, r.flows);
+    if let (Some(name), Some(d)) = (r.dimension.distinct_name(), r.distinct) {
+        let _ = write!(out, ",\"{name}\":{d}");
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Dimension, Ip, Key};
+
+    #[test]
+    fn rollup_is_valid_json() {
+        let r = Rollup {
+            second: 5,
+            dimension: Dimension::DstIp,
+            key: Key::new(Ip::from_v4(0xc0000263), 0),
+            bytes: 10,
+            packets: 2,
+            flows: 1,
+            distinct: Some(3),
+        };
+        let mut s = String::new();
+        rollup(&mut s, "a\"b", &r);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["key"], "192.0.2.99");
+        assert_eq!(v["distinct_src_ips"], 3);
+        assert_eq!(v["appliance"], "a\"b");
+    }
+}

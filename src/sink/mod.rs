@@ -1,0 +1,115 @@
+//! Sinks: where finished seconds and alerts go. One [`Sink`] trait as the I/O loop sees it, one
+//! factory ([`from_config`]), one delivery layer ([`delivery`]: the on-disk spool front for
+//! Kafka and OpenSearch, the bounded queue front for Valkey, counters per sink and drop reason,
+//! and the one retry driver every spooled backend runs), and per service only its protocol code:
+//! [`jsonl`], [`kafka`], [`valkey`], [`opensearch`], [`webhook`].
+//!
+//! A sink never blocks the I/O loop: `write` renders and hands on; delivery runs on a thread of
+//! the sink's own, pinned to the I/O core.
+//!
+//! May depend on: `model`, `pipeline`, `alert`, `config`. Lives on: I/O cores.
+
+pub mod delivery;
+pub mod format;
+pub mod frame;
+pub mod jsonl;
+pub mod kafka;
+pub mod opensearch;
+pub mod spool;
+pub mod valkey;
+pub mod webhook;
+
+use crate::alert::AlertDoc;
+use crate::config::{Config, Sink as SinkCfg};
+use crate::pipeline::SecondOutput;
+use delivery::SinkStats;
+use std::sync::Arc;
+
+/// Typed sink errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing to a file, standard output or a thread failed.
+    #[error("sink {sink}: {source}")]
+    Io {
+        /// Sink name.
+        sink: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink's on-disk spool failed.
+    #[error("sink {sink}: spool: {source}")]
+    Spool {
+        /// Sink name.
+        sink: &'static str,
+        /// Cause.
+        #[source]
+        source: spool::SpoolError,
+    },
+    /// An OpenSearch client could not be built.
+    #[error(transparent)]
+    Opensearch(#[from] opensearch::OsError),
+}
+
+/// Something that takes complete seconds.
+pub trait Sink {
+    /// Stable sink name (counter label).
+    fn name(&self) -> &'static str;
+    /// Writes one second: its rollups and its layer-1 alerts (already through the alert gate
+    /// and in the shared schema; converted once, by the I/O loop).
+    fn write(&mut self, so: &SecondOutput, alerts: &[AlertDoc]) -> Result<(), SinkError>;
+    /// Flushes buffers (end of a batch of seconds, and at shutdown).
+    fn flush(&mut self) -> Result<(), SinkError>;
+    /// Writes alerts of layers 2 and 3 (already through the alert gate).
+    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError>;
+    /// Shutdown: no more seconds come; deliver what is queued (bounded by a grace period).
+    fn finish(&mut self) {}
+}
+
+/// Sinks as the I/O loop holds them.
+pub type Sinks = Vec<Box<dyn Sink + Send>>;
+
+/// Builds every sink a configuration names, in its order (remote ones with their delivery
+/// threads started, pinned to `cpu`), plus the webhook; returns them and the remote sinks'
+/// counters.
+pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<SinkStats>>), SinkError> {
+    let mut sinks: Sinks = Vec::new();
+    let mut stats = Vec::new();
+    let dir = cfg.spool.dir.clone().unwrap_or_else(|| cfg.general.state_dir.join("spool"));
+    let max = cfg.spool.max_mib << 20;
+    let app = cfg.general.appliance_id.as_str();
+    let mut remote: Sinks = Vec::new();
+    for s in &cfg.sink {
+        match s {
+            SinkCfg::Stdout { rollups, alerts } => {
+                sinks.push(Box::new(jsonl::JsonLines::stdout(app, *rollups, *alerts)))
+            }
+            SinkCfg::File { path, rollups, alerts } => {
+                sinks.push(Box::new(jsonl::JsonLines::file(path, app, *rollups, *alerts)?))
+            }
+            SinkCfg::Kafka(k) => {
+                let sink = kafka::start(k, app, &dir, max, cpu)?;
+                stats.push(sink.stats());
+                remote.push(Box::new(sink));
+            }
+            SinkCfg::Opensearch(o) => {
+                let sink = opensearch::start(o, app, &dir, max, cpu)?;
+                stats.push(sink.stats());
+                remote.push(Box::new(sink));
+            }
+            SinkCfg::Valkey(v) => {
+                let sink = valkey::start(v, app, cpu)?;
+                stats.push(sink.stats());
+                remote.push(Box::new(sink));
+            }
+        }
+    }
+    // JSON lines first, remote sinks after them (the order the I/O loop has always used).
+    sinks.extend(remote);
+    if let Some(w) = &cfg.alerts.webhook {
+        let sink = webhook::WebhookSink::start(w, app, cpu)?;
+        stats.push(sink.stats());
+        sinks.push(Box::new(sink));
+    }
+    Ok((sinks, stats))
+}

@@ -1,0 +1,212 @@
+//! The alert webhook: every alert that passes the gate is POSTed as JSON — generic (the alert
+//! document), Slack incoming-webhook text, or PagerDuty Events v2 — from its own thread, with
+//! retries; a bounded queue drops the oldest alert when the receiver is down (counted).
+//!
+//! May depend on: `model`, `pipeline`, `alert`, `config`. Lives on: I/O cores (its thread).
+
+use super::delivery::{backoff, pause, DropOldest, DropReason, SinkStats, Worker};
+use super::{Sink, SinkError};
+use crate::alert::AlertDoc;
+use crate::config::Webhook as Cfg;
+use crate::model::json;
+use crate::pipeline::SecondOutput;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Alerts queued while the receiver is slow or down.
+pub const QUEUE: usize = 1000;
+/// Attempts per alert before it is dropped (counted `rejected`).
+pub const ATTEMPTS: u32 = 5;
+
+/// The request body for one alert in the configured format.
+pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
+    let mut doc = String::new();
+    a.write_json(&mut doc, appliance);
+    match cfg.format.as_str() {
+        "slack" => {
+            let mut s = String::from("{\"text\":");
+            json::esc(
+                &mut s,
+                &format!(
+                    "[flowshard {appliance}] layer {} {} {} {}: {}",
+                    a.layer, a.kind, a.dimension, a.key, a.reason
+                ),
+            );
+            s.push('}');
+            s
+        }
+        "pagerduty" => {
+            let severity = if a.score >= 0.999 {
+                "critical"
+            } else if a.score >= 0.99 {
+                "error"
+            } else {
+                "warning"
+            };
+            let summary: String = format!("layer {} {} on {} {}: {}", a.layer, a.kind, a.dimension, a.key, a.reason)
+                .chars()
+                .take(1000)
+                .collect();
+            let mut s = String::from("{\"routing_key\":");
+            json::esc(&mut s, &cfg.routing_key);
+            s.push_str(",\"event_action\":\"trigger\",\"dedup_key\":");
+            json::esc(&mut s, &a.id(appliance));
+            s.push_str(",\"payload\":{\"summary\":");
+            json::esc(&mut s, &summary);
+            s.push_str(",\"source\":");
+            json::esc(&mut s, appliance);
+            s.push_str(&format!(
+                ",\"severity\":\"{severity}\",\"timestamp\":\"{}\",\"component\":",
+                crate::model::time::rfc3339(a.second)
+            ));
+            json::esc(&mut s, &a.dimension);
+            s.push_str(",\"class\":");
+            json::esc(&mut s, &a.kind);
+            s.push_str(",\"custom_details\":");
+            s.push_str(&doc);
+            s.push_str("}}");
+            s
+        }
+        _ => doc,
+    }
+}
+
+/// The webhook sink.
+pub struct WebhookSink {
+    cfg: Cfg,
+    appliance: String,
+    queue: DropOldest<String>,
+    stats: Arc<SinkStats>,
+    worker: Worker,
+}
+
+impl WebhookSink {
+    /// Starts the sender thread.
+    pub fn start(cfg: &Cfg, appliance: &str, cpu: Option<usize>) -> Result<WebhookSink, SinkError> {
+        let stats = SinkStats::new("webhook", None);
+        let queue = DropOldest::new(QUEUE, stats.clone(), |_| 1);
+        let (rx, st, url) = (queue.receiver(), stats.clone(), cfg.url.clone());
+        let worker = Worker::spawn("webhook", cpu, move |stop| deliver(&url, &rx, &st, &stop))?;
+        Ok(WebhookSink { cfg: cfg.clone(), appliance: appliance.to_string(), queue, stats, worker })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    fn push(&mut self, a: &AlertDoc) {
+        if a.score >= self.cfg.min_score {
+            self.queue.push(body(&self.cfg, &self.appliance, a));
+        }
+    }
+}
+
+impl Sink for WebhookSink {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+    fn write(&mut self, _so: &SecondOutput, alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        self.write_alerts(alerts)
+    }
+    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        for a in alerts {
+            self.push(a);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn finish(&mut self) {
+        self.worker.stop_and_join();
+    }
+}
+
+fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBool) {
+    let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(sink = "webhook", "cannot build the HTTP client: {e}");
+            return;
+        }
+    };
+    loop {
+        let b = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut attempt = 0;
+        loop {
+            let r = client.post(url).header("content-type", "application/json").body(b.clone()).send();
+            match r {
+                Ok(resp) if resp.status().is_success() => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Ok(resp) if resp.status().is_client_error() && resp.status().as_u16() != 429 => {
+                    stats.drop_n(DropReason::Rejected, 1);
+                    tracing::warn!(sink = "webhook", "{url} refused an alert: HTTP {}", resp.status());
+                    break;
+                }
+                other => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(false, Ordering::Relaxed);
+                    attempt += 1;
+                    if attempt >= ATTEMPTS || stop.load(Ordering::Relaxed) {
+                        stats.drop_n(DropReason::Rejected, 1);
+                        if let Err(e) = other {
+                            tracing::warn!(sink = "webhook", "{url}: {e} (alert dropped after {attempt} attempts)");
+                        }
+                        break;
+                    }
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    pause(backoff(attempt));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_shapes() {
+        let a = AlertDoc {
+            layer: 1,
+            second: 1_795_570_299,
+            dimension: "dst_ip".into(),
+            key: "192.0.2.1".into(),
+            metric: "bytes".into(),
+            kind: "spike".into(),
+            value: 9.0,
+            expected: 1.0,
+            score: 0.9999,
+            z: 9.0,
+            reason: "a \"quoted\" reason".into(),
+        };
+        let cfg = |f: &str| Cfg { url: "http://x".into(), format: f.into(), routing_key: "rk".into(), min_score: 0.0 };
+        let g: serde_json::Value = serde_json::from_str(&body(&cfg("generic"), "fs1", &a)).unwrap();
+        assert_eq!(g["key"], "192.0.2.1");
+        let s: serde_json::Value = serde_json::from_str(&body(&cfg("slack"), "fs1", &a)).unwrap();
+        assert!(s["text"].as_str().unwrap().contains("a \"quoted\" reason"));
+        let p: serde_json::Value = serde_json::from_str(&body(&cfg("pagerduty"), "fs1", &a)).unwrap();
+        assert_eq!(p["routing_key"], "rk");
+        assert_eq!(p["event_action"], "trigger");
+        assert_eq!(p["dedup_key"], "fs1:1:dst_ip:192.0.2.1:bytes:1795570299");
+        assert_eq!(p["payload"]["severity"], "critical");
+        assert_eq!(p["payload"]["timestamp"], "2026-11-25T01:31:39Z");
+        assert_eq!(p["payload"]["custom_details"]["layer"], 1);
+    }
+}
