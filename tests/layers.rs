@@ -14,12 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn opensearch() -> String {
-    std::env::var("FLOWSHARD_OPENSEARCH").unwrap_or_else(|_| "http://127.0.0.1:19200".into())
-}
-fn kafka() -> String {
-    std::env::var("FLOWSHARD_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
+use common::{kafka, opensearch};
 
 fn os_sink(prefix: &str, period: &str) -> OpensearchSink {
     let c = Config::parse(&format!(
@@ -93,7 +88,7 @@ fn layer2_flags_an_off_hours_surge_and_not_ordinary_days() {
         pts.push((sec, "total", "total", v));
     }
     load(&client, &u, flowshard::sink::opensearch::Period::Hour, &pts);
-    let l2 = Layer2 { enabled: true, dimensions: vec!["total".into()], ..Layer2::default() };
+    let l2 = Layer2 { enabled: true, dimensions: vec![flowshard::model::Dimension::Total], ..Layer2::default() };
     let t = Instant::now();
     let buckets = flowshard::jobs::layer2::evaluate(&client, &l2, start, start + days * 86_400).unwrap();
     let took = t.elapsed();
@@ -201,7 +196,7 @@ fn one_alert_pipeline_dedups_cools_down_suppresses_and_delivers() {
         season_buckets: 10,
         alert_buckets: 2,
         threshold: 3.0,
-        dimensions: vec!["total".into(), "dst_ip".into()],
+        dimensions: vec![flowshard::model::Dimension::Total, flowshard::model::Dimension::DstIp],
         ..Layer2::default()
     };
     let b =

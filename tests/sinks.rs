@@ -17,24 +17,7 @@ use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn env_or(name: &str, dflt: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| dflt.to_string())
-}
-fn kafka() -> String {
-    env_or("FLOWSHARD_KAFKA", "127.0.0.1:19092")
-}
-fn valkey() -> String {
-    env_or("FLOWSHARD_VALKEY", "redis://127.0.0.1:16379")
-}
-fn opensearch() -> String {
-    env_or("FLOWSHARD_OPENSEARCH", "http://127.0.0.1:19200")
-}
-
-fn services(args: &[&str]) {
-    let st =
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh")).args(args).status().unwrap();
-    assert!(st.success(), "scripts/services.sh {args:?} failed");
-}
+use common::{kafka, opensearch, services, valkey};
 
 /// Brings every service back up when a test ends, even by panic.
 struct Restore;

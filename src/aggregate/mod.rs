@@ -25,6 +25,7 @@ pub use table::{key_hash, KeyTable};
 
 use crate::model::{Dimension, FlowRecord, Key};
 use hll::Hll;
+use serde::{Deserialize, Serialize};
 
 /// Records per prefetch batch.
 pub const BATCH: usize = 32;
@@ -67,10 +68,13 @@ impl Row {
     }
 }
 
-/// Aggregation settings shared by shard and owner windows.
-#[derive(Clone, Debug)]
+/// Aggregation settings shared by shard and owner windows: the `[aggregate]` section of the
+/// configuration file (serde defaults are [`AggConfig::default`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AggConfig {
-    /// Dimensions, in output order.
+    /// Dimensions to roll up, in output order: total, src_ip, dst_ip, src_port, dst_port,
+    /// proto, exporter, exporter_in_if, exporter_out_if, src_as, dst_as.
     pub dimensions: Vec<Dimension>,
     /// Keys per dimension per shard per second before evict-to-`other`.
     pub max_keys: usize,

@@ -7,7 +7,7 @@
 //! through the gate, then hands the survivors to every sink (Kafka alerts topic, OpenSearch
 //! alerts index, Valkey, JSON lines, webhook).
 //!
-//! Lives on: I/O cores.
+//! May depend on: `model`. Lives on: I/O cores.
 
 use crate::model::{Alert, AlertKind};
 use serde::{Deserialize, Serialize};
@@ -315,7 +315,7 @@ impl AlertGate {
                 self.store_mtime = m;
                 self.counters.feedback_reloads += 1;
             }
-            Err(e) => eprintln!("flowshard: ignoring suppressions: {e}"),
+            Err(e) => tracing::warn!("ignoring suppressions: {e}"),
         }
     }
 

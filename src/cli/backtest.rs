@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         d.z_threshold = z;
     }
     if let Some(v) = min_value {
-        d.min_value[mi] = v;
+        *d.min_value_mut(mi) = v;
     }
     if let Some(w) = warmup {
         d.warmup_s = w;

@@ -23,6 +23,7 @@ pub mod templates;
 use crate::model::{FlowRecord, Ip, Protocol};
 use cursor::Truncated;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use templates::TemplateStore;
 
 /// Receives decoded records (and sFlow interface counters). Implemented by the aggregator.
@@ -268,21 +269,33 @@ pub fn sniff(data: &[u8]) -> Option<Protocol> {
     }
 }
 
-/// Decoder settings.
-#[derive(Clone, Debug)]
+/// Decoder settings: the `[decode]` section of the configuration file (serde defaults are
+/// [`DecoderConfig::default`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DecoderConfig {
-    /// Maximum templates cached per decoder (per shard).
+    /// NetFlow v9/IPFIX templates cached per shard; more are refused and counted.
     pub max_templates: usize,
-    /// Templates not refreshed for this long are dropped, seconds.
+    /// A template not refreshed for this long expires, seconds.
     pub template_timeout_s: u64,
-    /// Sampling rate forced per exporter address (overrides what the exporter says).
-    pub sampling_overrides: Vec<(Ip, u32)>,
+    /// Sampling rates forced per exporter (overrides what the exporter announces).
+    pub sampling_override: Vec<SamplingOverride>,
 }
 
 impl Default for DecoderConfig {
     fn default() -> Self {
-        DecoderConfig { max_templates: 8192, template_timeout_s: 3600, sampling_overrides: Vec::new() }
+        DecoderConfig { max_templates: 8192, template_timeout_s: 3600, sampling_override: Vec::new() }
     }
+}
+
+/// A forced sampling rate for one exporter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverride {
+    /// Exporter address (NetFlow/IPFIX source, sFlow agent); checked by `validate()`.
+    pub exporter: String,
+    /// 1-in-N rate.
+    pub rate: u32,
 }
 
 /// One decoder: the template store, sampling state, overrides and counters of one shard.
@@ -311,7 +324,11 @@ impl Decoder {
         Decoder {
             templates: TemplateStore::new(cfg.max_templates, cfg.template_timeout_s),
             counters: DecodeCounters::default(),
-            overrides: cfg.sampling_overrides.iter().copied().collect(),
+            overrides: cfg
+                .sampling_override
+                .iter()
+                .filter_map(|o| o.exporter.parse::<std::net::IpAddr>().ok().map(|a| (Ip::from(a), o.rate)))
+                .collect(),
         }
     }
 

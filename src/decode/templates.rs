@@ -771,8 +771,10 @@ mod tests {
         assert_eq!(d.counters.sampling_updates, 1);
 
         // a per-exporter override in the config wins over the options data
-        let mut d =
-            Decoder::new(&DecoderConfig { sampling_overrides: vec![(exporter, 10)], ..DecoderConfig::default() });
+        let mut d = Decoder::new(&DecoderConfig {
+            sampling_override: vec![crate::decode::SamplingOverride { exporter: exporter.to_string(), rate: 10 }],
+            ..DecoderConfig::default()
+        });
         let recs = decode_all(&mut d, exporter, &msgs);
         assert_eq!((recs[0].bytes, recs[0].sampling_rate), (500, 10));
 

@@ -16,6 +16,7 @@
 //! May depend on: `model` (and `serde_json` for the query bodies). Lives on: I/O cores (the
 //! job) and the main thread (`flowshard layer2`).
 
+use crate::model::Dimension;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -40,7 +41,7 @@ pub struct Layer2 {
     /// Flag buckets whose residual is more than this many standard deviations from the mean.
     pub threshold: f64,
     /// Dimensions: `total` is one series; others use their top keys.
-    pub dimensions: Vec<String>,
+    pub dimensions: Vec<Dimension>,
     /// Top keys per non-total dimension.
     pub top_keys: usize,
     /// Only the newest this many buckets raise alerts on each run.
@@ -60,7 +61,7 @@ impl Default for Layer2 {
             beta: 0.05,
             gamma: 0.3,
             threshold: 4.0,
-            dimensions: vec!["total".into(), "dst_ip".into()],
+            dimensions: vec![Dimension::Total, Dimension::DstIp],
             top_keys: 5,
             alert_buckets: 2,
             min_bytes: 1e6,

@@ -26,6 +26,7 @@ pub mod layer2;
 use crate::aggregate::Row;
 use crate::model::{Alert, AlertKind, Dimension, Key, Metric};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 /// Timing-wheel size: the longest spread, seconds.
 pub const WHEEL: usize = 256;
@@ -67,11 +68,16 @@ impl Population {
     }
 }
 
-/// Detector settings.
-#[derive(Clone, Debug)]
+/// Layer-1 detector settings: the `[detect]` section of the configuration file, as the
+/// detectors use it (one field list; serde defaults are [`DetectConfig::default`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// Dimensions whose keys get detectors.
-    pub dimensions: Vec<Dimension>,
+    /// Run layer-1 detection.
+    pub enabled: bool,
+    /// Dimensions whose keys get detectors; unset = every aggregated dimension of
+    /// [`DEFAULT_DIMENSIONS`] (each one set must also be aggregated).
+    pub dimensions: Option<Vec<Dimension>>,
     /// EWMA weight of a new second (0 < alpha < 1).
     pub alpha: f64,
     /// Seconds of history before a key may alert.
@@ -94,28 +100,64 @@ pub struct DetectConfig {
     /// Alert when a key drops far below its baseline (e.g. an interface goes silent).
     pub drop_alerts: bool,
     /// Consecutive low seconds before a drop alert.
+    #[serde(skip)]
     pub drop_confirm_s: u8,
     /// Consecutive high seconds before a spike alert (1 = alert in the second itself). One
     /// big transfer of a small host lasts one second; attacks and scans last longer.
     pub spike_confirm_s: u8,
-    /// Smallest per-second values worth an alert, per metric (bytes, packets, flows, distinct).
-    pub min_value: [f64; 4],
+    /// Smallest bytes/s worth an alert.
+    pub min_bytes_per_s: f64,
+    /// Smallest packets/s worth an alert.
+    pub min_packets_per_s: f64,
+    /// Smallest flows/s worth an alert.
+    pub min_flows_per_s: f64,
+    /// Smallest distinct count worth an alert.
+    pub min_distinct: f64,
     /// Tracked keys per dimension per owner shard.
+    #[serde(rename = "max_tracked_keys")]
     pub max_tracked: usize,
     /// A tracked key unseen this long is forgotten, seconds.
     pub idle_evict_s: u64,
 }
 
+/// The dimensions with detectors when `[detect] dimensions` is not set (those of them that are
+/// aggregated).
+pub const DEFAULT_DIMENSIONS: [Dimension; 5] =
+    [Dimension::Total, Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort, Dimension::ExporterInIf];
+
+impl DetectConfig {
+    /// Whether keys of `d` get detectors.
+    pub fn detects(&self, d: Dimension) -> bool {
+        self.dimensions.as_deref().unwrap_or(&DEFAULT_DIMENSIONS).contains(&d)
+    }
+
+    /// The smallest value worth an alert for metric index `metric` (bytes, packets, flows,
+    /// distinct).
+    pub fn min_value(&self, metric: usize) -> f64 {
+        match metric {
+            0 => self.min_bytes_per_s,
+            1 => self.min_packets_per_s,
+            2 => self.min_flows_per_s,
+            _ => self.min_distinct,
+        }
+    }
+
+    /// The same, to change it (`flowshard backtest --min-value`).
+    pub fn min_value_mut(&mut self, metric: usize) -> &mut f64 {
+        match metric {
+            0 => &mut self.min_bytes_per_s,
+            1 => &mut self.min_packets_per_s,
+            2 => &mut self.min_flows_per_s,
+            _ => &mut self.min_distinct,
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
-            dimensions: vec![
-                Dimension::Total,
-                Dimension::SrcIp,
-                Dimension::DstIp,
-                Dimension::DstPort,
-                Dimension::ExporterInIf,
-            ],
+            enabled: true,
+            dimensions: None,
             alpha: 0.02,
             warmup_s: 60,
             z_threshold: 3.5,
@@ -128,7 +170,10 @@ impl Default for DetectConfig {
             drop_alerts: true,
             drop_confirm_s: 2,
             spike_confirm_s: 2,
-            min_value: [1_000_000.0, 1000.0, 50.0, 50.0],
+            min_bytes_per_s: 1_000_000.0,
+            min_packets_per_s: 1000.0,
+            min_flows_per_s: 50.0,
+            min_distinct: 50.0,
             max_tracked: 10_000,
             idle_evict_s: 900,
         }
@@ -200,7 +245,7 @@ impl MetricState {
         let baseline = self.mean.exp_m1();
         let warm = self.n >= cfg.warmup_s;
         let thr = cfg.z_threshold;
-        let floor = cfg.min_value[metric];
+        let floor = cfg.min_value(metric);
         let mut alert = None;
         if warm {
             let cooled = second >= self.last_alert.saturating_add(cfg.cooldown_s) || self.last_alert == 0;
@@ -305,7 +350,7 @@ impl MetricState {
         pop: (f64, f64),
         second: u64,
     ) -> Option<(f64, f64)> {
-        if self.n >= cfg.warmup_s || x < cfg.min_value[metric] {
+        if self.n >= cfg.warmup_s || x < cfg.min_value(metric) {
             self.cold_run = 0;
             return None;
         }
@@ -558,7 +603,7 @@ impl Detectors {
     /// Detectors for the aggregation dimensions `agg_dims` that `cfg` names.
     pub fn new(cfg: &DetectConfig, agg_dims: &[Dimension]) -> Detectors {
         Detectors {
-            per_dim: agg_dims.iter().map(|d| cfg.dimensions.contains(d).then(|| DimDetector::new(*d, cfg))).collect(),
+            per_dim: agg_dims.iter().map(|d| cfg.detects(*d).then(|| DimDetector::new(*d, cfg))).collect(),
             cfg: cfg.clone(),
         }
     }

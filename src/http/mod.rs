@@ -96,3 +96,49 @@ pub fn serve(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The server takes the listener bound at start-up: the port is never released between
+    /// choosing it and serving (the old code bound, dropped and bound again, so another
+    /// process could take the port in between), and the address reported is the one served.
+    #[test]
+    fn serves_on_the_listener_it_was_handed() {
+        let l = bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = serve(l, None, shared(1), stop.clone(), None).unwrap();
+        assert!(std::net::TcpListener::bind(addr).is_err(), "the port stays taken by the server");
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"), "{resp}");
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+    }
+
+    /// `flowshard_alerts_total{layer="1"}` counts layer-1 alerts only; layers 2 and 3 have
+    /// their own rows (it used to count every layer as layer 1).
+    #[test]
+    fn alerts_total_is_counted_by_layer() {
+        let s = shared(1);
+        {
+            let mut p = s.lock().unwrap();
+            p.io.alerts = 7;
+            p.io.alerts_by_layer = [0, 5, 2, 0];
+        }
+        let text = metrics(&s.lock().unwrap());
+        let row = |l: &str| {
+            text.lines()
+                .find(|x| x.starts_with(&format!("flowshard_alerts_total{{layer=\"{l}\"}}")))
+                .and_then(|x| x.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!((row("1"), row("2"), row("3")), (Some(5.0), Some(2.0), Some(0.0)), "{text}");
+    }
+}

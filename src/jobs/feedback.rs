@@ -2,7 +2,7 @@
 //! topic to this appliance's suppression store (which the alert gate re-reads), and the
 //! publisher `flowshard feedback` uses.
 //!
-//! May depend on: `alert`, `sink` (Kafka client settings), `config`. Lives on: I/O cores (the
+//! May depend on: `alert`, `sink` (Kafka client settings), `config`, `model`. Lives on: I/O cores (the
 //! consumer's thread) and the main thread (publishing).
 
 use crate::alert::Feedback;

@@ -3,7 +3,7 @@
 //! (layer 2, kind `seasonal_spike` / `seasonal_drop`, expected = the forecast) and go to the
 //! I/O loop's alert gate like every other alert.
 //!
-//! May depend on: `detect`, `alert`, `sink` (the OpenSearch client). Lives on: I/O cores (its
+//! May depend on: `detect`, `alert`, `sink` (the OpenSearch client), `model`. Lives on: I/O cores (its
 //! thread) and the main thread (`flowshard layer2`).
 
 use super::AlertOut;
@@ -19,7 +19,7 @@ use std::time::Duration;
 pub fn evaluate(client: &Client, l2: &Layer2, from: u64, to: u64) -> Result<Vec<Bucket>, OsError> {
     let index = format!("/{}-rollups-*/_search", client.cfg.index_prefix);
     let mut out = Vec::new();
-    for dim in &l2.dimensions {
+    for dim in l2.dimensions.iter().map(|d| d.name()) {
         let (_, v) = client.json(reqwest::Method::POST, &index, Some(&query(l2, dim, from, to)), &[])?;
         read_answer(dim, &v, &mut out);
     }

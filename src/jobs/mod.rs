@@ -3,7 +3,7 @@
 //! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
 //! not know the runtime's message type.
 //!
-//! May depend on: `detect`, `alert`, `sink`, `config`. Lives on: I/O cores.
+//! May depend on: `detect`, `alert`, `sink`, `config`, `model`. Lives on: I/O cores.
 
 pub mod feedback;
 pub mod layer2;

@@ -1,7 +1,8 @@
 //! Plain data that crosses cores: [`FlowRecord`], addresses, [`Dimension`] keys, [`Rollup`] and
 //! [`Alert`].
 //!
-//! Depends on nothing but `std` and `serde`; reads no clock. Every type here is `Copy` or owns
+//! May depend on: nothing (but `std` and `serde`); reads no clock (the one clock function,
+//! [`time::now_ms`], is called by the runtime, sinks and tools only). Every type here is `Copy` or owns
 //! plain vectors, so batches of them can be moved between shard cores and I/O cores.
 //!
 //! Lives on: every core.

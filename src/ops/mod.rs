@@ -6,8 +6,8 @@
 //! Also here: the host planner ([`plan`]), host checks ([`doctor`]) and systemd notification
 //! ([`notify`]).
 //!
-//! Lives on: shard cores (building snapshots), I/O core (board, line), main thread (plan,
-//! doctor, notify).
+//! May depend on: `model`, `decode`, `pipeline`, `alert` (counter types). Lives on: shard cores
+//! (building snapshots), I/O core (board, line), main thread (plan, doctor, notify, log).
 
 pub mod doctor;
 pub mod log;

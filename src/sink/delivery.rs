@@ -573,4 +573,100 @@ mod tests {
             assert_eq!(s.dropped(*r), i as u64 + 1, "{}", r.name());
         }
     }
+
+    /// A backend that answers from a script: per attempt, one outcome per pending record or a
+    /// whole-attempt failure; records what it was sent.
+    struct Fake {
+        prepare_failures: u32,
+        script: std::collections::VecDeque<Result<Vec<Outcome>, AttemptError>>,
+        sent: Vec<Vec<String>>,
+        closed: Option<bool>,
+    }
+
+    impl Backend for Fake {
+        fn prepare(&mut self, _closing: bool) -> Result<(), String> {
+            if self.prepare_failures > 0 {
+                self.prepare_failures -= 1;
+                return Err("not yet".into());
+            }
+            Ok(())
+        }
+        fn send(
+            &mut self,
+            recs: &[Record<'_>],
+            pending: &[usize],
+            _at: &Attempt<'_>,
+        ) -> Result<Vec<Outcome>, AttemptError> {
+            self.sent.push(pending.iter().map(|&i| recs[i].key.to_string()).collect());
+            self.script.pop_front().unwrap_or_else(|| Ok(vec![Outcome::Delivered; pending.len()]))
+        }
+        fn close(&mut self, abandoned: bool) {
+            self.closed = Some(abandoned);
+        }
+    }
+
+    fn frame(keys: &[&str], second: u64) -> Vec<u8> {
+        let mut fb = FrameBuilder::new();
+        for k in keys {
+            fb.push(super::super::frame::Kind::Rollup, second, k, "{}");
+        }
+        fb.finish()
+    }
+
+    #[test]
+    fn driver_retries_partially_counts_rejects_and_commits_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, r, spool) = spool::open(dir.path(), 16 << 20).unwrap();
+        w.append(&frame(&["a", "b", "c"], 100)).unwrap();
+        w.append(&frame(&["d"], 101)).unwrap();
+        w.close();
+        let stats = SinkStats::new("fake", Some(spool.clone()));
+        let mut b = Fake {
+            prepare_failures: 1,
+            script: [
+                // frame 1: the connection fails as a whole, then b is throttled and c refused,
+                // then b goes through
+                Err(AttemptError::Failed("connection refused".into())),
+                Ok(vec![Outcome::Delivered, Outcome::Retry, Outcome::Rejected("too large".into())]),
+                Ok(vec![Outcome::Delivered]),
+                // frame 2: an answer that does not match the request is sent again whole
+                Ok(vec![]),
+            ]
+            .into(),
+            sent: Vec::new(),
+            closed: None,
+        };
+        drive(&mut b, r, &stats);
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(b.sent, vec![s(&["a", "b", "c"]), s(&["a", "b", "c"]), s(&["b"]), s(&["d"]), s(&["d"])]);
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), 3, "a, b, d");
+        assert_eq!(stats.dropped(DropReason::Rejected), 1, "c");
+        assert_eq!(stats.retried.load(Ordering::Relaxed), 3 + 1, "the whole failed attempt, then b");
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 1 + 1 + 1, "prepare, failed attempt, mismatched answer");
+        assert_eq!(stats.last_second.load(Ordering::Relaxed), 101);
+        assert_eq!(spool.pending.load(Ordering::Relaxed), 0, "both frames committed");
+        assert_eq!(b.closed, Some(false), "drained, not abandoned");
+    }
+
+    #[test]
+    fn log_limit_lets_one_line_through_per_interval() {
+        let mut l = LogLimit::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.reset();
+        assert_eq!(l.allow(), Some(0));
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_and_counts_by_weight() {
+        let stats = SinkStats::new("q", None);
+        let q: DropOldest<Vec<u8>> = DropOldest::new(2, stats.clone(), |v| v.len() as u64);
+        q.push(vec![1, 1, 1]);
+        q.push(vec![2]);
+        q.push(vec![3, 3]);
+        let rx = q.receiver();
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![vec![2], vec![3, 3]]);
+        assert_eq!(stats.dropped(DropReason::QueueFull), 3);
+    }
 }

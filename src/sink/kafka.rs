@@ -58,7 +58,7 @@ pub fn client_config(k: &KafkaSink, appliance: &str) -> ClientConfig {
         .set("client.id", format!("flowshard-{appliance}"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", &k.compression)
+        .set("compression.type", k.compression.name())
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("message.timeout.ms", "0")

@@ -82,23 +82,16 @@ pub struct Client {
     pub cfg: OpensearchSink,
 }
 
-/// Index period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Period {
-    /// One index per minute.
-    Minute,
-    /// One index per hour.
-    Hour,
-}
+/// The rollup index period ([`IndexPeriod`] of the settings, resolved).
+pub use crate::config::IndexPeriod as Period;
 
 impl Period {
     /// From the settings (default: minute when retention is under 3 hours).
     pub fn of(o: &OpensearchSink) -> Period {
-        match o.index_period.as_deref() {
-            Some("hour") => Period::Hour,
-            Some("minute") => Period::Minute,
-            _ if o.retention_minutes < 180 => Period::Minute,
-            _ => Period::Hour,
+        match o.index_period {
+            Some(p) => p,
+            None if o.retention_minutes < 180 => Period::Minute,
+            None => Period::Hour,
         }
     }
     /// Seconds per index.

@@ -7,7 +7,7 @@
 use super::delivery::{backoff, pause, DropOldest, DropReason, SinkStats, Worker};
 use super::{Sink, SinkError};
 use crate::alert::AlertDoc;
-use crate::config::Webhook as Cfg;
+use crate::config::{Webhook as Cfg, WebhookFormat};
 use crate::model::json;
 use crate::pipeline::SecondOutput;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -24,8 +24,8 @@ pub const ATTEMPTS: u32 = 5;
 pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
     let mut doc = String::new();
     a.write_json(&mut doc, appliance);
-    match cfg.format.as_str() {
-        "slack" => {
+    match cfg.format {
+        WebhookFormat::Slack => {
             let mut s = String::from("{\"text\":");
             json::esc(
                 &mut s,
@@ -37,7 +37,7 @@ pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
             s.push('}');
             s
         }
-        "pagerduty" => {
+        WebhookFormat::Pagerduty => {
             let severity = if a.score >= 0.999 {
                 "critical"
             } else if a.score >= 0.99 {
@@ -69,7 +69,7 @@ pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
             s.push_str("}}");
             s
         }
-        _ => doc,
+        WebhookFormat::Generic => doc,
     }
 }
 
@@ -196,12 +196,12 @@ mod tests {
             z: 9.0,
             reason: "a \"quoted\" reason".into(),
         };
-        let cfg = |f: &str| Cfg { url: "http://x".into(), format: f.into(), routing_key: "rk".into(), min_score: 0.0 };
-        let g: serde_json::Value = serde_json::from_str(&body(&cfg("generic"), "fs1", &a)).unwrap();
+        let cfg = |format| Cfg { url: "http://x".into(), format, routing_key: "rk".into(), min_score: 0.0 };
+        let g: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Generic), "fs1", &a)).unwrap();
         assert_eq!(g["key"], "192.0.2.1");
-        let s: serde_json::Value = serde_json::from_str(&body(&cfg("slack"), "fs1", &a)).unwrap();
+        let s: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Slack), "fs1", &a)).unwrap();
         assert!(s["text"].as_str().unwrap().contains("a \"quoted\" reason"));
-        let p: serde_json::Value = serde_json::from_str(&body(&cfg("pagerduty"), "fs1", &a)).unwrap();
+        let p: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Pagerduty), "fs1", &a)).unwrap();
         assert_eq!(p["routing_key"], "rk");
         assert_eq!(p["event_action"], "trigger");
         assert_eq!(p["dedup_key"], "fs1:1:dst_ip:192.0.2.1:bytes:1795570299");

@@ -3,7 +3,7 @@
 //! same pipeline ([`replay`]), the layer-1 backtest over a CSV series ([`backtest`]) and the
 //! scoring of alerts against labels ([`eval`]).
 //!
-//! May depend on: `pipeline`, `decode`, `aggregate`, `detect`, `sink`, `alert`, `model`. Lives
+//! May depend on: `pipeline`, `decode`, `detect`, `sink`, `alert`, `model`. Lives
 //! on: the main thread (and the generator's sender threads).
 
 pub mod backtest;

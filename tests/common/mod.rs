@@ -236,3 +236,32 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 pub fn opensearch_cleanup(url: &str, prefix: &str) {
     let _ = reqwest::blocking::Client::new().delete(format!("{url}/{prefix}-*")).send();
 }
+
+/// The local services of `scripts/services.sh` (or the addresses in the environment). The
+/// suites that use them (`sinks`, `layers`) are built only with `--features service-tests`,
+/// which `scripts/test` turns on after `scripts/services.sh up`.
+fn env_or(name: &str, dflt: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| dflt.to_string())
+}
+
+/// Kafka bootstrap servers (`FLOWSHARD_KAFKA`).
+pub fn kafka() -> String {
+    env_or("FLOWSHARD_KAFKA", "127.0.0.1:19092")
+}
+
+/// Valkey URL (`FLOWSHARD_VALKEY`).
+pub fn valkey() -> String {
+    env_or("FLOWSHARD_VALKEY", "redis://127.0.0.1:16379")
+}
+
+/// OpenSearch URL (`FLOWSHARD_OPENSEARCH`).
+pub fn opensearch() -> String {
+    env_or("FLOWSHARD_OPENSEARCH", "http://127.0.0.1:19200")
+}
+
+/// Runs `scripts/services.sh ARGS` (kill, up, …) and asserts it succeeded.
+pub fn services(args: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+    let st = Command::new(script).args(args).status().unwrap();
+    assert!(st.success(), "scripts/services.sh {args:?} failed");
+}

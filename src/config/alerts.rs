@@ -1,0 +1,84 @@
+//! `[alerts]` (the one alert gate: cooldown, false-positive silence, feedback topic) and its
+//! optional webhook.
+//!
+//! May depend on: nothing outside `config`. Lives on: the main thread at start-up.
+
+use super::{err, Config, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// `[alerts]`: de-duplication, cooldown, feedback, webhook.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// After an alert on (layer, dimension, key), further alerts on it are held back this long.
+    pub cooldown_s: u64,
+    /// `flowshard feedback false-positive` silences the same alert this long.
+    pub false_positive_silence_s: u64,
+    /// Kafka topic read for operator feedback (when a Kafka sink is configured; "" = off).
+    pub feedback_topic: String,
+    /// Optional webhook.
+    pub webhook: Option<Webhook>,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            cooldown_s: 60,
+            false_positive_silence_s: 86_400,
+            feedback_topic: "flowshard.feedback".into(),
+            webhook: None,
+        }
+    }
+}
+
+/// `[alerts.webhook]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// URL to POST each alert to.
+    pub url: String,
+    /// Payload format.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// PagerDuty integration (routing) key.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Only alerts with at least this score.
+    #[serde(default)]
+    pub min_score: f64,
+}
+
+/// What a webhook receives.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The alert JSON document.
+    #[default]
+    Generic,
+    /// A Slack incoming-webhook message (`{"text": …}`).
+    Slack,
+    /// PagerDuty Events v2 (`trigger`, deduplicated by the alert id).
+    Pagerduty,
+}
+
+impl Config {
+    /// Checks `[alerts]`.
+    pub(super) fn validate_alerts(&self, e: &mut Vec<ConfigError>) {
+        if let Some(w) = &self.alerts.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                e.push(err(
+                    "alerts.webhook.url",
+                    format!("{:?} is not an http(s):// URL", w.url),
+                    "use e.g. \"https://hooks.slack.com/services/…\"",
+                ));
+            }
+            if w.format == WebhookFormat::Pagerduty && w.routing_key.is_empty() {
+                e.push(err(
+                    "alerts.webhook.routing_key",
+                    "PagerDuty needs the integration's routing key",
+                    "set routing_key = \"…\"",
+                ));
+            }
+        }
+    }
+}
