@@ -129,6 +129,10 @@ impl IoLoop {
         gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
         emit(&mut sinks, &done, &mut c);
         publish(&published, &done, &c);
+        // Close every sink first, then wait for each: their grace periods run together.
+        for s in sinks.iter_mut() {
+            s.close();
+        }
         for s in sinks.iter_mut() {
             s.finish();
         }

@@ -243,6 +243,10 @@ impl Sink for Spooled {
         Ok(())
     }
 
+    fn close(&mut self) {
+        self.writer.close();
+    }
+
     fn finish(&mut self) {
         self.writer.close();
         if let Some(w) = self.worker.take() {
@@ -309,9 +313,14 @@ impl Worker {
         Ok(Worker { stop, handle: Some(handle) })
     }
 
+    /// Sets the stop flag.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Sets the stop flag and waits for the thread.
     pub fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop();
         if let Some(w) = self.handle.take() {
             let _ = w.join();
         }
@@ -449,7 +458,8 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
                     backend.close(true);
                     return;
                 }
-                pause(backoff(attempt));
+                // during shutdown, retry briskly: the grace period is short
+                pause(if grace.closing(&reader) { backoff(0) } else { backoff(attempt) });
                 attempt += 1;
             }
         }

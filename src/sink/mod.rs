@@ -62,7 +62,12 @@ pub trait Sink {
     fn flush(&mut self) -> Result<(), SinkError>;
     /// Writes alerts of layers 2 and 3 (already through the alert gate).
     fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError>;
-    /// Shutdown: no more seconds come; deliver what is queued (bounded by a grace period).
+    /// Shutdown begins: no more seconds come. The sink's thread starts its grace period now;
+    /// the I/O loop closes every sink first and then waits for each ([`Sink::finish`]), so the
+    /// grace periods run at the same time, not one after the other.
+    fn close(&mut self) {}
+    /// Shutdown ends: deliver what is queued (bounded by the grace period) and wait for the
+    /// sink's thread.
     fn finish(&mut self) {}
 }
 

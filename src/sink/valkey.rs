@@ -119,6 +119,10 @@ impl Sink for ValkeyFront {
         Ok(())
     }
 
+    fn close(&mut self) {
+        self.worker.stop();
+    }
+
     fn finish(&mut self) {
         self.worker.stop_and_join();
     }

@@ -120,6 +120,10 @@ impl Sink for WebhookSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+    fn close(&mut self) {
+        self.worker.stop();
+    }
+
     fn finish(&mut self) {
         self.worker.stop_and_join();
     }
