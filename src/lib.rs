@@ -1,50 +1,67 @@
 //! # flowshard
 //!
 //! A thread-per-core network-flow telemetry appliance: NetFlow v5/v9, IPFIX and sFlow v5 in,
-//! exact 1-second rollups and layer-1 anomaly alerts out.
+//! exact 1-second rollups and alerts out, to JSON lines, Kafka, Valkey and OpenSearch.
 //!
-//! ## The data path
+//! ## Thread model
 //!
 //! ```text
-//! exporters ──UDP──▶ shard 0 (pinned) ─┐  partials, once a second   ┌─▶ I/O core: sinks,
-//!                    shard 1 (pinned) ─┼──── to the key's owner ────┤   state directory,
-//!                    shard N (pinned) ─┘  (hash(key) % shards)      └─▶ status line
+//! exporters ──UDP──▶ shard 0 (pinned) ─┐  partials, once a second   ┌─▶ I/O loop ─▶ sinks (own threads)
+//!                    shard 1 (pinned) ─┼──── to the key's owner ────┤   gate, HTTP state, state dir
+//!                    shard N (pinned) ─┘  (hash(key) % shards)      └─▶ jobs (layer 2, feedback), HTTP
 //! ```
 //!
-//! 1. **Receive** ([`shard`]): each shard owns one `SO_REUSEPORT` socket per listener, drains
-//!    it in batches (`recvmmsg`), and reads the kernel's drop counter (`SO_MEMINFO`).
+//! * **Shard cores** run one glommio executor each ([`runtime::shard`]): their own
+//!   `SO_REUSEPORT` sockets, decoder, window and detectors, built on the core and never moved.
+//!   No locks, no atomics, no allocation per record on this path.
+//! * **The I/O core** runs the I/O loop ([`runtime::io_loop`]), one delivery thread per remote
+//!   sink ([`sink`]), the jobs ([`jobs`]) and the HTTP server ([`http`]), all pinned there.
+//!   Everything that may block lives here.
+//! * **The main thread** parses the command line ([`cli`]), validates the configuration
+//!   ([`config`]) and wires the appliance ([`runtime::app`]).
+//!
+//! ## The data path, module by module
+//!
+//! 1. **Receive** ([`runtime::socket`]): batched receive (`recvmmsg`), the kernel's drop
+//!    counter (`SO_MEMINFO`).
 //! 2. **Decode** ([`decode`]): the protocol is sniffed per datagram; decoders are sans-I/O,
 //!    panic-free (one [`decode::cursor::Cursor`]) and allocation-free per record.
 //! 3. **Pre-aggregate** ([`aggregate`]): per second and dimension, bounded tables with
 //!    evict-to-`other`, so memory is bounded and sums stay exact.
-//! 4. **Exchange** ([`exchange`]): at each second boundary a shard sends each owner its
+//! 4. **Exchange** ([`runtime::exchange`]): at each second boundary a shard sends each owner its
 //!    partials over bounded SPSC channels; the owner merges them ([`pipeline::OwnerCore`]).
-//! 5. **Detect** ([`detect`]): on the owner, per (dimension, key, metric), before any top-K cut.
-//! 6. **Hand-off** ([`io`]): owners `try_send` finished seconds to the I/O core, which
-//!    assembles them ([`pipeline::Assembler`]) and writes the sinks.
+//! 5. **Detect** ([`detect`]): layer 1 on the owner, per (dimension, key, metric), before any
+//!    top-K cut; layer 2 (Holt-Winters in OpenSearch) as an I/O-core job.
+//! 6. **Hand-off and alerts** ([`runtime::io_loop`], [`alert`]): owners `try_send` finished
+//!    seconds to the I/O core, which assembles them ([`pipeline::Assembler`]), runs every
+//!    alert of every layer through one gate, and writes the sinks.
+//!
+//! ## Layering
+//!
+//! The pure layers — [`model`], [`decode`], [`aggregate`], [`detect`], [`pipeline`] — import
+//! no runtime, client or logging crate and read no clock (time is passed in), so the same code
+//! runs on a shard, in `flowshard replay`/`backtest`, in the tests, the fuzzers and the benches.
+//! Above them: [`alert`] (schema and gate), [`config`], [`ops`] (counters, status board, host
+//! checks), [`sink`], [`jobs`], [`http`], [`runtime`], [`tools`], [`cli`]. Each module's doc
+//! says what it may depend on; `scripts/check-layers` (run by `scripts/test`) fails when the
+//! code and those headers disagree or when top-level modules form a cycle.
 //!
 //! ## Invariants
 //!
-//! * A key's state lives on exactly one core (its owner); no locks, no atomics on the hot path.
+//! * A key's state lives on exactly one core (its owner).
 //! * For every second and dimension, the sum over keys (with `other`) equals the true total.
 //! * While per-second cardinality stays under the bounds, rollups are identical for any shard
 //!   count (property-tested against an independent reference).
 //! * Bad input is an error value and a counter, never a panic.
-//! * A shard never waits on a sink: the hand-off is bounded and drops are counted.
-//!
-//! ## Why this shape
-//!
-//! The pure layers ([`model`], [`decode`], [`aggregate`], [`detect`], [`pipeline`]) read no
-//! clock and touch no socket, so the same code runs on a shard, in `flowshard replay`, in the
-//! tests, the fuzzers and the benches. Only [`shard`], [`exchange`] and [`io`] know about
-//! threads, glommio and files.
+//! * A shard never waits on a sink: the hand-off is bounded and drops are counted; Kafka and
+//!   OpenSearch are fronted by an on-disk spool, Valkey and the webhook by a drop-oldest queue.
 //!
 //! ## Limitations (today)
 //!
 //! * Windows are by arrival time; a shard stalled for more than the exchange depth delays its
 //!   owners (the I/O core flushes incomplete seconds after 5 s and counts them).
-//! * Sinks: JSON lines (stdout, file). Kafka, Valkey and OpenSearch are separate work.
 //! * The top-K cut is per owner (`top_k / shards` each), an approximation of a global top-K.
+//! * Layer 3 (Random Cut Forest per source) is not built yet.
 
 pub mod aggregate;
 pub mod alert;

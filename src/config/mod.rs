@@ -10,7 +10,7 @@
 
 mod alerts;
 mod general;
-mod overrides;
+pub mod overrides;
 mod pipeline;
 mod sinks;
 

@@ -1,4 +1,4 @@
-//! The HTTP server of the I/O core: `/metrics` (Prometheus text format, [`metrics`]),
+//! The HTTP server of the I/O core: `/metrics` (Prometheus text format, [`mod@metrics`]),
 //! `/healthz`, `/readyz`, the live view and a JSON query API ([`api`]) over flowshard's own
 //! in-memory hot window ([`hot`]: last 300 s of rollups and the recent alerts), so it works
 //! without Valkey.

@@ -7,7 +7,7 @@
 //! * [`Assembler`] — collect the outputs of all owners for one second, merge the per-owner
 //!   `other` rows into one, and hand a complete [`SecondOutput`] to the sinks.
 //!
-//! The live runtime ([`crate::shard`]) moves [`PartialBatch`]es and [`OwnerOutput`]s between cores
+//! The live runtime ([`crate::runtime::shard`]) moves [`PartialBatch`]es and [`OwnerOutput`]s between cores
 //! over bounded channels; [`Engine`] runs the same three roles in one thread for `replay`,
 //! tests and benches. Both call exactly this code.
 //!

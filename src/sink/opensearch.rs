@@ -82,7 +82,7 @@ pub struct Client {
     pub cfg: OpensearchSink,
 }
 
-/// The rollup index period ([`IndexPeriod`] of the settings, resolved).
+/// The rollup index period ([`crate::config::IndexPeriod`] of the settings, resolved).
 pub use crate::config::IndexPeriod as Period;
 
 impl Period {
