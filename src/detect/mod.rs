@@ -1,5 +1,6 @@
 //! Sans-I/O layer-1 anomaly detection: per (dimension, key, metric) exponentially weighted mean
-//! and variance (Welford-style update) on `ln(1 + value)`, a calibrated score, a |z| threshold,
+//! and variance (Welford-style update) on `ln(1 + value)`, an anomaly likelihood
+//! ([`likelihood`]: the score that means the same on every series), a |z| threshold,
 //! warm-up, cooldown, and CUSUM for sustained level shifts.
 //!
 //! **Why the log scale.** Per-second traffic counts are heavy-tailed and multiplicative; on raw
@@ -10,7 +11,8 @@
 //! arrival time, a steady elephant is a sawtooth. Rollups stay exact by arrival, but the detector
 //! sees each long record (duration > `long_flow_ms`) spread evenly over its own duration: the
 //! rate `bytes / duration` is added now and removed `duration` seconds later (a 256-slot timing
-//! wheel). A steady elephant becomes a flat line; a surge of short flows still shows in the
+//! wheel whose entries carry their due second, so spreads of any length up to
+//! [`MAX_SPREAD_S`] — 30-minute active timeouts included — stay whole). A steady elephant becomes a flat line; a surge of short flows still shows in the
 //! second it arrives.
 //!
 //! **Robustness.** An anomalous value moves the baseline only as far as the threshold (clamped
@@ -22,14 +24,19 @@
 //! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
 
 pub mod layer2;
+pub mod likelihood;
 
 use crate::aggregate::Row;
 use crate::model::{Alert, AlertKind, Dimension, Key, Metric};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-/// Timing-wheel size: the longest spread, seconds.
+/// Timing-wheel slots. A spread longer than the wheel stays in its slot for several turns (each
+/// entry carries the second it is due), so any duration up to [`MAX_SPREAD_S`] is spread whole.
 pub const WHEEL: usize = 256;
+/// The longest spread, seconds: Cisco's default active timeout is 30 minutes; longer (or
+/// hostile) durations are spread over two hours.
+pub const MAX_SPREAD_S: u64 = 7200;
 /// A drop needs a baseline of at least this share of the metric's floor: silence of a
 /// steady key matters even when the key is small (a quiet interface going dark).
 pub const DROP_FLOOR_RATIO: f64 = 0.2;
@@ -180,9 +187,10 @@ impl Default for DetectConfig {
     }
 }
 
-/// One metric's streaming state (40 bytes).
+/// One metric's streaming state (40 bytes, plus the 148-byte [`likelihood::Likelihood`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetricState {
+    lik: likelihood::Likelihood,
     n: u32,
     low_run: u8,
     high_run: u8,
@@ -201,7 +209,8 @@ pub struct MetricState {
 /// The result of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
-    /// Calibrated anomaly score in [0, 1] (two-sided normal tail on the log scale).
+    /// The anomaly likelihood in [0, 1] ([`likelihood`]): how improbable the recent surprise
+    /// is against this key's own history of surprises; sparse, and reported once per run.
     pub score: f64,
     /// Standardised deviation.
     pub z: f64,
@@ -334,8 +343,15 @@ impl MetricState {
         let sd = ys - self.smean;
         self.smean += sa * sd;
         self.svar = (1.0 - sa) * (self.svar + sa * sd * sd);
+        // A level shift is a change point: the new level is the baseline from now on (both the
+        // fast and the slow one), so one change is one alert, not a train of alerts while the
+        // clamped baselines catch up.
+        if alert == Some(AlertKind::LevelShift) {
+            self.mean = y;
+            self.smean = y;
+        }
         self.n = self.n.saturating_add(1);
-        Verdict { score: score_of(z), z, baseline, alert }
+        Verdict { score: self.lik.update(z), z, baseline, alert }
     }
 
     /// Cold-start check for a key still in warm-up: scores `x` against the dimension's
@@ -394,6 +410,8 @@ struct Tracked {
 struct Decrement {
     slot: u32,
     gen: u32,
+    /// The second the spread ends (only its low 32 bits: seconds are compared exactly).
+    due: u32,
     amt: [f32; 3],
 }
 
@@ -483,7 +501,12 @@ impl DimDetector {
     pub fn begin_second(&mut self, second: u64) {
         let slot = (second % WHEEL as u64) as usize;
         let mut decs = std::mem::take(&mut self.wheel[slot]);
-        for d in decs.drain(..) {
+        let now = second as u32;
+        decs.retain(|d| {
+            // entries of a later turn of the wheel stay; only what is due now applies
+            if d.due != now {
+                return true;
+            }
             if let Some(t) = self.keys.get_mut(d.slot as usize) {
                 if t.gen == d.gen {
                     for m in 0..3 {
@@ -491,7 +514,8 @@ impl DimDetector {
                     }
                 }
             }
-        }
+            false
+        });
         self.wheel[slot] = decs;
     }
 
@@ -513,7 +537,7 @@ impl DimDetector {
         if row.long_flows > 0 {
             // Bytes-weighted mean duration: an elephant is spread over its own duration even
             // when short "long" flows share its row.
-            let dur_s = (row.long_byte_secs / row.long_bytes.max(1)).clamp(1, WHEEL as u64 - 1);
+            let dur_s = (row.long_byte_secs / row.long_bytes.max(1)).clamp(1, MAX_SPREAD_S);
             let rate = [
                 row.long_bytes as f64 / dur_s as f64,
                 row.long_packets as f64 / dur_s as f64,
@@ -525,7 +549,8 @@ impl DimDetector {
                 for (s, r) in t.spread.iter_mut().zip(rate) {
                     *s += r;
                 }
-                w.push(Decrement { slot: i as u32, gen, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
+                let due = (second + dur_s) as u32;
+                w.push(Decrement { slot: i as u32, gen, due, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
             } else {
                 for m in 0..3 {
                     t.cur[m] += [row.long_bytes, row.long_packets, row.long_flows][m] as f64;
