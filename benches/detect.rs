@@ -22,7 +22,7 @@ fn benches(c: &mut Criterion) {
                 let s = &mut states[(i % 1000) as usize];
                 second += 1;
                 let x = 1e6 + ((i * 7919) % 100_000) as f64;
-                black_box(s.update(&cfg, 0, x, second / 1000));
+                black_box(s.update(&cfg, 0, x, second / 1000, Default::default()));
             }
         })
     });

@@ -44,15 +44,27 @@ pub struct Row {
     pub packets: u64,
     /// Flow records.
     pub flows: u64,
-    /// Part of `bytes` from records longer than the long-flow threshold.
+    /// Sampled packets behind the counts: Σ packets / sampling rate over records taken under
+    /// 1-in-N sampling (0 for unsampled traffic). The detector's counting-noise model.
+    pub samples: u64,
+    /// Part of `bytes` from *continuing* records: longer than the long-flow threshold and not
+    /// ended by the flow itself (no TCP FIN/RST), i.e. exported by an active timeout.
     pub long_bytes: u64,
     /// Part of `packets` from long records.
     pub long_packets: u64,
     /// Number of long records.
     pub long_flows: u64,
-    /// Sum over long records of bytes × duration in seconds (for the bytes-weighted mean
-    /// duration the detector spreads them over).
-    pub long_byte_secs: u64,
+    /// Part of `samples` from long records.
+    pub long_samples: u64,
+    /// Sum over long records of bytes / duration in seconds: their rate. The detector spreads
+    /// the long part at this rate over `long_bytes / long_rate` seconds (the rate-weighted
+    /// mean duration, so the biggest flows' own durations dominate).
+    pub long_rate: u64,
+    /// The longest long record's duration, seconds (when the oldest of them started).
+    pub long_max_s: u32,
+    /// TCP connection attempts that were never answered: flows of SYN without ACK (a scanner's
+    /// probes, failed connections).
+    pub syn_only: u64,
 }
 
 impl Row {
@@ -64,7 +76,11 @@ impl Row {
         self.long_bytes += o.long_bytes;
         self.long_packets += o.long_packets;
         self.long_flows += o.long_flows;
-        self.long_byte_secs = self.long_byte_secs.saturating_add(o.long_byte_secs);
+        self.samples += o.samples;
+        self.long_samples += o.long_samples;
+        self.long_rate += o.long_rate;
+        self.long_max_s = self.long_max_s.max(o.long_max_s);
+        self.syn_only += o.syn_only;
     }
 }
 
@@ -80,7 +96,9 @@ pub struct AggConfig {
     pub max_keys: usize,
     /// Rows emitted per dimension per second (split evenly across owner shards).
     pub top_k: usize,
-    /// Records longer than this (ms) are "long" and spread over their duration for detection.
+    /// Records longer than this (ms) that the flow did not end itself (no TCP FIN/RST) are
+    /// "long": exported by an active timeout, so the flow goes on; the detector spreads them
+    /// over their duration.
     pub long_flow_ms: u32,
 }
 

@@ -15,6 +15,12 @@ use super::Row;
 use crate::model::{FlowRecord, Key};
 
 const EMPTY: u8 = 0;
+/// TCP FIN | RST: the flow ended itself, so a long record of it is history, not a flow that
+/// goes on (an exporter's active timeout cuts a continuing flow without these flags).
+const TCP_ENDED: u8 = 0x01 | 0x04;
+/// TCP SYN and ACK: a flow that saw SYN but never ACK is an attempt nobody answered.
+const TCP_SYN: u8 = 0x02;
+const TCP_SYN_ACK: u8 = 0x12;
 const MIN_SLOTS: usize = 1024;
 
 /// A cheap, well-mixed 64-bit hash of a key (the table's own; owners use `Key::stable_hash`).
@@ -246,13 +252,18 @@ impl KeyTable {
         row.bytes += r.bytes;
         row.packets += r.packets;
         row.flows += 1;
-        if r.duration_ms > long_ms {
+        let samples = if r.sampling_rate > 1 { (r.packets / r.sampling_rate as u64).max(1) } else { 0 };
+        row.samples += samples;
+        if r.duration_ms > long_ms && r.tcp_flags & TCP_ENDED == 0 {
             row.long_bytes += r.bytes;
             row.long_packets += r.packets;
             row.long_flows += 1;
-            row.long_byte_secs =
-                row.long_byte_secs.saturating_add(r.bytes.max(1).saturating_mul((r.duration_ms / 1000).max(1) as u64));
+            row.long_samples += samples;
+            let dur_s = (r.duration_ms / 1000).max(1);
+            row.long_rate += r.bytes / u64::from(dur_s);
+            row.long_max_s = row.long_max_s.max(dur_s);
         }
+        row.syn_only += u64::from(r.proto == 6 && r.tcp_flags & TCP_SYN_ACK == TCP_SYN);
         if let (true, Some(it)) = (self.distinct, item) {
             sk.add(it);
         }

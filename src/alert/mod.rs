@@ -9,7 +9,7 @@
 //!
 //! May depend on: `model`. Lives on: I/O cores.
 
-use crate::model::{Alert, AlertKind};
+use crate::model::Alert;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -52,12 +52,7 @@ impl AlertDoc {
             dimension: a.dimension.name().to_string(),
             key: a.dimension.format_key(&a.key),
             metric: a.metric.name().to_string(),
-            kind: match a.kind {
-                AlertKind::Spike => "spike",
-                AlertKind::Drop => "drop",
-                AlertKind::LevelShift => "level_shift",
-            }
-            .to_string(),
+            kind: a.kind.name().to_string(),
             value: a.value,
             expected: a.baseline,
             score: a.score,

@@ -157,7 +157,7 @@ mod tests {
     fn scores(mut f: impl FnMut(usize) -> f64, n: usize) -> Vec<f64> {
         let cfg = DetectConfig { min_bytes_per_s: 0.0, ..DetectConfig::default() };
         let mut st = MetricState::default();
-        (0..n).map(|i| st.update(&cfg, 0, f(i), i as u64).score).collect()
+        (0..n).map(|i| st.update(&cfg, 0, f(i), i as u64, Default::default()).score).collect()
     }
 
     #[test]

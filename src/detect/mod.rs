@@ -49,9 +49,22 @@ pub const RECOVERY_S: u64 = 900;
 /// How far (in standard deviations, beyond the threshold) a key in warm-up must be above the
 /// dimension's population to alert.
 pub const COLD_MARGIN: f64 = 2.0;
-/// Metrics with cold-start (population) scoring: flows and distinct counts — what scans and
-/// fan-outs show. Bytes of a new key are not judged: a new big transfer is ordinary.
-const COLD_METRICS: [bool; 4] = [false, false, true, true];
+/// Metrics with cold-start (population) scoring: flows, distinct counts and unanswered
+/// attempts — what scans and fan-outs show. Bytes of a new key are not judged: a new big
+/// transfer is ordinary.
+const COLD_METRICS: [bool; METRICS] = [false, false, true, true, true];
+/// Metric slots per key: bytes, packets, flows, distinct, unanswered (as [`Metric::ALL`]).
+pub const METRICS: usize = 5;
+
+/// The metric slots a dimension's keys are judged on: the distinct count where the dimension
+/// has one, unanswered connection attempts for sources (scanners).
+fn metrics_of(dim: Dimension) -> &'static [usize] {
+    match (dim, dim.distinct_name().is_some()) {
+        (Dimension::SrcIp, _) => &[0, 1, 2, 3, 4],
+        (_, true) => &[0, 1, 2, 3],
+        _ => &[0, 1, 2],
+    }
+}
 
 /// EWMA mean/variance of `ln(1 + x)` over all keys of a dimension (the population).
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,6 +114,9 @@ pub struct DetectConfig {
     pub cusum_h: f64,
     /// EWMA weight of the slow baseline (minutes-scale drifts such as slow exfiltration).
     pub slow_alpha: f64,
+    /// The slow CUSUM only accumulates while the key is above this multiple of its long-run
+    /// level (a slow drift worth a page has at least doubled, say).
+    pub slow_min_ratio: f64,
     /// Decision threshold of the CUSUM against the slow baseline (≈ seconds of sustained
     /// maximal deviation × (threshold − k)).
     pub slow_cusum_h: f64,
@@ -120,11 +136,27 @@ pub struct DetectConfig {
     pub min_flows_per_s: f64,
     /// Smallest distinct count worth an alert.
     pub min_distinct: f64,
+    /// A sustained drift (slow baseline) also matters below the absolute floors when the key
+    /// carries at least this share of its dimension's traffic: the floors are sized for big
+    /// networks, a share is not.
+    pub min_share: f64,
     /// Tracked keys per dimension per owner shard.
     #[serde(rename = "max_tracked_keys")]
     pub max_tracked: usize,
     /// A tracked key unseen this long is forgotten, seconds.
     pub idle_evict_s: u64,
+    /// Dimensions whose brand-new keys are reported when they stay active (`new_key`): a port
+    /// nobody served before (a new service), and so on.
+    pub new_key_dimensions: Vec<Dimension>,
+    /// A dimension must have been watched this long before its new keys count as new, seconds
+    /// (before that every key is new).
+    pub new_key_after_s: u64,
+    /// A new key is reported when it was active in at least 90 % of its first this-many
+    /// seconds with at least `new_key_min_sources` sources on average.
+    pub new_key_window_s: u32,
+    /// Sources (distinct count) a new key needs on average: a service has clients, a client's
+    /// ephemeral port has one server.
+    pub new_key_min_sources: f64,
 }
 
 /// The dimensions with detectors when `[detect] dimensions` is not set (those of them that are
@@ -139,12 +171,12 @@ impl DetectConfig {
     }
 
     /// The smallest value worth an alert for metric index `metric` (bytes, packets, flows,
-    /// distinct).
+    /// distinct, unanswered attempts — counted like flows).
     pub fn min_value(&self, metric: usize) -> f64 {
         match metric {
             0 => self.min_bytes_per_s,
             1 => self.min_packets_per_s,
-            2 => self.min_flows_per_s,
+            2 | 4 => self.min_flows_per_s,
             _ => self.min_distinct,
         }
     }
@@ -154,7 +186,7 @@ impl DetectConfig {
         match metric {
             0 => &mut self.min_bytes_per_s,
             1 => &mut self.min_packets_per_s,
-            2 => &mut self.min_flows_per_s,
+            2 | 4 => &mut self.min_flows_per_s,
             _ => &mut self.min_distinct,
         }
     }
@@ -174,6 +206,7 @@ impl Default for DetectConfig {
             cusum_h: 12.0,
             slow_alpha: 0.001,
             slow_cusum_h: 150.0,
+            slow_min_ratio: 2.0,
             drop_alerts: true,
             drop_confirm_s: 2,
             spike_confirm_s: 2,
@@ -181,8 +214,13 @@ impl Default for DetectConfig {
             min_packets_per_s: 1000.0,
             min_flows_per_s: 50.0,
             min_distinct: 50.0,
+            min_share: 0.01,
             max_tracked: 10_000,
             idle_evict_s: 900,
+            new_key_dimensions: vec![Dimension::DstPort],
+            new_key_after_s: 600,
+            new_key_window_s: 60,
+            new_key_min_sources: 2.0,
         }
     }
 }
@@ -204,6 +242,20 @@ pub struct MetricState {
     scpos: f64,
     last_alert: u64,
     last_up: u64,
+}
+
+/// What the detector knows about one second's value besides the value itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Context {
+    /// For a key seen through 1-in-N sampling, how many samples one unit of the value rests on
+    /// (so `value × samples_per_unit` samples this second); `None` for unsampled traffic.
+    pub samples_per_unit: Option<f64>,
+    /// The dimension's total of the metric this second (`min_share`); `None` for a lone
+    /// series (backtest).
+    pub dim_total: Option<f64>,
+    /// The dimension's reference total over its total now: the slow baseline sees the value
+    /// times this, so a swell common to all keys is not a drift of each (0 = none, as 1).
+    pub common_factor: f64,
 }
 
 /// The result of one update.
@@ -232,6 +284,20 @@ fn erf(x: f64) -> f64 {
     s * y
 }
 
+/// The deviation of a sampled estimate: `z` (on the log scale against the key's own
+/// variability) unless the sample counts themselves do not support it — `now` samples against
+/// an expected `expected`, compared on Anscombe's square-root scale, where a Poisson count has
+/// unit variance. The weaker of the two, or 0 when they disagree in direction.
+#[inline]
+pub fn sampled_z(z: f64, now: f64, expected: f64) -> f64 {
+    let zp = 2.0 * ((now + 0.375).sqrt() - (expected.max(0.0) + 0.375).sqrt());
+    if zp * z <= 0.0 {
+        0.0
+    } else {
+        z.signum() * z.abs().min(zp.abs())
+    }
+}
+
 /// Calibrated score for a standardised deviation: `P(|Z| < |z|)` under the baseline.
 #[inline]
 pub fn score_of(z: f64) -> f64 {
@@ -239,19 +305,32 @@ pub fn score_of(z: f64) -> f64 {
 }
 
 impl MetricState {
-    /// Feeds one second's value; `second` drives the cooldown.
-    pub fn update(&mut self, cfg: &DetectConfig, metric: usize, x: f64, second: u64) -> Verdict {
+    /// Feeds one second's value; `second` drives the cooldown, `ctx` says what else is known
+    /// about the value (sampling, the dimension's total).
+    pub fn update(&mut self, cfg: &DetectConfig, metric: usize, x: f64, second: u64, ctx: Context) -> Verdict {
         let y = x.max(0.0).ln_1p();
+        // The slow baseline watches the value with the dimension's common swell taken out: a
+        // swell of all traffic (time of day) moves every key, a drift moves one.
+        let g = if ctx.common_factor > 0.0 { ctx.common_factor } else { 1.0 };
+        let ys = (x.max(0.0) * g).ln_1p();
+        let samples_per_unit = ctx.samples_per_unit;
         if self.n == 0 {
             self.n = 1;
             self.mean = y;
             self.var = 0.0;
-            self.smean = y;
+            self.smean = ys;
             return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
         }
         let std = self.var.sqrt().max(cfg.min_std);
-        let z = (y - self.mean) / std;
+        let z_raw = (y - self.mean) / std;
         let baseline = self.mean.exp_m1();
+        // Counting noise: a sampled estimate is only as good as its samples. The deviation is
+        // also judged on the samples themselves (Anscombe's transform makes a Poisson count's
+        // standard deviation 1), and the weaker of the two is the evidence.
+        let z = match samples_per_unit {
+            Some(q) => sampled_z(z_raw, x * q, baseline * q),
+            None => z_raw,
+        };
         let warm = self.n >= cfg.warmup_s;
         let thr = cfg.z_threshold;
         let floor = cfg.min_value(metric);
@@ -293,9 +372,18 @@ impl MetricState {
             }
             // Slow drift: CUSUM against a baseline with a half-life of minutes.
             let sstd = self.svar.sqrt().max(cfg.min_std);
-            let zs = ((y - self.smean) / sstd).clamp(-thr, thr);
-            self.scpos = (self.scpos + zs - cfg.cusum_k).max(0.0);
-            if alert.is_none() && self.scpos > cfg.slow_cusum_h && x >= floor {
+            let mut zs = (ys - self.smean) / sstd;
+            if let Some(q) = samples_per_unit {
+                zs = sampled_z(zs, x * q, self.smean.exp_m1() / g * q);
+            }
+            let zs = zs.clamp(-thr, thr);
+            // A drift counts once the key is beyond `slow_min_ratio` times its long-run level:
+            // on a quiet key a few standard deviations are a small change.
+            let slack = cfg.cusum_k.max(cfg.slow_min_ratio.max(1.0).ln() / sstd);
+            self.scpos = (self.scpos + zs - slack).max(0.0);
+            let by_share = metric < 2 && ctx.dim_total.is_some_and(|t| x >= cfg.min_share * t);
+            let material = x >= floor || by_share;
+            if alert.is_none() && self.scpos > cfg.slow_cusum_h && material {
                 alert = Some(AlertKind::LevelShift);
             }
             // Direction of this second's alert. A downward one is recovery, not an anomaly,
@@ -331,7 +419,7 @@ impl MetricState {
         }
         // Clamped (robust) Welford-style EWMA update.
         let alpha = if warm { cfg.alpha } else { cfg.alpha.max(1.0 / (self.n as f64 + 1.0)) };
-        let yc = if warm { self.mean + z.clamp(-thr, thr) * std } else { y };
+        let yc = if warm { self.mean + z_raw.clamp(-thr, thr) * std } else { y };
         let diff = yc - self.mean;
         let incr = alpha * diff;
         self.mean += incr;
@@ -339,8 +427,8 @@ impl MetricState {
         // The slow baseline, clamped the same way.
         let sa = if warm { cfg.slow_alpha } else { cfg.slow_alpha.max(1.0 / (self.n as f64 + 1.0)) };
         let sstd = self.svar.sqrt().max(cfg.min_std);
-        let ys = if warm { self.smean + ((y - self.smean) / sstd).clamp(-thr, thr) * sstd } else { y };
-        let sd = ys - self.smean;
+        let ysc = if warm { self.smean + ((ys - self.smean) / sstd).clamp(-thr, thr) * sstd } else { ys };
+        let sd = ysc - self.smean;
         self.smean += sa * sd;
         self.svar = (1.0 - sa) * (self.svar + sa * sd * sd);
         // A level shift is a change point: the new level is the baseline from now on (both the
@@ -348,10 +436,22 @@ impl MetricState {
         // clamped baselines catch up.
         if alert == Some(AlertKind::LevelShift) {
             self.mean = y;
-            self.smean = y;
+            self.smean = ys;
         }
         self.n = self.n.saturating_add(1);
         Verdict { score: self.lik.update(z), z, baseline, alert }
+    }
+
+    /// Corrects the baselines for traffic this key carried during its whole history but
+    /// that the detector never saw: a long record whose flow started before the key's first
+    /// second (typically flows already running when flowshard started, revealed by their
+    /// first active-timeout export). `rate` is that traffic per second.
+    fn reveal(&mut self, rate: f64) {
+        if self.n == 0 || rate <= 0.0 {
+            return;
+        }
+        self.mean = (self.mean.exp() + rate).ln();
+        self.smean = (self.smean.exp() + rate).ln();
     }
 
     /// Cold-start check for a key still in warm-up: scores `x` against the dimension's
@@ -394,16 +494,32 @@ impl MetricState {
 struct Tracked {
     key: Key,
     gen: u32,
+    /// The key's first second (its history starts here).
+    first_seen: u64,
     last_seen: u64,
-    /// Detector input this second from short records, per metric.
-    cur: [f64; 4],
-    /// Current spread rate of long records (bytes, packets, flows).
-    spread: [f64; 3],
-    m: [MetricState; 4],
+    /// Detector input this second from short records, per metric slot (bytes, packets,
+    /// flows, distinct, unanswered), and the samples behind them.
+    cur: [f64; METRICS],
+    cur_samples: f64,
+    /// Current spread rate of long records: bytes, packets, flows, samples.
+    spread: [f64; 4],
+    /// Spreads that ended but are held until `held_until`: an exporter's next record of the
+    /// same flow arrives a little after the previous one's span ends (timer jitter, a mean
+    /// duration over several records), and replaces it without a dip.
+    held: [f64; 4],
+    held_until: u64,
+    /// Decayed sums of samples and of bytes, packets, flows (the counting-noise model).
+    samples: f64,
+    units: [f64; 3],
+    m: [MetricState; METRICS],
     activity: f64,
     /// First seen after the dimension's own warm-up: a newcomer, judged against the
     /// population until it has history.
     newcomer: bool,
+    /// Seconds active and sources summed over the key's first `new_key_window_s` seconds
+    /// (new-key watch; only for keys born after `new_key_after_s`).
+    new_active: u32,
+    new_sources: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -412,7 +528,9 @@ struct Decrement {
     gen: u32,
     /// The second the spread ends (only its low 32 bits: seconds are compared exactly).
     due: u32,
-    amt: [f32; 3],
+    /// How long the ended spread is held for the flow's next record, seconds.
+    hold_s: u16,
+    amt: [f32; 4],
 }
 
 /// Detectors for the keys of one dimension on one owner shard.
@@ -420,15 +538,23 @@ pub struct DimDetector {
     dim: Dimension,
     index: FxHashMap<Key, u32>,
     keys: Vec<Tracked>,
-    pop: [Population; 4],
+    pop: [Population; METRICS],
     born: Option<u64>,
     wheel: Vec<Vec<Decrement>>,
     next_gen: u32,
     rng: u64,
+    /// Watch new keys of this dimension.
+    new_keys: bool,
     /// Keys forgotten (idle or replaced).
     pub evicted: u64,
     /// Long records whose spread did not fit the wheel (applied at once).
     pub spread_overflow: u64,
+    /// Long records that revealed traffic older than their key's history (baselines corrected).
+    pub revealed: u64,
+    /// The dimension's reference totals per metric slot (see `end_second`).
+    reference: [f64; METRICS],
+    /// Seconds the dimension has been watched.
+    seconds: u64,
 }
 
 impl DimDetector {
@@ -438,13 +564,17 @@ impl DimDetector {
             dim,
             index: FxHashMap::default(),
             keys: Vec::with_capacity(cfg.max_tracked.min(1 << 16)),
-            pop: [Population::default(); 4],
+            pop: [Population::default(); METRICS],
             born: None,
             wheel: (0..WHEEL).map(|_| Vec::new()).collect(),
             next_gen: 1,
             rng: 0x2545_f491_4f6c_dd1d,
+            new_keys: cfg.new_key_dimensions.contains(&dim) && dim.distinct_name().is_some(),
             evicted: 0,
             spread_overflow: 0,
+            revealed: 0,
+            reference: [0.0; METRICS],
+            seconds: 0,
         }
     }
 
@@ -476,12 +606,20 @@ impl DimDetector {
         self.keys.push(Tracked {
             key,
             gen: self.next_gen,
+            first_seen: second,
             last_seen: 0,
-            cur: [0.0; 4],
-            spread: [0.0; 3],
-            m: [MetricState::default(); 4],
+            cur: [0.0; METRICS],
+            cur_samples: 0.0,
+            spread: [0.0; 4],
+            held: [0.0; 4],
+            held_until: 0,
+            samples: 0.0,
+            units: [0.0; 3],
+            m: [MetricState::default(); METRICS],
             activity: 0.0,
             newcomer: self.born.is_some_and(|b| second >= b + cfg.warmup_s as u64),
+            new_active: 0,
+            new_sources: 0.0,
         });
         self.index.insert(key, i as u32);
         i
@@ -497,7 +635,8 @@ impl DimDetector {
         self.evicted += 1;
     }
 
-    /// Applies the wheel slot of `second` (spreads that end now).
+    /// Applies the wheel slot of `second` (spreads that end now are held) and releases held
+    /// spreads whose grace ran out.
     pub fn begin_second(&mut self, second: u64) {
         let slot = (second % WHEEL as u64) as usize;
         let mut decs = std::mem::take(&mut self.wheel[slot]);
@@ -509,14 +648,20 @@ impl DimDetector {
             }
             if let Some(t) = self.keys.get_mut(d.slot as usize) {
                 if t.gen == d.gen {
-                    for m in 0..3 {
-                        t.spread[m] = (t.spread[m] - d.amt[m] as f64).max(0.0);
+                    for m in 0..4 {
+                        t.held[m] += d.amt[m] as f64;
                     }
+                    t.held_until = t.held_until.max(second + u64::from(d.hold_s));
                 }
             }
             false
         });
         self.wheel[slot] = decs;
+        for t in self.keys.iter_mut() {
+            if t.held_until != 0 && second >= t.held_until {
+                t.release_held();
+            }
+        }
     }
 
     /// Feeds one merged row of this second (before any top-K cut).
@@ -533,16 +678,34 @@ impl DimDetector {
             (row.packets - row.long_packets) as f64,
             (row.flows - row.long_flows) as f64,
             distinct.unwrap_or(0) as f64,
+            row.syn_only as f64,
         ];
+        t.cur_samples = (row.samples - row.long_samples) as f64;
         if row.long_flows > 0 {
-            // Bytes-weighted mean duration: an elephant is spread over its own duration even
-            // when short "long" flows share its row.
-            let dur_s = (row.long_byte_secs / row.long_bytes.max(1)).clamp(1, MAX_SPREAD_S);
+            // Rate-weighted mean duration: the biggest flows are spread over their own
+            // duration even when smaller long flows share the row.
+            let dur_s = row.long_bytes.checked_div(row.long_rate).unwrap_or(u64::from(row.long_max_s));
+            let dur_s = dur_s.clamp(1, MAX_SPREAD_S);
             let rate = [
                 row.long_bytes as f64 / dur_s as f64,
                 row.long_packets as f64 / dur_s as f64,
                 row.long_flows as f64 / dur_s as f64,
+                row.long_samples as f64 / dur_s as f64,
             ];
+            // A new record of a flow whose previous span just ended takes its place.
+            let continued = t.held;
+            t.release_held();
+            // Traffic that flowed since before this key's history began was never seen:
+            // the baselines learn it now instead of calling its arrival a surge.
+            if second.saturating_sub(u64::from(row.long_max_s)) <= t.first_seen {
+                for m in 0..3 {
+                    let r = rate[m] - continued[m];
+                    t.m[m].reveal(r);
+                    // the dimension's reference total had that traffic all along too
+                    self.reference[m] += r.max(0.0);
+                }
+                self.revealed += 1;
+            }
             let slot = ((second + dur_s) % WHEEL as u64) as usize;
             let w = &mut self.wheel[slot];
             if w.len() < cfg.max_tracked.max(1024) * 2 {
@@ -550,11 +713,15 @@ impl DimDetector {
                     *s += r;
                 }
                 let due = (second + dur_s) as u32;
-                w.push(Decrement { slot: i as u32, gen, due, amt: [rate[0] as f32, rate[1] as f32, rate[2] as f32] });
+                let amt = [rate[0] as f32, rate[1] as f32, rate[2] as f32, rate[3] as f32];
+                // held for an eighth of the span, 2 s to 1 min
+                let hold_s = (dur_s / 8).clamp(2, 60) as u16;
+                w.push(Decrement { slot: i as u32, gen, due, hold_s, amt });
             } else {
-                for m in 0..3 {
-                    t.cur[m] += [row.long_bytes, row.long_packets, row.long_flows][m] as f64;
+                for (c, l) in t.cur.iter_mut().zip([row.long_bytes, row.long_packets, row.long_flows]) {
+                    *c += l as f64;
                 }
+                t.cur_samples += row.long_samples as f64;
                 self.spread_overflow += 1;
             }
         }
@@ -562,24 +729,56 @@ impl DimDetector {
 
     /// Updates every tracked key for `second` (absent keys see 0) and emits alerts.
     pub fn end_second(&mut self, second: u64, cfg: &DetectConfig, alerts: &mut Vec<Alert>) {
-        self.born.get_or_insert(second);
+        let born = *self.born.get_or_insert(second);
+        // First pass: forget idle keys, add the spreads, and sum the dimension's totals.
+        let mut totals = [0.0; METRICS];
         let mut i = 0;
         while i < self.keys.len() {
             let t = &mut self.keys[i];
             let seen = t.last_seen == second;
-            let spreading = t.spread.iter().any(|&s| s > 0.0);
+            let spreading = t.spread.iter().chain(t.held.iter()).any(|&s| s > 0.0);
             if !seen && !spreading && second.saturating_sub(t.last_seen) > cfg.idle_evict_s {
                 self.remove(i);
                 continue;
             }
-            let vals = [t.cur[0] + t.spread[0], t.cur[1] + t.spread[1], t.cur[2] + t.spread[2], t.cur[3]];
+            for m in 0..3 {
+                t.cur[m] += t.spread[m];
+            }
+            t.cur_samples += t.spread[3];
+            for (tot, v) in totals.iter_mut().zip(t.cur) {
+                *tot += v;
+            }
+            i += 1;
+        }
+        // The reference level: the mean total over the warm-up, then fixed (but for revealed
+        // traffic), so that the slow baselines see `x × reference / total` — the key's share
+        // on a fixed scale — and a swell common to all keys does not drift any of them.
+        self.seconds += 1;
+        if self.seconds <= u64::from(cfg.warmup_s.max(1)) {
+            let w = 1.0 / self.seconds as f64;
+            for (st, t) in self.reference.iter_mut().zip(totals) {
+                *st += w * (t - *st);
+            }
+        }
+        let reference = self.reference;
+        let watch_new = self.new_keys;
+        let metrics = metrics_of(self.dim);
+        let a = cfg.alpha;
+        for t in self.keys.iter_mut() {
+            let seen = t.last_seen == second;
+            let vals = t.cur;
+            // Counting noise: decayed sums of samples per unit of each metric.
+            t.samples = t.samples * (1.0 - a) + t.cur_samples;
+            for (u, v) in t.units.iter_mut().zip(vals) {
+                *u = *u * (1.0 - a) + v;
+            }
             // Recovery is per key: an upward alert on any metric covers the key's return.
             let key_up = t.m.iter().map(|m| m.last_up).max().unwrap_or(0);
             for m in t.m.iter_mut() {
                 m.last_up = m.last_up.max(key_up);
             }
-            let n_metrics = if self.dim.distinct_name().is_some() { 4 } else { 3 };
-            for (m, &x) in vals.iter().enumerate().take(n_metrics) {
+            for &m in metrics {
+                let x = vals[m];
                 if COLD_METRICS[m] {
                     if let (true, Some(pop)) = (t.newcomer, self.pop[m].get()) {
                         if let Some((z, baseline)) = t.m[m].cold_check(cfg, m, x, pop, second) {
@@ -587,17 +786,59 @@ impl DimDetector {
                             alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
                         }
                     }
-                    if seen && x > 0.0 {
+                    // every key seen this second, zeros included: where no key ever shows a
+                    // metric (unanswered attempts), the first that does stands out
+                    if seen {
                         self.pop[m].add(x);
                     }
                 }
-                let v = t.m[m].update(cfg, m, x, second);
+                let ctx = Context {
+                    samples_per_unit: (m < 3 && t.samples > 0.0 && t.units[m] > 0.0).then(|| t.samples / t.units[m]),
+                    dim_total: Some(totals[m]),
+                    common_factor: if m < 3 && totals[m] > 0.0 && reference[m] > 0.0 {
+                        reference[m] / totals[m]
+                    } else {
+                        1.0
+                    },
+                };
+                let v = t.m[m].update(cfg, m, x, second, ctx);
                 alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
             }
+            // New keys: born after the dimension was watched long enough, then active (short
+            // records every second, several sources) through their first window.
+            if watch_new && t.first_seen >= born + cfg.new_key_after_s {
+                let age = second - t.first_seen;
+                let w = u64::from(cfg.new_key_window_s.max(1));
+                if age < w {
+                    if seen && vals[2] > t.spread[2] {
+                        t.new_active += 1;
+                        t.new_sources += vals[3];
+                    }
+                    if age + 1 == w
+                        && f64::from(t.new_active) >= 0.9 * w as f64
+                        && t.new_sources / f64::from(t.new_active.max(1)) >= cfg.new_key_min_sources
+                    {
+                        let flows = t.units[2] * a / (1.0 - (1.0 - a).powi(w as i32));
+                        let v = Verdict { score: 1.0, z: f64::NAN, baseline: 0.0, alert: Some(AlertKind::NewKey) };
+                        alerts.extend(alert_of(self.dim, t.key, 2, flows, second, &v));
+                    }
+                }
+            }
             t.activity = t.activity * 0.95 + vals[0] * 0.05;
-            t.cur = [0.0; 4];
-            i += 1;
+            t.cur = [0.0; METRICS];
+            t.cur_samples = 0.0;
         }
+    }
+}
+
+impl Tracked {
+    /// Applies the held (ended) spreads now.
+    fn release_held(&mut self) {
+        for m in 0..4 {
+            self.spread[m] = (self.spread[m] - self.held[m]).max(0.0);
+        }
+        self.held = [0.0; 4];
+        self.held_until = 0;
     }
 }
 
@@ -672,13 +913,13 @@ mod tests {
         let mut x = 1.0e6;
         for s in 1..600u64 {
             x = 1.0e6 * (1.0 + 0.1 * ((s as f64) * 0.7).sin());
-            assert_eq!(m.update(&cfg, 0, x, s).alert, None, "second {s}");
+            assert_eq!(m.update(&cfg, 0, x, s, Context::default()).alert, None, "second {s}");
         }
         // one anomalous second is not enough (spike_confirm_s = 2): the second one alerts
-        let v = m.update(&cfg, 0, x * 20.0, 600);
+        let v = m.update(&cfg, 0, x * 20.0, 600, Context::default());
         assert_eq!(v.alert, None);
         assert!(v.score > 0.999);
-        let v = m.update(&cfg, 0, x * 20.0, 601);
+        let v = m.update(&cfg, 0, x * 20.0, 601, Context::default());
         assert_eq!(v.alert, Some(AlertKind::Spike));
     }
 

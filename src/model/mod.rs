@@ -236,8 +236,11 @@ impl Dimension {
     #[inline]
     pub fn distinct_item(self, r: &FlowRecord) -> Option<u128> {
         match self {
-            Dimension::SrcIp => Some((r.dst_port as u128) << 8 | r.proto as u128),
-            Dimension::DstIp => Some(r.src.0),
+            // destination endpoints: many ports (vertical scan) or many addresses on one port
+            // (horizontal scan) both show
+            Dimension::SrcIp => Some(r.dst.0 ^ ((r.dst_port as u128) << 8 | r.proto as u128).rotate_left(64)),
+            // sources of an address (fan-in) or of a service (how many clients use a port)
+            Dimension::DstIp | Dimension::DstPort => Some(r.src.0),
             _ => None,
         }
     }
@@ -245,8 +248,8 @@ impl Dimension {
     /// Name of the distinct-count field in outputs, if this dimension has one.
     pub const fn distinct_name(self) -> Option<&'static str> {
         match self {
-            Dimension::SrcIp => Some("distinct_dst_ports"),
-            Dimension::DstIp => Some("distinct_src_ips"),
+            Dimension::SrcIp => Some("distinct_dst_endpoints"),
+            Dimension::DstIp | Dimension::DstPort => Some("distinct_src_ips"),
             _ => None,
         }
     }
@@ -356,7 +359,8 @@ pub struct Rollup {
     pub packets: u64,
     /// Flow records.
     pub flows: u64,
-    /// Distinct count (destination ports per source / sources per destination), if tracked.
+    /// Distinct count (destination endpoints per source, sources per destination address or
+    /// port), if tracked.
     pub distinct: Option<u64>,
 }
 
@@ -370,13 +374,15 @@ pub enum Metric {
     Packets,
     /// Flow records per second.
     Flows,
-    /// Distinct count per second (ports per source, sources per destination).
+    /// Distinct count per second (destination endpoints per source, sources per destination).
     Distinct,
+    /// TCP connection attempts nobody answered (SYN without ACK) per second, per source.
+    Unanswered,
 }
 
 impl Metric {
     /// Every metric, in state order.
-    pub const ALL: [Metric; 4] = [Metric::Bytes, Metric::Packets, Metric::Flows, Metric::Distinct];
+    pub const ALL: [Metric; 5] = [Metric::Bytes, Metric::Packets, Metric::Flows, Metric::Distinct, Metric::Unanswered];
     /// Stable name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -384,6 +390,7 @@ impl Metric {
             Metric::Packets => "packets",
             Metric::Flows => "flows",
             Metric::Distinct => "distinct",
+            Metric::Unanswered => "unanswered",
         }
     }
 }
@@ -398,6 +405,20 @@ pub enum AlertKind {
     Drop,
     /// A sustained shift found by CUSUM.
     LevelShift,
+    /// A key never seen before that stays active (a host serving a port it never used).
+    NewKey,
+}
+
+impl AlertKind {
+    /// Stable name, as in every output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AlertKind::Spike => "spike",
+            AlertKind::Drop => "drop",
+            AlertKind::LevelShift => "level_shift",
+            AlertKind::NewKey => "new_key",
+        }
+    }
 }
 
 /// One anomaly, from any detection layer.
@@ -432,6 +453,15 @@ impl Alert {
             AlertKind::Spike => "above",
             AlertKind::Drop => "below",
             AlertKind::LevelShift => "shifted from",
+            AlertKind::NewKey => {
+                return format!(
+                    "{} is new (never seen before) and stays active: {} {}/s on average (score={:.3})",
+                    self.dimension.format_key(&self.key),
+                    fmt_num(self.value),
+                    self.metric.name(),
+                    self.score
+                )
+            }
         };
         format!(
             "{} {} {}/s is {} baseline {:.0}/s (z={:.1}, score={:.3})",

@@ -1,7 +1,7 @@
 //! The JSON shapes of rollups and alerts — written once here and used by every sink.
 //!
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
-//! "packets":…,"flows":…[,"distinct_dst_ports"|"distinct_src_ips":…]}`
+//! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…]}`
 //!
 //! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,

@@ -153,7 +153,7 @@ pub fn rollup_mappings() -> serde_json::Value {
             "bytes": {"type": "long"},
             "packets": {"type": "long"},
             "flows": {"type": "long"},
-            "distinct_dst_ports": {"type": "long"},
+            "distinct_dst_endpoints": {"type": "long"},
             "distinct_src_ips": {"type": "long"}
     }))
 }

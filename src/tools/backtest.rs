@@ -109,7 +109,7 @@ pub fn run(input: &str, cfg: &DetectConfig, metric: Metric) -> Result<String, Ba
             .trim_matches('"')
             .parse()
             .map_err(|_| BacktestError::Value { line: line_no, text: val.to_string() })?;
-        let verdict = state.update(cfg, m, v, t.max(0) as u64);
+        let verdict = state.update(cfg, m, v, t.max(0) as u64, Default::default());
         let _ =
             writeln!(out, "{},{},{:.6},{}", ts.trim(), val.trim(), verdict.score, u8::from(verdict.alert.is_some()));
     }
