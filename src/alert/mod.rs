@@ -9,6 +9,10 @@
 //!
 //! May depend on: `model`. Lives on: I/O cores.
 
+pub mod incident;
+
+pub use incident::{IncidentConfig, IncidentEvent, IncidentState, Incidents};
+
 use crate::model::Alert;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

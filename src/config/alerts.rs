@@ -64,6 +64,20 @@ pub enum WebhookFormat {
 impl Config {
     /// Checks `[alerts]`.
     pub(super) fn validate_alerts(&self, e: &mut Vec<ConfigError>) {
+        let inc = &self.incidents;
+        if inc.resolve_after_s == 0 || inc.correlate_s >= inc.resolve_after_s {
+            e.push(err(
+                "incidents.resolve_after_s",
+                format!(
+                    "{} s must be above zero and above incidents.correlate_s ({} s)",
+                    inc.resolve_after_s, inc.correlate_s
+                ),
+                "use e.g. resolve_after_s = 300 and correlate_s = 10",
+            ));
+        }
+        if inc.max_open == 0 {
+            e.push(err("incidents.max_open", "0 incidents could never open", "use e.g. max_open = 10000"));
+        }
         if let Some(w) = &self.alerts.webhook {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 e.push(err(

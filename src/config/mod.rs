@@ -5,7 +5,8 @@
 //! layers are their own types ([`DecoderConfig`], [`AggConfig`], [`DetectConfig`], [`Layer2`]);
 //! command-line overrides in [`overrides`].
 //!
-//! May depend on: `model`, `decode`, `aggregate`, `detect`, `pipeline` (to build their settings).
+//! May depend on: `model`, `decode`, `aggregate`, `detect`, `pipeline`, `alert` (to build their
+//! settings).
 //! Lives on: the main thread at start-up.
 
 mod alerts;
@@ -15,6 +16,7 @@ mod pipeline;
 mod sinks;
 
 pub use crate::aggregate::AggConfig;
+pub use crate::alert::IncidentConfig;
 pub use crate::decode::{DecoderConfig, SamplingOverride};
 pub use crate::detect::layer2::Layer2;
 pub use crate::detect::DetectConfig;
@@ -52,6 +54,8 @@ pub struct Config {
     pub spool: Spool,
     /// The alert pipeline shared by every layer.
     pub alerts: Alerts,
+    /// How alerts of every layer become incidents.
+    pub incidents: IncidentConfig,
     /// Layer 2: Holt-Winters pattern job in OpenSearch.
     pub layer2: Layer2,
     /// HTTP server (metrics, health, query API) on the I/O core.
@@ -74,6 +78,7 @@ impl Default for Config {
             sink: vec![Sink::Stdout { rollups: true, alerts: true }],
             spool: Spool::default(),
             alerts: Alerts::default(),
+            incidents: IncidentConfig::default(),
             layer2: Layer2::default(),
             http: Http::default(),
         }

@@ -52,6 +52,9 @@ pub struct KafkaSink {
     /// Alerts topic.
     #[serde(default = "alerts_topic")]
     pub alerts_topic: String,
+    /// Incident events topic (open, update, resolve; keyed by incident id).
+    #[serde(default = "incidents_topic")]
+    pub incidents_topic: String,
     /// Compression codec.
     #[serde(default)]
     pub compression: Compression,
@@ -177,6 +180,9 @@ fn rollups_topic() -> String {
 fn alerts_topic() -> String {
     "flowshard.alerts".into()
 }
+fn incidents_topic() -> String {
+    "flowshard.incidents".into()
+}
 fn partitions() -> i32 {
     6
 }
@@ -203,6 +209,7 @@ impl KafkaSink {
             brokers: brokers.to_string(),
             rollups_topic: rollups_topic(),
             alerts_topic: alerts_topic(),
+            incidents_topic: incidents_topic(),
             compression: Compression::default(),
             partitions: partitions(),
             replication_factor: one(),
@@ -268,7 +275,11 @@ impl Config {
                         "use e.g. \"10.0.0.5:9092,10.0.0.6:9092\"",
                     ));
                 }
-                for (name, t) in [("rollups_topic", &k.rollups_topic), ("alerts_topic", &k.alerts_topic)] {
+                for (name, t) in [
+                    ("rollups_topic", &k.rollups_topic),
+                    ("alerts_topic", &k.alerts_topic),
+                    ("incidents_topic", &k.incidents_topic),
+                ] {
                     if t.is_empty()
                         || t.len() > 249
                         || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))

@@ -242,6 +242,8 @@ pub struct MetricState {
     scpos: f64,
     last_alert: u64,
     last_up: u64,
+    /// The baseline (on `ln(1 + x)`) before the last upward alert.
+    before_up: f64,
 }
 
 /// What the detector knows about one second's value besides the value itself.
@@ -392,16 +394,29 @@ impl MetricState {
             let upward = z > 0.0;
             let back_to_long_run = zs > -1.0;
             let silent = x == 0.0;
+            // Back where the key was before its last upward alert: the end of that anomaly (an
+            // exfiltration stopping, a new service going away), silence included when the key
+            // carried nothing material before it.
+            let back_to_before = self.last_up != 0
+                && y <= self.before_up + thr * std
+                && (!silent || self.before_up < (floor * DROP_FLOOR_RATIO).ln_1p());
             if alert.is_some()
                 && !upward
-                && !silent
-                && (back_to_long_run || self.last_up != 0 && second < self.last_up.saturating_add(RECOVERY_S))
+                && (back_to_before
+                    || !silent
+                        && (back_to_long_run || self.last_up != 0 && second < self.last_up.saturating_add(RECOVERY_S)))
             {
                 alert = None;
                 self.cneg = 0.0;
                 self.low_run = 0;
             }
             if alert.is_some() && upward {
+                if self.last_up == 0 || second >= self.last_up.saturating_add(RECOVERY_S) {
+                    // the level before this rise (not one already raised by it): the lower
+                    // of the short- and long-run baselines, since a slow rise has already
+                    // lifted the short one
+                    self.before_up = self.mean.min(self.smean);
+                }
                 self.last_up = second;
             }
             if alert.is_some() {
@@ -775,7 +790,12 @@ impl DimDetector {
             // Recovery is per key: an upward alert on any metric covers the key's return.
             let key_up = t.m.iter().map(|m| m.last_up).max().unwrap_or(0);
             for m in t.m.iter_mut() {
-                m.last_up = m.last_up.max(key_up);
+                if m.last_up < key_up {
+                    if m.last_up == 0 || key_up >= m.last_up.saturating_add(RECOVERY_S) {
+                        m.before_up = m.mean.min(m.smean);
+                    }
+                    m.last_up = key_up;
+                }
             }
             for &m in metrics {
                 let x = vals[m];

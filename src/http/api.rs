@@ -1,14 +1,15 @@
 //! The HTTP routes: health and readiness, the live view page, and the JSON query API over the
 //! hot window (top keys, series, alerts, overview, exporters).
 //!
-//! May depend on: `ops`, `model`. Lives on: the I/O core (HTTP thread).
+//! May depend on: `ops`, `model`, `alert`. Lives on: the I/O core (HTTP thread).
 
 use super::{metrics, Published, HOT_SECONDS, RECENT_ALERTS};
 use crate::model::{Dimension, Key};
 use rustc_hash::FxHashMap;
 use std::fmt::Write;
 
-fn query(url: &str) -> FxHashMap<String, String> {
+/// The query parameters of a URL (the few escapes the API's keys need).
+pub fn query(url: &str) -> FxHashMap<String, String> {
     let mut m = FxHashMap::default();
     if let Some((_, q)) = url.split_once('?') {
         for kv in q.split('&') {
@@ -98,7 +99,8 @@ pub fn overview(p: &Published) -> String {
         }
         s.push(']');
     }
-    let _ = write!(s, "}},\"alerts_total\":{},\"alerts\":[", p.io.alerts);
+    let _ = write!(s, "}},\"incidents_open\":{},\"incidents\":{}", p.io.incidents_open, incidents(p, 20));
+    let _ = write!(s, ",\"alerts_total\":{},\"alerts\":[", p.io.alerts);
     for (i, a) in p.hot.alerts.iter().rev().take(20).enumerate() {
         if i > 0 {
             s.push(',');
@@ -106,6 +108,22 @@ pub fn overview(p: &Published) -> String {
         a.write_json(&mut s, "");
     }
     s.push_str("]}");
+    s
+}
+
+/// The recent incidents, open ones first, newest first within each state.
+pub fn incidents(p: &Published, n: usize) -> String {
+    use crate::alert::IncidentState;
+    let mut s = String::from("[");
+    let open = p.hot.incidents.iter().rev().filter(|e| e.state != IncidentState::Resolve);
+    let resolved = p.hot.incidents.iter().rev().filter(|e| e.state == IncidentState::Resolve);
+    for (i, e) in open.chain(resolved).take(n).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        e.write_json(&mut s, "");
+    }
+    s.push(']');
     s
 }
 
@@ -216,6 +234,10 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             s.push_str("]}");
             (200, json, s)
         }
+        "/api/incidents" => {
+            let n = q.get("limit").and_then(|s| s.parse().ok()).unwrap_or(50usize).min(super::hot::RECENT_INCIDENTS);
+            (200, json, incidents(p, n))
+        }
         "/api/alerts" => {
             let n = q.get("limit").and_then(|s| s.parse().ok()).unwrap_or(50usize).min(RECENT_ALERTS);
             let mut s = String::from("[");
@@ -231,7 +253,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
         _ => (
             404,
             "text/plain",
-            "not found: / /metrics /healthz /readyz /api/overview /api/top /api/series /api/alerts /api/exporters\n"
+            "not found: / /metrics /healthz /readyz /api/overview /api/top /api/series /api/alerts /api/incidents /api/exporters\n"
                 .into(),
         ),
     }

@@ -1,10 +1,11 @@
 //! The in-memory hot window the HTTP API answers from: the last 300 s of rollups with running
-//! 300-s totals per (dimension, key), and the recent alerts. Built on the I/O core from the
-//! finished seconds; read by the HTTP thread under the published state's lock.
+//! 300-s totals per (dimension, key), the recent alerts, and the latest state of the recent
+//! incidents. Built on the I/O core from the finished seconds; read by the HTTP thread under
+//! the published state's lock.
 //!
 //! May depend on: `pipeline`, `alert`, `model`. Lives on: the I/O core.
 
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent, IncidentState};
 use crate::model::{Dimension, Key};
 use crate::pipeline::SecondOutput;
 use rustc_hash::FxHashMap;
@@ -14,6 +15,8 @@ use std::collections::VecDeque;
 pub const HOT_SECONDS: u64 = 300;
 /// Alerts kept for `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
+/// Incidents kept for `/api/incidents` (open ones first; the oldest resolved go first).
+pub const RECENT_INCIDENTS: usize = 1000;
 
 /// The last 300 s of rollups, with running 300-s totals per (dimension, key).
 #[derive(Default)]
@@ -22,6 +25,8 @@ pub struct HotWindow {
     totals: FxHashMap<(Dimension, Key), [u64; 3]>,
     /// The recent layer-1 alerts, oldest first.
     pub(super) alerts: VecDeque<AlertDoc>,
+    /// The latest event of each recent incident, oldest first.
+    pub(super) incidents: VecDeque<IncidentEvent>,
 }
 
 impl HotWindow {
@@ -57,6 +62,26 @@ impl HotWindow {
                 }
             }
         }
+    }
+
+    /// Records incident events: each incident keeps its latest state.
+    pub fn push_incidents(&mut self, events: &[IncidentEvent]) {
+        for e in events {
+            if let Some(old) = self.incidents.iter_mut().find(|x| x.id == e.id) {
+                *old = e.clone();
+                continue;
+            }
+            if self.incidents.len() >= RECENT_INCIDENTS {
+                let i = self.incidents.iter().position(|x| x.state == IncidentState::Resolve).unwrap_or(0);
+                self.incidents.remove(i);
+            }
+            self.incidents.push_back(e.clone());
+        }
+    }
+
+    /// An incident by id (as events carry it, without the appliance).
+    pub fn incident(&self, id: &str) -> Option<&IncidentEvent> {
+        self.incidents.iter().find(|x| x.id == id)
     }
 
     /// Newest second held.

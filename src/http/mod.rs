@@ -8,9 +8,10 @@
 //! The state it serves is published by the I/O loop once per second behind a mutex: the lock
 //! is taken by the I/O core and the HTTP thread only, never on the ingest path.
 //!
-//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`. Lives on: the I/O core.
+//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`. Lives on: the I/O core.
 
 pub mod api;
+pub mod feedback;
 pub mod hot;
 pub mod metrics;
 
@@ -32,6 +33,8 @@ pub struct Published {
     pub hot: HotWindow,
     /// Remote sinks' counters.
     pub sinks: Vec<Arc<SinkStats>>,
+    /// Where operator feedback from the API goes (None: read-only API).
+    pub feedback: Option<feedback::FeedbackTarget>,
 }
 
 /// Shared between the I/O loop and the HTTP thread.
@@ -44,6 +47,7 @@ pub fn shared(n: usize) -> Shared {
         io: IoCounters::default(),
         hot: HotWindow::default(),
         sinks: Vec::new(),
+        feedback: None,
     }))
 }
 
@@ -83,7 +87,9 @@ pub fn serve(
                     continue;
                 }
             }
+            let post = *req.method() == tiny_http::Method::Post;
             let (code, ctype, body) = match state.lock() {
+                Ok(p) if post => post_route(&p, req.url()),
                 Ok(p) => route(&p, req.url()),
                 Err(_) => (500, "text/plain", "state unavailable\n".into()),
             };
@@ -95,6 +101,27 @@ pub fn serve(
             let _ = req.respond(resp);
         }
     })
+}
+
+/// Answers a POST: operator feedback on incidents.
+fn post_route(p: &Published, url: &str) -> (u16, &'static str, String) {
+    let json = "application/json";
+    let path = url.split('?').next().unwrap_or("");
+    let Some(action) = path.strip_prefix("/api/incidents/") else {
+        return (
+            404,
+            "text/plain",
+            "POST: /api/incidents/suppress?id=… or /api/incidents/false-positive?id=…\n".into(),
+        );
+    };
+    let Some(target) = &p.feedback else {
+        return (503, json, "{\"error\":\"feedback is not enabled on this server\"}".into());
+    };
+    let q = api::query(url);
+    let for_s = q.get("for_s").and_then(|s| s.parse().ok());
+    let (code, body) =
+        feedback::act(p, target, action, q.get("id").map(String::as_str), for_s, crate::model::time::now_s());
+    (code, json, body)
 }
 
 #[cfg(test)]

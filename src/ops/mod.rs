@@ -41,6 +41,10 @@ pub struct IoCounters {
     pub incomplete_seconds: u64,
     /// The alert gate's counters (passed, suppressed, duplicate, by layer).
     pub gate: crate::alert::GateCounters,
+    /// The incident tracker's counters (opened, updated, resolved, …).
+    pub incidents: crate::alert::incident::IncidentCounters,
+    /// Incidents open now.
+    pub incidents_open: u64,
 }
 
 /// One shard's counters at one moment.

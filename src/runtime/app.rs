@@ -10,7 +10,7 @@
 use super::exchange::{self, IoMsg};
 use super::io_loop::IoLoop;
 use super::{shard, socket, state};
-use crate::alert::AlertGate;
+use crate::alert::{AlertGate, Incidents};
 use crate::config::{Config, Layout};
 use crate::ops::{IoCounters, ShardStatus};
 use crate::pipeline::Assembler;
@@ -130,6 +130,12 @@ pub fn run(
     let jobs = jobs::start(cfg, io_pin, job_alerts, &jobs_stop, &mut sink_stats)?;
     let published = http::shared(n);
     if let Ok(mut p) = published.lock() {
+        p.feedback = Some(http::feedback::FeedbackTarget {
+            state_dir: cfg.general.state_dir.clone(),
+            false_positive_silence_s: cfg.alerts.false_positive_silence_s,
+        });
+    }
+    if let Ok(mut p) = published.lock() {
         p.sinks = sink_stats.clone();
     }
     // HTTP server on the I/O core (its own thread, pinned there too), on the listener bound
@@ -159,6 +165,7 @@ pub fn run(
         status_every: Duration::from_secs(cfg.general.status_interval_s),
         published,
         gate: AlertGate::new(&cfg.general.state_dir, cfg.alerts.cooldown_s),
+        incidents: Incidents::new(&cfg.incidents),
     };
     let io_thread = std::thread::Builder::new()
         .name("flowshard-io".into())

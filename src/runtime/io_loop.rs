@@ -1,7 +1,8 @@
 //! The I/O loop: everything that may block lives on the I/O core, never on a shard. It receives
 //! [`IoMsg`]s from the shards (and the jobs) over one bounded channel, assembles complete
 //! seconds ([`Assembler`]), runs every alert through the one gate, converts layer-1 alerts to
-//! the shared schema once, writes the sinks, publishes to the HTTP server, persists template
+//! the shared schema once, turns the admitted alerts of every layer into incidents (open,
+//! update, resolve; [`Incidents`]), writes the sinks, publishes to the HTTP server, persists template
 //! snapshots, pings the systemd watchdog and prints the periodic status line.
 //!
 //! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`. Lives on: the I/O core
@@ -9,7 +10,7 @@
 
 use super::exchange::IoMsg;
 use super::state::write_snapshot;
-use crate::alert::{AlertDoc, AlertGate, Verdict};
+use crate::alert::{AlertDoc, AlertGate, IncidentEvent, Incidents, Verdict};
 use crate::http::Shared;
 use crate::model::time::now_s;
 use crate::ops::IoCounters;
@@ -35,6 +36,8 @@ pub struct IoLoop {
     pub published: Shared,
     /// The alert gate.
     pub gate: AlertGate,
+    /// Alerts of every layer become incidents here.
+    pub incidents: Incidents,
 }
 
 /// One finished second and its admitted layer-1 alerts in the shared schema.
@@ -46,7 +49,10 @@ struct Done {
 impl IoLoop {
     /// Runs until every sender is gone, then flushes the sinks and returns the counters.
     pub fn run(self) -> IoCounters {
-        let IoLoop { rx, mut assembler, mut sinks, state_dir, status_every, published, mut gate } = self;
+        let IoLoop { rx, mut assembler, mut sinks, state_dir, status_every, published, mut gate, mut incidents } = self;
+        let mut events: Vec<IncidentEvent> = Vec::new();
+        // data time: the newest second seen (incidents resolve on it)
+        let mut data_now = 0u64;
         let mut c = IoCounters::default();
         let mut finished = Vec::new();
         let mut done: Vec<Done> = Vec::new();
@@ -91,6 +97,8 @@ impl IoLoop {
                             tracing::warn!("{e}");
                         }
                     }
+                    data_now = data_now.max(now);
+                    incidents.observe(&pass, data_now, &mut events);
                     c.gate = gate.counters.clone();
                     publish(&published, &[], &c);
                 }
@@ -100,6 +108,9 @@ impl IoLoop {
             if last_reload.elapsed() >= Duration::from_secs(2) {
                 last_reload = Instant::now();
                 gate.reload();
+                // incidents resolve even while no second finishes (no traffic at all)
+                data_now = data_now.max(now_s());
+                incidents.tick(data_now, &mut events);
             }
             // An owner that has not reported for 5 s is stalled: write what we have.
             if oldest_pending.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -111,9 +122,15 @@ impl IoLoop {
             if !finished.is_empty() {
                 gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
                 emit(&mut sinks, &done, &mut c);
+                for d in &done {
+                    data_now = data_now.max(d.so.second);
+                    incidents.observe(&d.docs, data_now, &mut events);
+                    incidents.tick(data_now, &mut events);
+                }
                 publish(&published, &done, &c);
                 done.clear();
             }
+            emit_incidents(&mut sinks, &incidents, &mut events, &mut c, &published);
             if let Some(w) = watchdog {
                 if last_ping.elapsed() >= w / 2 && last_shard_status.elapsed() < w {
                     let _ = crate::ops::notify::notify("WATCHDOG=1");
@@ -128,7 +145,14 @@ impl IoLoop {
         assembler.flush(&mut finished);
         gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
         emit(&mut sinks, &done, &mut c);
+        for d in &done {
+            data_now = data_now.max(d.so.second);
+            incidents.observe(&d.docs, data_now, &mut events);
+        }
         publish(&published, &done, &c);
+        // Open incidents stay open across a restart of flowshard: nothing is resolved that
+        // was not seen to end.
+        emit_incidents(&mut sinks, &incidents, &mut events, &mut c, &published);
         // Close every sink first, then wait for each: their grace periods run together.
         for s in sinks.iter_mut() {
             s.close();
@@ -166,6 +190,32 @@ fn gate_layer1(gate: &mut AlertGate, finished: &mut Vec<SecondOutput>, done: &mu
         done.push(Done { so, docs });
     }
     c.gate = gate.counters.clone();
+}
+
+/// Hands incident events to every sink and the HTTP server's state.
+fn emit_incidents(
+    sinks: &mut Sinks,
+    incidents: &Incidents,
+    events: &mut Vec<IncidentEvent>,
+    c: &mut IoCounters,
+    published: &Shared,
+) {
+    c.incidents = incidents.counters.clone();
+    c.incidents_open = incidents.open().count() as u64;
+    if events.is_empty() {
+        return;
+    }
+    for s in sinks.iter_mut() {
+        if let Err(e) = s.write_incidents(events) {
+            c.sink_errors += 1;
+            tracing::warn!("{e}");
+        }
+    }
+    if let Ok(mut p) = published.lock() {
+        p.hot.push_incidents(events);
+        p.io = c.clone();
+    }
+    events.clear();
 }
 
 fn count_alerts(c: &mut IoCounters, docs: &[AlertDoc]) {

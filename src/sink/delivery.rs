@@ -12,7 +12,7 @@
 use super::frame::{self, FrameBuilder, Record};
 use super::spool::{self, SpoolReader, SpoolStats, SpoolWriter};
 use super::{Sink, SinkError};
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent};
 use crate::pipeline::SecondOutput;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
@@ -164,6 +164,8 @@ pub fn backoff(attempt: u32) -> Duration {
 pub type Render = fn(&str, &SecondOutput, &[AlertDoc], &mut FrameBuilder, &mut String);
 /// Appends one alert of any layer to a frame.
 pub type RenderAlert = fn(&str, &AlertDoc, &mut FrameBuilder, &mut String);
+/// Appends one incident event to a frame.
+pub type RenderIncident = fn(&str, &IncidentEvent, &mut FrameBuilder, &mut String);
 
 /// A sink whose seconds go through an on-disk spool to a delivery thread.
 pub struct Spooled {
@@ -171,6 +173,7 @@ pub struct Spooled {
     appliance: String,
     render: Render,
     render_alert: RenderAlert,
+    render_incident: RenderIncident,
     writer: SpoolWriter,
     stats: Arc<SinkStats>,
     worker: Option<JoinHandle<()>>,
@@ -185,8 +188,7 @@ impl Spooled {
         appliance: &str,
         dir: &Path,
         max_bytes: u64,
-        render: Render,
-        render_alert: RenderAlert,
+        (render, render_alert, render_incident): (Render, RenderAlert, RenderIncident),
         cpu: Option<usize>,
         deliver: impl FnOnce(SpoolReader, Arc<SinkStats>) + Send + 'static,
     ) -> Result<Spooled, SinkError> {
@@ -200,6 +202,7 @@ impl Spooled {
             appliance: appliance.to_string(),
             render,
             render_alert,
+            render_incident,
             writer,
             stats,
             worker: Some(worker),
@@ -235,6 +238,14 @@ impl Sink for Spooled {
         let mut fb = FrameBuilder::new();
         for a in alerts {
             (self.render_alert)(&self.appliance, a, &mut fb, &mut self.scratch);
+        }
+        self.append(fb)
+    }
+
+    fn write_incidents(&mut self, events: &[IncidentEvent]) -> Result<(), SinkError> {
+        let mut fb = FrameBuilder::new();
+        for e in events {
+            (self.render_incident)(&self.appliance, e, &mut fb, &mut self.scratch);
         }
         self.append(fb)
     }

@@ -15,6 +15,8 @@ pub enum Kind {
     Rollup = 0,
     /// An alert.
     Alert = 1,
+    /// An incident event (open, update, resolve).
+    Incident = 2,
 }
 
 /// One record of a frame, borrowed from the frame's bytes.
@@ -91,6 +93,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<Record<'_>>, Malformed> {
         let kind = match take(&mut p, 1)?[0] {
             0 => Kind::Rollup,
             1 => Kind::Alert,
+            2 => Kind::Incident,
             _ => return Err(Malformed(p - 1)),
         };
         let second = u64::from_le_bytes(take(&mut p, 8)?.try_into().map_err(|_| Malformed(p))?);

@@ -1,10 +1,10 @@
-//! The JSON-lines sink: rollups and alerts, one object per line, to standard output or a file
+//! The JSON-lines sink: rollups, alerts and incident events, one object per line, to standard output or a file
 //! (appended). Also what `flowshard replay` writes.
 //!
 //! May depend on: `model`, `pipeline`, `alert`. Lives on: I/O cores (and the tools).
 
 use super::{format, Sink, SinkError};
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent};
 use crate::pipeline::SecondOutput;
 use std::io::Write;
 use std::path::Path;
@@ -79,6 +79,17 @@ impl Sink for JsonLines {
         }
         self.buf.clear();
         self.push_alerts(alerts);
+        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+    }
+    fn write_incidents(&mut self, events: &[IncidentEvent]) -> Result<(), SinkError> {
+        if !self.alerts || events.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for e in events {
+            e.write_json(&mut self.buf, &self.appliance);
+            self.buf.push('\n');
+        }
         self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
     }
     fn flush(&mut self) -> Result<(), SinkError> {

@@ -17,7 +17,7 @@ use super::delivery::{self, Attempt, AttemptError, Backend, Outcome, SinkStats, 
 use super::format;
 use super::frame::{FrameBuilder, Kind, Record};
 use super::SinkError;
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent};
 use crate::config::KafkaSink;
 use crate::pipeline::SecondOutput;
 use rdkafka::config::ClientConfig;
@@ -82,7 +82,7 @@ pub fn create_topics(k: &KafkaSink, appliance: &str, extra: &[&str]) -> Result<V
         c.set(key, v);
     }
     let admin: AdminClient<DefaultClientContext> = c.create()?;
-    let mut names: Vec<&str> = vec![&k.rollups_topic, &k.alerts_topic];
+    let mut names: Vec<&str> = vec![&k.rollups_topic, &k.alerts_topic, &k.incidents_topic];
     names.extend_from_slice(extra);
     let topics: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, k.partitions, TopicReplication::Fixed(k.replication_factor))).collect();
@@ -128,10 +128,18 @@ pub fn start(
     cpu: Option<usize>,
 ) -> Result<Spooled, SinkError> {
     let (k, a) = (k.clone(), appliance.to_string());
-    Spooled::start("kafka", appliance, dir, max_bytes, render, render_alert, cpu, move |reader, stats| {
-        let mut b = KafkaBackend { k, appliance: a, producer: None, topic_tries: 0 };
-        delivery::drive(&mut b, reader, &stats)
-    })
+    Spooled::start(
+        "kafka",
+        appliance,
+        dir,
+        max_bytes,
+        (render, render_alert, render_incident),
+        cpu,
+        move |reader, stats| {
+            let mut b = KafkaBackend { k, appliance: a, producer: None, topic_tries: 0 };
+            delivery::drive(&mut b, reader, &stats)
+        },
+    )
 }
 
 /// Kafka records of one second: key `dimension:key`, value the rollup/alert JSON.
@@ -156,6 +164,13 @@ pub fn render_alert(appliance: &str, a: &AlertDoc, fb: &mut FrameBuilder, s: &mu
     s.clear();
     a.write_json(s, appliance);
     fb.push(Kind::Alert, a.second, &format!("{}:{}", a.dimension, a.key), s);
+}
+
+/// One incident event: key the incident id (one partition per incident's history).
+pub fn render_incident(appliance: &str, e: &IncidentEvent, fb: &mut FrameBuilder, s: &mut String) {
+    s.clear();
+    e.write_json(s, appliance);
+    fb.push(Kind::Incident, e.second, &e.full_id(appliance), s);
 }
 
 /// The Kafka side of the delivery driver.
@@ -200,6 +215,7 @@ impl Backend for KafkaBackend {
             let topic = match r.kind {
                 Kind::Rollup => &self.k.rollups_topic,
                 Kind::Alert => &self.k.alerts_topic,
+                Kind::Incident => &self.k.incidents_topic,
             };
             let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i)).key(r.key).payload(r.value);
             loop {

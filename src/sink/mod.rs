@@ -19,7 +19,7 @@ pub mod spool;
 pub mod valkey;
 pub mod webhook;
 
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent};
 use crate::config::{Config, Sink as SinkCfg};
 use crate::pipeline::SecondOutput;
 use delivery::SinkStats;
@@ -62,6 +62,11 @@ pub trait Sink {
     fn flush(&mut self) -> Result<(), SinkError>;
     /// Writes alerts of layers 2 and 3 (already through the alert gate).
     fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError>;
+    /// Writes incident events (open, update, resolve) of every layer. Sinks that page
+    /// (webhook, Alertmanager) take only these; the default ignores them.
+    fn write_incidents(&mut self, _events: &[IncidentEvent]) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Shutdown begins: no more seconds come. The sink's thread starts its grace period now;
     /// the I/O loop closes every sink first and then waits for each ([`Sink::finish`]), so the
     /// grace periods run at the same time, not one after the other.

@@ -22,7 +22,7 @@ use super::delivery::{self, Attempt, AttemptError, Backend, Outcome, SinkStats, 
 use super::format;
 use super::frame::{FrameBuilder, Kind, Record};
 use super::SinkError;
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent};
 use crate::config::OpensearchSink;
 use crate::model::time::utc;
 use crate::model::Dimension;
@@ -173,6 +173,26 @@ pub fn alert_mappings() -> serde_json::Value {
     }))
 }
 
+/// Mappings of the incidents (one document per incident, its latest state).
+pub fn incident_mappings() -> serde_json::Value {
+    mappings(serde_json::json!({
+            "id": {"type": "keyword"},
+            "state": {"type": "keyword"},
+            "layer": {"type": "integer"},
+            "opened": {"type": "date", "format": "epoch_second"},
+            "last_evidence": {"type": "date", "format": "epoch_second"},
+            "related": {"type": "keyword"},
+            "kinds": {"type": "keyword"},
+            "metrics": {"type": "keyword"},
+            "direction": {"type": "integer"},
+            "score": {"type": "double"},
+            "value": {"type": "double"},
+            "expected": {"type": "double"},
+            "evidence": {"type": "long"},
+            "reason": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}}
+    }))
+}
+
 impl Client {
     /// A client for the sink's cluster.
     pub fn new(o: &OpensearchSink) -> Result<Client, OsError> {
@@ -263,6 +283,7 @@ impl Client {
         for (name, pattern, mappings) in [
             ("rollups", format!("{p}-rollups-*"), rollup_mappings()),
             ("alerts", format!("{p}-alerts*"), alert_mappings()),
+            ("incidents", format!("{p}-incidents*"), incident_mappings()),
         ] {
             let t = serde_json::json!({
                 "index_patterns": [pattern],
@@ -273,9 +294,11 @@ impl Client {
             self.json(Method::PUT, &format!("/_index_template/{p}-{name}"), Some(&t), &[])?;
             done.push(format!("index template {p}-{name}"));
         }
-        let exists = self.json(Method::HEAD, &format!("/{p}-alerts"), None, &[404])?.0 == 200;
-        self.ensure_index(&format!("{p}-alerts"))?;
-        done.push(format!("index {p}-alerts{}", if exists { " (exists)" } else { "" }));
+        for name in ["alerts", "incidents"] {
+            let exists = self.json(Method::HEAD, &format!("/{p}-{name}"), None, &[404])?.0 == 200;
+            self.ensure_index(&format!("{p}-{name}"))?;
+            done.push(format!("index {p}-{name}{}", if exists { " (exists)" } else { "" }));
+        }
         // Hot dashboard queries: `?search_pipeline=<prefix>-hot` restricts any query to the
         // last 5 minutes on the server, whatever the client asks.
         let pipe = serde_json::json!({
@@ -404,6 +427,10 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
             index.clear();
             let _ = write!(index, "{prefix}-alerts");
         }
+        Kind::Incident => {
+            index.clear();
+            let _ = write!(index, "{prefix}-incidents");
+        }
     }
     out.extend_from_slice(b"{\"index\":{\"_index\":\"");
     out.extend_from_slice(index.as_bytes());
@@ -426,8 +453,14 @@ pub fn start(
     cpu: Option<usize>,
 ) -> Result<Spooled, SinkError> {
     let o = o.clone();
-    Spooled::start("opensearch", appliance, dir, max_bytes, render, render_alert, cpu, move |reader, stats| {
-        match Client::new(&o) {
+    Spooled::start(
+        "opensearch",
+        appliance,
+        dir,
+        max_bytes,
+        (render, render_alert, render_incident),
+        cpu,
+        move |reader, stats| match Client::new(&o) {
             Ok(client) => {
                 let mut b = OsBackend {
                     period: Period::of(&o),
@@ -444,8 +477,8 @@ pub fn start(
                 tracing::error!(sink = "opensearch", "{e}; the opensearch sink is off (its spool keeps filling)");
                 stats.errors.fetch_add(1, Ordering::Relaxed);
             }
-        }
-    })
+        },
+    )
 }
 
 /// OpenSearch documents of one second: id `appliance:dimension:key:second` (alerts:
@@ -469,6 +502,14 @@ pub fn render(appliance: &str, so: &SecondOutput, alerts: &[AlertDoc], fb: &mut 
     for a in alerts {
         render_alert(appliance, a, fb, s);
     }
+}
+
+/// One incident document, id the incident's: every event overwrites it, so the index holds
+/// each incident's latest state (updated in place).
+pub fn render_incident(appliance: &str, e: &IncidentEvent, fb: &mut FrameBuilder, s: &mut String) {
+    s.clear();
+    e.write_json(s, appliance);
+    fb.push(Kind::Incident, e.second, &e.full_id(appliance), s);
 }
 
 /// One alert document of any layer: id [`AlertDoc::id`].

@@ -9,6 +9,8 @@
 //! | `fs:top:<dim>` | ZSET | key → bytes over the last 300 s | 301 s after the last write |
 //! | `fs:s:<dim>:<key>:<minute>` | HASH | `b<ss>`, `p<ss>`, `f<ss>` → bytes, packets, flows per second | end of minute + 301 s |
 //! | `fs:alerts` | LIST | the newest 1,000 alerts (JSON) | — |
+//! | `fs:incidents` | LIST | the newest 1,000 incident events (JSON: open, update, resolve) | — |
+//! | `fs:incidents:open` | HASH | incident id → its latest event, while it is open | — |
 //! | `fs:expired` | STRING | newest second already subtracted from `fs:top:*` | — |
 //!
 //! Why not only per-second hashes: the top-10 over 300 s would read 300 × ~450 entries per
@@ -27,7 +29,7 @@
 
 use super::delivery::{backoff, pause, DropOldest, DropReason, SinkStats, Worker};
 use super::{Sink, SinkError};
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent, IncidentState};
 use crate::config::ValkeySink;
 use crate::model::time::now_s;
 use crate::model::Dimension;
@@ -46,12 +48,14 @@ pub struct HotBatch {
     pub rows: Vec<(&'static str, String, u64, u64, u64)>,
     /// Alert JSON documents.
     pub alerts: Vec<String>,
+    /// Incident events: (id, JSON, resolved).
+    pub incidents: Vec<(String, String, bool)>,
 }
 
 impl HotBatch {
     /// Records in the batch (what a drop counts).
     fn weight(&self) -> u64 {
-        (self.rows.len() + self.alerts.len()) as u64
+        (self.rows.len() + self.alerts.len() + self.incidents.len()) as u64
     }
 }
 
@@ -102,7 +106,7 @@ impl Sink for ValkeyFront {
             .iter()
             .map(|r| (r.dimension.name(), r.dimension.format_key(&r.key), r.bytes, r.packets, r.flows))
             .collect();
-        self.queue.push(HotBatch { second: so.second, rows, alerts: self.docs(alerts) });
+        self.queue.push(HotBatch { second: so.second, rows, alerts: self.docs(alerts), incidents: Vec::new() });
         Ok(())
     }
 
@@ -111,7 +115,24 @@ impl Sink for ValkeyFront {
             return Ok(());
         }
         let second = alerts.iter().map(|a| a.second).max().unwrap_or(0).max(now_s());
-        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: self.docs(alerts) });
+        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: self.docs(alerts), incidents: Vec::new() });
+        Ok(())
+    }
+
+    fn write_incidents(&mut self, events: &[IncidentEvent]) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let incidents = events
+            .iter()
+            .map(|e| {
+                let mut s = String::new();
+                e.write_json(&mut s, &self.appliance);
+                (e.full_id(&self.appliance), s, e.state == IncidentState::Resolve)
+            })
+            .collect();
+        let second = events.iter().map(|e| e.second).max().unwrap_or(0).max(now_s());
+        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: Vec::new(), incidents });
         Ok(())
     }
 
@@ -179,6 +200,14 @@ impl Keys {
     pub fn alerts(&self) -> String {
         format!("{}:alerts", self.prefix)
     }
+    /// Incident events list.
+    pub fn incidents(&self) -> String {
+        format!("{}:incidents", self.prefix)
+    }
+    /// Open incidents hash.
+    pub fn incidents_open(&self) -> String {
+        format!("{}:incidents:open", self.prefix)
+    }
     /// Expiry progress.
     pub fn expired(&self) -> String {
         format!("{}:expired", self.prefix)
@@ -223,6 +252,17 @@ pub fn write_batch(con: &mut redis::Connection, k: &Keys, b: &HotBatch) -> redis
             p.cmd("LPUSH").arg(k.alerts()).arg(a).ignore();
         }
         p.cmd("LTRIM").arg(k.alerts()).arg(0).arg(ALERTS_KEPT - 1).ignore();
+    }
+    if !b.incidents.is_empty() {
+        for (id, doc, resolved) in &b.incidents {
+            p.cmd("LPUSH").arg(k.incidents()).arg(doc).ignore();
+            if *resolved {
+                p.cmd("HDEL").arg(k.incidents_open()).arg(id).ignore();
+            } else {
+                p.cmd("HSET").arg(k.incidents_open()).arg(id).arg(doc).ignore();
+            }
+        }
+        p.cmd("LTRIM").arg(k.incidents()).arg(0).arg(ALERTS_KEPT - 1).ignore();
     }
     p.query::<()>(con)
 }
@@ -382,7 +422,7 @@ fn deliver(v: &ValkeySink, rx: Receiver<HotBatch>, stats: &Arc<SinkStats>, stop:
         let res = (|| -> redis::RedisResult<()> {
             if let Some(b) = &b {
                 write_batch(c, &keys, b)?;
-                stats.delivered_second(b.second, (b.rows.len() + b.alerts.len()) as u64);
+                stats.delivered_second(b.second, b.weight());
             }
             if now != last_expire {
                 expire(c, &keys, &script, now)?;

@@ -1,12 +1,14 @@
-//! The alert webhook: every alert that passes the gate is POSTed as JSON — generic (the alert
-//! document), Slack incoming-webhook text, or PagerDuty Events v2 — from its own thread, with
-//! retries; a bounded queue drops the oldest alert when the receiver is down (counted).
+//! The paging webhook: every incident event (open, update, resolve) is POSTed as JSON — generic
+//! (the incident document), Slack incoming-webhook text, or PagerDuty Events v2 (`trigger` on
+//! open and update, `resolve` on resolve, `dedup_key` the incident id) — from its own thread,
+//! with retries; a bounded queue drops the oldest event when the receiver is down (counted).
+//! Alerts themselves are evidence and are not paged.
 //!
 //! May depend on: `model`, `pipeline`, `alert`, `config`. Lives on: I/O cores (its thread).
 
 use super::delivery::{backoff, pause, DropOldest, DropReason, SinkStats, Worker};
 use super::{Sink, SinkError};
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentEvent, IncidentState};
 use crate::config::{Webhook as Cfg, WebhookFormat};
 use crate::model::json;
 use crate::pipeline::SecondOutput;
@@ -20,50 +22,58 @@ pub const QUEUE: usize = 1000;
 /// Attempts per alert before it is dropped (counted `rejected`).
 pub const ATTEMPTS: u32 = 5;
 
-/// The request body for one alert in the configured format.
-pub fn body(cfg: &Cfg, appliance: &str, a: &AlertDoc) -> String {
+/// The request body for one incident event in the configured format.
+pub fn body(cfg: &Cfg, appliance: &str, e: &IncidentEvent) -> String {
     let mut doc = String::new();
-    a.write_json(&mut doc, appliance);
+    e.write_json(&mut doc, appliance);
+    let related = if e.related.is_empty() { String::new() } else { format!(" (+ {})", e.related.join(", ")) };
     match cfg.format {
         WebhookFormat::Slack => {
             let mut s = String::from("{\"text\":");
             json::esc(
                 &mut s,
                 &format!(
-                    "[flowshard {appliance}] layer {} {} {} {}: {}",
-                    a.layer, a.kind, a.dimension, a.key, a.reason
+                    "[flowshard {appliance}] {} layer {} {} {} {}{related}: {}",
+                    e.state.name(),
+                    e.layer,
+                    e.kinds.join(","),
+                    e.dimension,
+                    e.key,
+                    e.reason
                 ),
             );
             s.push('}');
             s
         }
         WebhookFormat::Pagerduty => {
-            let severity = if a.score >= 0.999 {
+            let severity = if e.score >= 0.999 {
                 "critical"
-            } else if a.score >= 0.99 {
+            } else if e.score >= 0.99 {
                 "error"
             } else {
                 "warning"
             };
-            let summary: String = format!("layer {} {} on {} {}: {}", a.layer, a.kind, a.dimension, a.key, a.reason)
-                .chars()
-                .take(1000)
-                .collect();
+            let summary: String =
+                format!("layer {} {} on {} {}{related}: {}", e.layer, e.kinds.join(","), e.dimension, e.key, e.reason)
+                    .chars()
+                    .take(1000)
+                    .collect();
+            let action = if e.state == IncidentState::Resolve { "resolve" } else { "trigger" };
             let mut s = String::from("{\"routing_key\":");
             json::esc(&mut s, &cfg.routing_key);
-            s.push_str(",\"event_action\":\"trigger\",\"dedup_key\":");
-            json::esc(&mut s, &a.id(appliance));
+            s.push_str(&format!(",\"event_action\":\"{action}\",\"dedup_key\":"));
+            json::esc(&mut s, &e.full_id(appliance));
             s.push_str(",\"payload\":{\"summary\":");
             json::esc(&mut s, &summary);
             s.push_str(",\"source\":");
             json::esc(&mut s, appliance);
             s.push_str(&format!(
                 ",\"severity\":\"{severity}\",\"timestamp\":\"{}\",\"component\":",
-                crate::model::time::rfc3339(a.second)
+                crate::model::time::rfc3339(e.second)
             ));
-            json::esc(&mut s, &a.dimension);
+            json::esc(&mut s, &e.dimension);
             s.push_str(",\"class\":");
-            json::esc(&mut s, &a.kind);
+            json::esc(&mut s, e.kinds.first().map_or("", String::as_str));
             s.push_str(",\"custom_details\":");
             s.push_str(&doc);
             s.push_str("}}");
@@ -97,9 +107,10 @@ impl WebhookSink {
         self.stats.clone()
     }
 
-    fn push(&mut self, a: &AlertDoc) {
-        if a.score >= self.cfg.min_score {
-            self.queue.push(body(&self.cfg, &self.appliance, a));
+    fn push(&mut self, e: &IncidentEvent) {
+        // a resolve always goes out, so nothing stays open at the receiver
+        if e.score >= self.cfg.min_score || e.state == IncidentState::Resolve {
+            self.queue.push(body(&self.cfg, &self.appliance, e));
         }
     }
 }
@@ -108,12 +119,15 @@ impl Sink for WebhookSink {
     fn name(&self) -> &'static str {
         "webhook"
     }
-    fn write(&mut self, _so: &SecondOutput, alerts: &[AlertDoc]) -> Result<(), SinkError> {
-        self.write_alerts(alerts)
+    fn write(&mut self, _so: &SecondOutput, _alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        Ok(())
     }
-    fn write_alerts(&mut self, alerts: &[AlertDoc]) -> Result<(), SinkError> {
-        for a in alerts {
-            self.push(a);
+    fn write_alerts(&mut self, _alerts: &[AlertDoc]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn write_incidents(&mut self, events: &[IncidentEvent]) -> Result<(), SinkError> {
+        for e in events {
+            self.push(e);
         }
         Ok(())
     }
@@ -200,17 +214,26 @@ mod tests {
             z: 9.0,
             reason: "a \"quoted\" reason".into(),
         };
+        let mut inc = crate::alert::Incidents::new(&Default::default());
+        let mut ev = Vec::new();
+        inc.observe(&[a], 1_795_570_299, &mut ev);
+        inc.tick(1_795_570_299 + 300, &mut ev);
+        let (open, resolve) = (&ev[0], &ev[1]);
         let cfg = |format| Cfg { url: "http://x".into(), format, routing_key: "rk".into(), min_score: 0.0 };
-        let g: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Generic), "fs1", &a)).unwrap();
+        let g: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Generic), "fs1", open)).unwrap();
         assert_eq!(g["key"], "192.0.2.1");
-        let s: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Slack), "fs1", &a)).unwrap();
+        assert_eq!(g["state"], "open");
+        let s: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Slack), "fs1", open)).unwrap();
         assert!(s["text"].as_str().unwrap().contains("a \"quoted\" reason"));
-        let p: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Pagerduty), "fs1", &a)).unwrap();
+        let p: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Pagerduty), "fs1", open)).unwrap();
         assert_eq!(p["routing_key"], "rk");
         assert_eq!(p["event_action"], "trigger");
-        assert_eq!(p["dedup_key"], "fs1:1:dst_ip:192.0.2.1:bytes:1795570299");
+        assert_eq!(p["dedup_key"], "fs1:1:dst_ip:192.0.2.1:1795570299");
         assert_eq!(p["payload"]["severity"], "critical");
         assert_eq!(p["payload"]["timestamp"], "2026-11-25T01:31:39Z");
         assert_eq!(p["payload"]["custom_details"]["layer"], 1);
+        let r: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Pagerduty), "fs1", resolve)).unwrap();
+        assert_eq!(r["event_action"], "resolve");
+        assert_eq!(r["dedup_key"], p["dedup_key"], "resolve closes the same PagerDuty alert");
     }
 }

@@ -1,12 +1,13 @@
 //! `flowshard replay`: feeds the UDP payloads of a capture through the same decode →
 //! aggregate → exchange → detect path the shards run ([`crate::pipeline::Engine`]), with each
-//! packet's capture timestamp as its arrival time, and writes rollups and alerts as JSON lines.
+//! packet's capture timestamp as its arrival time, and writes rollups, alerts and the incidents
+//! they make ([`crate::alert::Incidents`], the same tracker the I/O loop runs) as JSON lines.
 //!
 //! Lives on: the main thread (a replay is single-threaded and deterministic).
 
 pub mod pcap;
 
-use crate::alert::AlertDoc;
+use crate::alert::{AlertDoc, IncidentConfig, IncidentEvent, Incidents};
 use crate::pipeline::{Engine, PipelineConfig, SecondOutput};
 use crate::sink::{Sink, SinkError};
 use pcap::PcapReader;
@@ -36,6 +37,8 @@ pub struct Summary {
     pub rollups: u64,
     /// Alerts raised.
     pub alerts: u64,
+    /// Incidents opened.
+    pub incidents: u64,
     /// Frames in the capture that were not UDP.
     pub skipped_frames: u64,
     /// Shards used.
@@ -58,11 +61,13 @@ pub enum ReplayError {
 pub fn replay(
     data: &[u8],
     cfg: &PipelineConfig,
+    incidents: &IncidentConfig,
     shards: usize,
     realtime: bool,
     sink: &mut dyn Sink,
 ) -> Result<Summary, ReplayError> {
     let mut rd = PcapReader::new(data)?;
+    let mut inc = Out { incidents: Incidents::new(incidents), events: Vec::new() };
     let mut engine = Engine::new(cfg, shards);
     let mut done: Vec<SecondOutput> = Vec::new();
     let mut sum = Summary { shards: engine.shards.len(), ..Default::default() };
@@ -78,10 +83,16 @@ pub fn replay(
             }
         }
         engine.feed(p.payload, p.src, p.src_port, p.ts_ns / 1_000_000_000, &mut done);
-        write_out(&mut done, sink, &mut sum)?;
+        write_out(&mut done, sink, &mut sum, &mut inc)?;
     }
     engine.finish(&mut done);
-    write_out(&mut done, sink, &mut sum)?;
+    let last = done.last().map(|so| so.second);
+    write_out(&mut done, sink, &mut sum, &mut inc)?;
+    if let Some(last) = last.or(inc.incidents.open().map(|e| e.last_evidence).max()) {
+        inc.incidents.resolve_all(last, &mut inc.events);
+        sink.write_incidents(&inc.events)?;
+    }
+    sum.incidents = inc.incidents.counters.opened;
     sink.flush()?;
     let t = engine.ingest_totals();
     sum.datagrams = engine.datagrams;
@@ -107,14 +118,30 @@ pub fn replay(
     Ok(sum)
 }
 
-fn write_out(done: &mut Vec<SecondOutput>, sink: &mut dyn Sink, sum: &mut Summary) -> Result<(), ReplayError> {
+/// The incident tracker and its events' buffer.
+struct Out {
+    incidents: Incidents,
+    events: Vec<IncidentEvent>,
+}
+
+fn write_out(
+    done: &mut Vec<SecondOutput>,
+    sink: &mut dyn Sink,
+    sum: &mut Summary,
+    inc: &mut Out,
+) -> Result<(), ReplayError> {
     for so in done.drain(..) {
         sum.seconds += 1;
         sum.rollups += so.rollups.len() as u64;
         sum.alerts += so.alerts.len() as u64;
         let docs: Vec<AlertDoc> = so.alerts.iter().map(AlertDoc::from_layer1).collect();
         sink.write(&so, &docs)?;
+        inc.events.clear();
+        inc.incidents.observe(&docs, so.second, &mut inc.events);
+        inc.incidents.tick(so.second, &mut inc.events);
+        sink.write_incidents(&inc.events)?;
     }
+    inc.events.clear();
     Ok(())
 }
 
