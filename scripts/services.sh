@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Real Kafka (KRaft), Valkey and OpenSearch on loopback, for the integration tests and for trying
+# Real Kafka (KRaft), Valkey, OpenSearch and Alertmanager on loopback, for the integration tests and for trying
 # flowshard's sinks. Installs on first use (Maven Central, Debian), idempotent, state under
 # .cache/services (git-ignored).
 #
-#   scripts/services.sh up [kafka|valkey|opensearch]...     install if needed, start, wait healthy
+#   scripts/services.sh up [kafka|valkey|opensearch|alertmanager]...  install if needed, start, wait healthy
 #   scripts/services.sh down [name]...                        stop (data kept)
 #   scripts/services.sh stop|start name                       same as down/up, for outage tests
 #   scripts/services.sh kill name                              SIGKILL (crash), for outage tests
@@ -12,7 +12,7 @@
 #   scripts/services.sh wipe                                  stop and delete all service state
 #
 # Ports (override with the variables): KAFKA_PORT=19092 (controller +1), VALKEY_PORT=16379,
-# OPENSEARCH_PORT=19200 (transport +100). Versions: Kafka 4.1.1, OpenSearch 2.19.6 with
+# OPENSEARCH_PORT=19200 (transport +100), ALERTMANAGER_PORT=19093 (Debian's prometheus-alertmanager). Versions: Kafka 4.1.1, OpenSearch 2.19.6 with
 # opensearch-job-scheduler and a lang-painless module assembled from its Maven Central jars.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +23,8 @@ OS_VERSION=2.19.6
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 VALKEY_PORT="${VALKEY_PORT:-16379}"
 OPENSEARCH_PORT="${OPENSEARCH_PORT:-19200}"
-KAFKA_TOPICS="${KAFKA_TOPICS:-flowshard.rollups flowshard.alerts flowshard.flows flowshard.feedback}"
+ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19093}"
+KAFKA_TOPICS="${KAFKA_TOPICS:-flowshard.rollups flowshard.alerts flowshard.incidents flowshard.flows flowshard.feedback}"
 mkdir -p "$SVC" "$DL"
 JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
 export JAVA_HOME OPENSEARCH_JAVA_HOME="${OPENSEARCH_JAVA_HOME:-$JAVA_HOME}"
@@ -271,6 +272,37 @@ os_ready() {
   curl -sf "http://127.0.0.1:$OPENSEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null
 }
 
+# ---------------------------------------------------------------- Alertmanager
+am_bin() { command -v prometheus-alertmanager 2>/dev/null || command -v alertmanager 2>/dev/null || true; }
+am_up() {
+  local d="$SVC/alertmanager"
+  if pid_alive "$d/pid"; then return 0; fi
+  if [ -z "$(am_bin)" ]; then
+    log "installing prometheus-alertmanager (Debian)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null \
+      || die "cannot install prometheus-alertmanager (apt)"
+  fi
+  mkdir -p "$d/data"
+  # incidents are grouped by key; a receiver that drops everything (tests read the API)
+  cat > "$d/alertmanager.yml" <<'YML'
+route:
+  receiver: drop
+  group_by: [alertname, dimension, key]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: drop
+YML
+  log "starting Alertmanager on 127.0.0.1:$ALERTMANAGER_PORT"
+  nohup "$(am_bin)" --config.file="$d/alertmanager.yml" --storage.path="$d/data" \
+    --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" --cluster.listen-address= \
+    >"$d/server.log" 2>&1 < /dev/null &
+  echo $! > "$d/pid"
+  wait_for 30 "Alertmanager" port_open "$ALERTMANAGER_PORT"
+}
+
 # ---------------------------------------------------------------- common
 stop_pid() { # name, pidfile
   local p=$2
@@ -282,20 +314,20 @@ stop_pid() { # name, pidfile
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$p"
 }
-port_of() { case "$1" in kafka) echo "$KAFKA_PORT" ;; valkey) echo "$VALKEY_PORT" ;; opensearch) echo "$OPENSEARCH_PORT" ;; esac; }
+port_of() { case "$1" in kafka) echo "$KAFKA_PORT" ;; valkey) echo "$VALKEY_PORT" ;; opensearch) echo "$OPENSEARCH_PORT" ;; alertmanager) echo "$ALERTMANAGER_PORT" ;; esac; }
 up_one() {
   if ! pid_alive "$SVC/$1/pid" && port_open "$(port_of "$1")"; then
     die "port $(port_of "$1") for $1 is taken by another process (another checkout's services?): stop it, or choose another port with ${1^^}_PORT"
   fi
-  case "$1" in kafka) kafka_up ;; valkey) valkey_up ;; opensearch) os_up ;; *) die "unknown service $1 (kafka|valkey|opensearch)" ;; esac
+  case "$1" in kafka) kafka_up ;; valkey) valkey_up ;; opensearch) os_up ;; alertmanager) am_up ;; *) die "unknown service $1 (kafka|valkey|opensearch|alertmanager)" ;; esac
 }
-down_one() { case "$1" in kafka|valkey|opensearch) stop_pid "$1" "$SVC/$1/pid" ;; *) die "unknown service $1" ;; esac; }
+down_one() { case "$1" in kafka|valkey|opensearch|alertmanager) stop_pid "$1" "$SVC/$1/pid" ;; *) die "unknown service $1" ;; esac; }
 status_one() {
   local n=$1 port
-  case $n in kafka) port=$KAFKA_PORT ;; valkey) port=$VALKEY_PORT ;; opensearch) port=$OPENSEARCH_PORT ;; esac
+  port=$(port_of "$n")
   if pid_alive "$SVC/$n/pid"; then echo "$n: running (pid $(cat "$SVC/$n/pid"), 127.0.0.1:$port)"; else echo "$n: stopped"; fi
 }
-ALL=(valkey kafka opensearch)
+ALL=(valkey kafka opensearch alertmanager)
 cmd="${1:-status}"; shift || true
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=("${ALL[@]}")
 case "$cmd" in
@@ -313,7 +345,8 @@ case "$cmd" in
   env)
     echo "FLOWSHARD_KAFKA=127.0.0.1:$KAFKA_PORT"
     echo "FLOWSHARD_VALKEY=redis://127.0.0.1:$VALKEY_PORT"
-    echo "FLOWSHARD_OPENSEARCH=http://127.0.0.1:$OPENSEARCH_PORT" ;;
+    echo "FLOWSHARD_OPENSEARCH=http://127.0.0.1:$OPENSEARCH_PORT"
+    echo "FLOWSHARD_ALERTMANAGER=http://127.0.0.1:$ALERTMANAGER_PORT" ;;
   wipe) for n in "${ALL[@]}"; do down_one "$n"; done; rm -rf "$SVC" /var/tmp/flowshard-services ;;
-  *) die "usage: $0 up|down|start|stop|kill|status|env|wipe [kafka|valkey|opensearch]..." ;;
+  *) die "usage: $0 up|down|start|stop|kill|status|env|wipe [kafka|valkey|opensearch|alertmanager]..." ;;
 esac

@@ -18,6 +18,8 @@ pub struct Alerts {
     pub feedback_topic: String,
     /// Optional webhook.
     pub webhook: Option<Webhook>,
+    /// Optional Alertmanager.
+    pub alertmanager: Option<AlertmanagerCfg>,
 }
 
 impl Default for Alerts {
@@ -27,6 +29,7 @@ impl Default for Alerts {
             false_positive_silence_s: 86_400,
             feedback_topic: "flowshard.feedback".into(),
             webhook: None,
+            alertmanager: None,
         }
     }
 }
@@ -46,6 +49,22 @@ pub struct Webhook {
     /// Only alerts with at least this score.
     #[serde(default)]
     pub min_score: f64,
+}
+
+/// `[alerts.alertmanager]`: incidents to a Prometheus Alertmanager (`POST /api/v2/alerts`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerCfg {
+    /// Base URL, e.g. "http://127.0.0.1:9093".
+    pub url: String,
+    /// Open incidents are re-sent this often (keep it well under Alertmanager's
+    /// `resolve_timeout`, 5 min by default), seconds.
+    #[serde(default = "resend_s")]
+    pub resend_s: u64,
+}
+
+fn resend_s() -> u64 {
+    60
 }
 
 /// What a webhook receives.
@@ -77,6 +96,22 @@ impl Config {
         }
         if inc.max_open == 0 {
             e.push(err("incidents.max_open", "0 incidents could never open", "use e.g. max_open = 10000"));
+        }
+        if let Some(a) = &self.alerts.alertmanager {
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                e.push(err(
+                    "alerts.alertmanager.url",
+                    format!("{:?} is not an http(s):// URL", a.url),
+                    "use e.g. \"http://127.0.0.1:9093\"",
+                ));
+            }
+            if a.resend_s == 0 || a.resend_s >= 300 {
+                e.push(err(
+                    "alerts.alertmanager.resend_s",
+                    format!("{} s: Alertmanager resolves alerts it has not heard of for 5 min", a.resend_s),
+                    "use e.g. resend_s = 60",
+                ));
+            }
         }
         if let Some(w) = &self.alerts.webhook {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {

@@ -20,7 +20,7 @@ pub use crate::alert::IncidentConfig;
 pub use crate::decode::{DecoderConfig, SamplingOverride};
 pub use crate::detect::layer2::Layer2;
 pub use crate::detect::DetectConfig;
-pub use alerts::{Alerts, Webhook, WebhookFormat};
+pub use alerts::{AlertmanagerCfg, Alerts, Webhook, WebhookFormat};
 pub use general::{Cores, General, Handoff, Http, Listener, WhenFull};
 pub use overrides::Overrides;
 pub use sinks::{Compression, IndexPeriod, KafkaSink, OpensearchSink, Sink, Spool, ValkeySink};

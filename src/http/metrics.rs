@@ -178,6 +178,28 @@ pub fn metrics(p: &Published) -> String {
                 .map(move |(v, n)| (format!("layer=\"{l}\",verdict=\"{v}\""), n as f64))
         }),
     );
+    let inc = &p.io.incidents;
+    family(
+        "flowshard_incident_events_total",
+        "counter",
+        "Incident events: opened, updated (escalations), resolved (quiet), forced (resolved early at incidents.max_open); evidence (alerts taken) and correlated (evidence that joined another key's incident).",
+        &mut [
+            ("opened", inc.opened),
+            ("updated", inc.updated),
+            ("resolved", inc.resolved),
+            ("forced", inc.forced),
+            ("evidence", inc.evidence),
+            ("correlated", inc.correlated),
+        ]
+        .into_iter()
+        .map(|(e, n)| (format!("event=\"{e}\""), n as f64)),
+    );
+    family(
+        "flowshard_incidents_open",
+        "gauge",
+        "Incidents open now.",
+        &mut std::iter::once((String::new(), p.io.incidents_open as f64)),
+    );
     family(
         "flowshard_process_resident_memory_bytes",
         "gauge",

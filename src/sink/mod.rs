@@ -9,6 +9,7 @@
 //!
 //! May depend on: `model`, `pipeline`, `alert`, `config`. Lives on: I/O cores.
 
+pub mod alertmanager;
 pub mod delivery;
 pub mod format;
 pub mod frame;
@@ -116,6 +117,11 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
     }
     // JSON lines first, remote sinks after them (the order the I/O loop has always used).
     sinks.extend(remote);
+    if let Some(a) = &cfg.alerts.alertmanager {
+        let sink = alertmanager::AlertmanagerSink::start(a, app, cpu)?;
+        stats.push(sink.stats());
+        sinks.push(Box::new(sink));
+    }
     if let Some(w) = &cfg.alerts.webhook {
         let sink = webhook::WebhookSink::start(w, app, cpu)?;
         stats.push(sink.stats());

@@ -83,23 +83,27 @@ pub fn body(cfg: &Cfg, appliance: &str, e: &IncidentEvent) -> String {
     }
 }
 
-/// The webhook sink.
-pub struct WebhookSink {
-    cfg: Cfg,
-    appliance: String,
+/// A bounded queue of JSON bodies POSTed to one URL by a thread of its own, with retries: the
+/// sender behind the webhook and the Alertmanager sinks.
+pub struct Poster {
     queue: DropOldest<String>,
     stats: Arc<SinkStats>,
     worker: Worker,
 }
 
-impl WebhookSink {
-    /// Starts the sender thread.
-    pub fn start(cfg: &Cfg, appliance: &str, cpu: Option<usize>) -> Result<WebhookSink, SinkError> {
-        let stats = SinkStats::new("webhook", None);
+impl Poster {
+    /// Starts the sender thread for `url`; counters under `name`.
+    pub fn start(name: &'static str, url: &str, cpu: Option<usize>) -> Result<Poster, SinkError> {
+        let stats = SinkStats::new(name, None);
         let queue = DropOldest::new(QUEUE, stats.clone(), |_| 1);
-        let (rx, st, url) = (queue.receiver(), stats.clone(), cfg.url.clone());
-        let worker = Worker::spawn("webhook", cpu, move |stop| deliver(&url, &rx, &st, &stop))?;
-        Ok(WebhookSink { cfg: cfg.clone(), appliance: appliance.to_string(), queue, stats, worker })
+        let (rx, st, url) = (queue.receiver(), stats.clone(), url.to_string());
+        let worker = Worker::spawn(name, cpu, move |stop| deliver(name, &url, &rx, &st, &stop))?;
+        Ok(Poster { queue, stats, worker })
+    }
+
+    /// Queues one body (the oldest is dropped, counted, when the queue is full).
+    pub fn post(&mut self, body: String) {
+        self.queue.push(body);
     }
 
     /// Counters.
@@ -107,10 +111,43 @@ impl WebhookSink {
         self.stats.clone()
     }
 
+    /// Shutdown begins.
+    pub fn close(&mut self) {
+        self.worker.stop();
+    }
+
+    /// Shutdown ends: what is queued goes out (bounded), then the thread is joined.
+    pub fn finish(&mut self) {
+        self.worker.stop_and_join();
+    }
+}
+
+/// The webhook sink.
+pub struct WebhookSink {
+    cfg: Cfg,
+    appliance: String,
+    poster: Poster,
+}
+
+impl WebhookSink {
+    /// Starts the sender thread.
+    pub fn start(cfg: &Cfg, appliance: &str, cpu: Option<usize>) -> Result<WebhookSink, SinkError> {
+        Ok(WebhookSink {
+            cfg: cfg.clone(),
+            appliance: appliance.to_string(),
+            poster: Poster::start("webhook", &cfg.url, cpu)?,
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.poster.stats()
+    }
+
     fn push(&mut self, e: &IncidentEvent) {
         // a resolve always goes out, so nothing stays open at the receiver
         if e.score >= self.cfg.min_score || e.state == IncidentState::Resolve {
-            self.queue.push(body(&self.cfg, &self.appliance, e));
+            self.poster.post(body(&self.cfg, &self.appliance, e));
         }
     }
 }
@@ -135,19 +172,19 @@ impl Sink for WebhookSink {
         Ok(())
     }
     fn close(&mut self) {
-        self.worker.stop();
+        self.poster.close();
     }
 
     fn finish(&mut self) {
-        self.worker.stop_and_join();
+        self.poster.finish();
     }
 }
 
-fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBool) {
+fn deliver(name: &'static str, url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBool) {
     let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(sink = "webhook", "cannot build the HTTP client: {e}");
+            tracing::error!(sink = name, "cannot build the HTTP client: {e}");
             return;
         }
     };
@@ -173,7 +210,7 @@ fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBoo
                 }
                 Ok(resp) if resp.status().is_client_error() && resp.status().as_u16() != 429 => {
                     stats.drop_n(DropReason::Rejected, 1);
-                    tracing::warn!(sink = "webhook", "{url} refused an alert: HTTP {}", resp.status());
+                    tracing::warn!(sink = name, "{url} refused a request: HTTP {}", resp.status());
                     break;
                 }
                 other => {
@@ -183,7 +220,7 @@ fn deliver(url: &str, rx: &Receiver<String>, stats: &SinkStats, stop: &AtomicBoo
                     if attempt >= ATTEMPTS || stop.load(Ordering::Relaxed) {
                         stats.drop_n(DropReason::Rejected, 1);
                         if let Err(e) = other {
-                            tracing::warn!(sink = "webhook", "{url}: {e} (alert dropped after {attempt} attempts)");
+                            tracing::warn!(sink = name, "{url}: {e} (request dropped after {attempt} attempts)");
                         }
                         break;
                     }

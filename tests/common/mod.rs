@@ -265,3 +265,8 @@ pub fn services(args: &[&str]) {
     let st = Command::new(script).args(args).status().unwrap();
     assert!(st.success(), "scripts/services.sh {args:?} failed");
 }
+
+/// Alertmanager URL (`FLOWSHARD_ALERTMANAGER`).
+pub fn alertmanager() -> String {
+    env_or("FLOWSHARD_ALERTMANAGER", "http://127.0.0.1:19093")
+}
