@@ -187,3 +187,82 @@ fn injected_surge_is_flagged_in_its_second() {
         );
     }
 }
+
+/// The elephant of one run: `rate` bytes/s on in_if 1 (which it dominates: ~40x the
+/// background of the interface), exported once per `active_s` by `flavor`; it starts
+/// `started` seconds after the collector does (negative: it was already running).
+fn elephants_run(
+    active_s: u64,
+    flavor: Option<flowshard::tools::gen::encode::Flavor>,
+    started: i64,
+) -> Vec<SecondOutput> {
+    use flowshard::tools::gen::encode::{message, Export};
+    let cfg = PipelineConfig { detect: Some(Default::default()), ..Default::default() };
+    let mut e = Engine::new(&cfg, 2);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ active_s);
+    let (mut out, mut recs, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+    let rate = 25_000_000u64;
+    let run = 2 * 3600u64;
+    for s in 0..run {
+        recs.clear();
+        background(&mut rng, &mut recs);
+        // records of the elephant end on its active-timeout boundaries (since it started)
+        let age = s as i64 - started;
+        let last_export = if age > 0 && age as u64 % active_s == 0 { Some(active_s.min(age as u64)) } else { None };
+        let mut big = Vec::new();
+        if let Some(d) = last_export {
+            big.push(FlowRecord {
+                src: Ip::from_v4(0x0a09_0001),
+                dst: Ip::from_v4(0xc000_0263),
+                src_port: 50000,
+                dst_port: 873,
+                proto: 6,
+                tcp_flags: 0x18,
+                bytes: rate * d,
+                packets: rate * d / 1400,
+                in_if: 1,
+                duration_ms: (d * 1000) as u32,
+                ..Default::default()
+            });
+        }
+        match flavor {
+            None => {
+                recs.extend(big);
+                feed(&mut e, T0 + s, &recs, &mut out);
+            }
+            Some(flavor) => {
+                feed(&mut e, T0 + s, &recs, &mut out);
+                if !big.is_empty() {
+                    buf.clear();
+                    let h = Export { flavor, domain: 1, seq: s as u32, now_ms: (T0 + s) * 1000 };
+                    message(&mut buf, &h, true, false, &big);
+                    e.feed(&buf, Ip::from_v4(0x7f00_0002), 2055, T0 + s, &mut out);
+                }
+            }
+        }
+    }
+    e.finish(&mut out);
+    out
+}
+
+#[test]
+fn elephants_of_every_active_timeout_raise_nothing() {
+    use flowshard::tools::gen::encode::Flavor;
+    // 10 s to 30 min (Cisco's default); v5 (sysuptime-relative times), v9 and IPFIX; running
+    // before start-up (first export after it) and starting after the warm-up (first export
+    // 2 min later and beyond), for two hours.
+    for active_s in [10u64, 60, 120, 300, 1800] {
+        for (flavor, name) in [(None, "v5"), (Some(Flavor::V9), "v9"), (Some(Flavor::Ipfix), "ipfix")] {
+            for started in [-7i64, 0] {
+                let out = elephants_run(active_s, flavor, started);
+                let a = alerts(&out);
+                assert!(
+                    a.is_empty(),
+                    "{name}, active timeout {active_s} s, started {started}: {} alerts, first {:?}",
+                    a.len(),
+                    a.first().map(|x| (x.second - T0, x.reason()))
+                );
+            }
+        }
+    }
+}

@@ -244,6 +244,9 @@ pub struct MetricState {
     last_up: u64,
     /// The baseline (on `ln(1 + x)`) before the last upward alert.
     before_up: f64,
+    /// Counts seen and expected over the current run of seconds below the baseline.
+    run_k: f64,
+    run_lambda: f64,
 }
 
 /// What the detector knows about one second's value besides the value itself.
@@ -286,17 +289,54 @@ fn erf(x: f64) -> f64 {
     s * y
 }
 
-/// The deviation of a sampled estimate: `z` (on the log scale against the key's own
-/// variability) unless the sample counts themselves do not support it — `now` samples against
-/// an expected `expected`, compared on Anscombe's square-root scale, where a Poisson count has
-/// unit variance. The weaker of the two, or 0 when they disagree in direction.
+/// The deviation of a count (or a sampled estimate): `z` (on the log scale against the key's
+/// own variability) unless the counts themselves do not support it — `now` events against an
+/// expected `expected`, judged as a Poisson count ([`poisson_z`]). The weaker of the two, or 0
+/// when they disagree in direction. A key seen through 3 samples a second is not "5σ above"
+/// because a 4th arrived, and 11 flows a second dropping to 2 is not an outage.
 #[inline]
 pub fn sampled_z(z: f64, now: f64, expected: f64) -> f64 {
-    let zp = 2.0 * ((now + 0.375).sqrt() - (expected.max(0.0) + 0.375).sqrt());
+    let zp = poisson_z(now, expected);
     if zp * z <= 0.0 {
         0.0
     } else {
         z.signum() * z.abs().min(zp.abs())
+    }
+}
+
+/// The standard-normal deviate of `k` events where `lambda` were expected, for a Poisson count,
+/// conservatively: the smaller of two approximations. Wilson–Hilferty's cube root of the
+/// chi-square that gives Poisson tails exactly (P(X ≤ k) = P(χ²₂₍ₖ₊₁₎ ≥ 2λ)) is accurate in
+/// the far tails; Anscombe's square root, `2(√(k+3/8) − √(λ+3/8))`, understates the upper tail
+/// of small counts. Real counts are overdispersed (a flow's packets are sampled in trains, a
+/// burst of flows comes together), so the milder verdict is the honest one. Negative below
+/// `lambda`, positive above.
+pub fn poisson_z(k: f64, lambda: f64) -> f64 {
+    let wh = wilson_hilferty(k, lambda);
+    let anscombe = 2.0 * ((k.max(0.0) + 0.375).sqrt() - (lambda.max(0.0) + 0.375).sqrt());
+    if wh * anscombe <= 0.0 {
+        0.0
+    } else {
+        wh.signum() * wh.abs().min(anscombe.abs())
+    }
+}
+
+/// Wilson–Hilferty's normal deviate of a Poisson count (see [`poisson_z`]).
+fn wilson_hilferty(k: f64, lambda: f64) -> f64 {
+    let (k, lambda) = (k.max(0.0), lambda.max(1e-9));
+    if k < lambda {
+        let n = k + 1.0;
+        let c = 1.0 / (9.0 * n);
+        if lambda <= n {
+            return 0.0;
+        }
+        -(((lambda / n).cbrt() - (1.0 - c)) / c.sqrt())
+    } else {
+        if k <= 0.0 {
+            return 0.0;
+        }
+        let c = 1.0 / (9.0 * k);
+        ((1.0 - c) - (lambda / k).cbrt()) / c.sqrt()
     }
 }
 
@@ -333,6 +373,21 @@ impl MetricState {
             Some(q) => sampled_z(z_raw, x * q, baseline * q),
             None => z_raw,
         };
+        // Counts below the baseline accumulate: a few seconds of silence where a handful of
+        // samples a second were expected is as improbable as one second of silence where
+        // many were — the evidence of the whole low run, judged as one count.
+        let run_z = match samples_per_unit {
+            Some(q) if z < 0.0 => {
+                self.run_k += x * q;
+                self.run_lambda += baseline * q;
+                sampled_z(z_raw, self.run_k, self.run_lambda)
+            }
+            _ => {
+                self.run_k = 0.0;
+                self.run_lambda = 0.0;
+                0.0
+            }
+        };
         let warm = self.n >= cfg.warmup_s;
         let thr = cfg.z_threshold;
         let floor = cfg.min_value(metric);
@@ -345,7 +400,7 @@ impl MetricState {
                 if self.high_run >= cfg.spike_confirm_s {
                     alert = Some(AlertKind::Spike);
                 }
-            } else if z < -thr
+            } else if (z < -thr || run_z < -thr)
                 && cfg.drop_alerts
                 && baseline >= floor * DROP_FLOOR_RATIO
                 && self.n >= DROP_MIN_HISTORY_S
@@ -812,8 +867,12 @@ impl DimDetector {
                         self.pop[m].add(x);
                     }
                 }
+                // counts: flows, distinct peers and unanswered attempts are events themselves;
+                // bytes and packets are counts only through the samples behind them (1-in-N
+                // sampling)
+                let sampled = (m < 3 && t.samples > 0.0 && t.units[m] > 0.0).then(|| t.samples / t.units[m]);
                 let ctx = Context {
-                    samples_per_unit: (m < 3 && t.samples > 0.0 && t.units[m] > 0.0).then(|| t.samples / t.units[m]),
+                    samples_per_unit: if m >= 2 { sampled.or(Some(1.0)) } else { sampled },
                     dim_total: Some(totals[m]),
                     common_factor: if m < 3 && totals[m] > 0.0 && reference[m] > 0.0 {
                         reference[m] / totals[m]
@@ -941,6 +1000,24 @@ mod tests {
         assert!(v.score > 0.999);
         let v = m.update(&cfg, 0, x * 20.0, 601, Context::default());
         assert_eq!(v.alert, Some(AlertKind::Spike));
+    }
+
+    #[test]
+    fn poisson_z_matches_exact_tails() {
+        // exact: P(X <= 2 | 11) = 1.2e-3 (z -3.03); P(X >= 4 | 3) = 0.35 (z 0.38); P(X >= 20 | 5) = 3.5e-7 (z 4.96)
+        assert!((wilson_hilferty(2.0, 11.0) + 3.03).abs() < 0.1, "{}", wilson_hilferty(2.0, 11.0));
+        assert!((wilson_hilferty(4.0, 3.0) - 0.38).abs() < 0.1, "{}", wilson_hilferty(4.0, 3.0));
+        assert!((wilson_hilferty(20.0, 5.0) - 4.96).abs() < 0.15, "{}", wilson_hilferty(20.0, 5.0));
+        // the conservative deviate is never stronger than either approximation
+        for (k, l) in [(2.0, 11.0), (3.0, 0.01), (20.0, 5.0), (0.0, 20.0)] {
+            let z = poisson_z(k, l);
+            assert!(z.abs() <= wilson_hilferty(k, l).abs() + 1e-12);
+        }
+        assert!(poisson_z(3.0, 0.01) < 3.0, "three samples where none were expected: not 5 sigma");
+        // silence where 20 were expected is an outage; where 3 were, it is not
+        assert!(poisson_z(0.0, 20.0) < -3.5);
+        assert!(poisson_z(0.0, 3.0) > -3.5);
+        assert!(sampled_z(5.0, 4.0, 3.0).abs() < 1.0);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct Sums {
     pub total_packets: u64,
     pub total_flows: u64,
     pub alerts: Vec<serde_json::Value>,
+    pub incidents: Vec<serde_json::Value>,
 }
 
 pub fn sum_lines(text: &str) -> Sums {
@@ -62,6 +63,7 @@ pub fn sum_lines(text: &str) -> Sums {
                 *s.by_key.entry((dim, key)).or_default() += b;
             }
             Some("alert") => s.alerts.push(v),
+            Some("incident") => s.incidents.push(v),
             _ => panic!("unknown line {line}"),
         }
     }
