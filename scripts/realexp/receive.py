@@ -3,8 +3,9 @@
 127.0.0.1:PORT into a pcap, each stamped with the export time in its own header (NetFlow v5/v9
 unix_secs, IPFIX export time, or the arrival time for sFlow): an exporter reading a capture
 offline (softflowd -r) sends an hour of exports in seconds, and the header says when a live
-exporter would have sent each one. Stops after 4 s without datagrams (once one arrived), or
-after 600 s. The datagrams keep 192.0.2.10 as their source (the exporter's address)."""
+exporter would have sent each one. Stops once OUT.pcap.stop exists and 3 s passed without a
+datagram (run.sh creates it after stopping the exporter). The datagrams keep 192.0.2.10 as their source (the exporter's address)."""
+import os
 import socket
 import struct
 import sys
@@ -14,16 +15,16 @@ port, out = int(sys.argv[1]), sys.argv[2]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
 s.bind(("127.0.0.1", port))
-s.settimeout(4.0)
+s.settimeout(3.0)
 f = open(out, "wb")
 f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-n, first, start, last = 0, None, time.time(), 0
+n, last = 0, 0
 print("ready", flush=True)
-while time.time() - start < 600:
+while True:
     try:
         d, _ = s.recvfrom(65535)
     except socket.timeout:
-        if n:
+        if os.path.exists(out + ".stop"):
             break
         continue
     ver = struct.unpack(">H", d[:2])[0]

@@ -64,7 +64,10 @@ done
 for p in "${senders[@]}"; do wait "$p"; done
 sleep 20 # the inactive timeout, then stop: the exporters export what they still hold
 for p in "${exporters[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${exporters[@]}"; do wait "$p" 2>/dev/null || true; done
+for c in "${caps[@]}"; do touch "$c.stop"; done
 for p in "${receivers[@]}"; do wait "$p" || true; done
+rm -f "$out"/*.stop
 # labels on the exporters' clock: the capture's first second is when send.py started it
 for pk in clean incidents; do
   for cfg in "${CONFIGS[@]}"; do
