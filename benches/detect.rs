@@ -1,6 +1,7 @@
 //! Layer-1 detector throughput on one core: single metric updates (`MetricState::update`, what
-//! `backtest` runs) and whole keys (all metrics of 10,000 tracked keys per second, what an
-//! owner shard runs at the end of each second).
+//! `backtest` runs), whole keys (all five metrics of 10,000 tracked sources per second, what an
+//! owner shard runs at the end of each second), and the incident bookkeeping of the I/O core
+//! (1,000 alerts of one second correlated into incidents, then resolved).
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -27,8 +28,8 @@ fn benches(c: &mut Criterion) {
         })
     });
     let keys = 10_000u32;
-    g.throughput(Throughput::Elements(keys as u64 * 4));
-    g.bench_function("dim_detector_second_10k_keys_4_metrics", |b| {
+    g.throughput(Throughput::Elements(keys as u64 * 5));
+    g.bench_function("dim_detector_second_10k_keys_5_metrics", |b| {
         let mut d = DimDetector::new(Dimension::SrcIp, &cfg);
         let mut alerts = Vec::new();
         let mut second = 1_700_000_000u64;
@@ -47,6 +48,33 @@ fn benches(c: &mut Criterion) {
             }
             d.end_second(second, &cfg, &mut alerts);
             alerts.clear();
+        })
+    });
+    let alerts: Vec<flowshard::alert::AlertDoc> = (0..1000u32)
+        .map(|i| flowshard::alert::AlertDoc {
+            layer: 1,
+            second: 1_700_000_000,
+            dimension: ["src_ip", "dst_ip", "dst_port", "total"][(i % 4) as usize].into(),
+            key: format!("10.0.{}.{}", i / 250, i % 250),
+            metric: "bytes".into(),
+            kind: "spike".into(),
+            value: 1e6 * (1 + i % 7) as f64,
+            expected: 1e3,
+            score: 0.99,
+            z: 6.0,
+            reason: String::new(),
+        })
+        .collect();
+    g.throughput(Throughput::Elements(alerts.len() as u64));
+    g.bench_function("incidents_1000_alerts_open_and_resolve", |b| {
+        let cfg = flowshard::alert::IncidentConfig::default();
+        let mut ev = Vec::new();
+        b.iter(|| {
+            let mut inc = flowshard::alert::Incidents::new(&cfg);
+            ev.clear();
+            inc.observe(&alerts, 1_700_000_000, &mut ev);
+            inc.tick(1_700_000_000 + 300, &mut ev);
+            black_box(ev.len())
         })
     });
     g.finish();

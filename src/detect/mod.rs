@@ -560,6 +560,12 @@ impl MetricState {
     }
 }
 
+/// Bytes of detector state per tracked key (all five metric slots, spreads, counting-noise
+/// sums, new-key watch), plus its index entry; wheel entries (32 bytes per spreading record)
+/// come on top.
+pub const TRACKED_KEY_BYTES: usize =
+    std::mem::size_of::<Tracked>() + std::mem::size_of::<(Key, u32)>() + std::mem::size_of::<u64>();
+
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     key: Key,
@@ -1018,6 +1024,13 @@ mod tests {
         assert!(poisson_z(0.0, 20.0) < -3.5);
         assert!(poisson_z(0.0, 3.0) > -3.5);
         assert!(sampled_z(5.0, 4.0, 3.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn state_per_key_is_bounded() {
+        // 10,000 keys per dimension per owner stay within tens of MB
+        assert!(TRACKED_KEY_BYTES < 2048, "{TRACKED_KEY_BYTES}");
+        println!("detector state per tracked key: {TRACKED_KEY_BYTES} bytes");
     }
 
     #[test]
