@@ -1029,7 +1029,7 @@ mod tests {
     #[test]
     fn state_per_key_is_bounded() {
         // 10,000 keys per dimension per owner stay within tens of MB
-        assert!(TRACKED_KEY_BYTES < 2048, "{TRACKED_KEY_BYTES}");
+        const { assert!(TRACKED_KEY_BYTES < 2048) };
         println!("detector state per tracked key: {TRACKED_KEY_BYTES} bytes");
     }
 
