@@ -386,6 +386,30 @@ impl Incidents {
     }
 }
 
+/// Test fixture for the paging sinks: the open and resolve events of an incident that one
+/// layer-1 `spike` on `dst_ip` 192.0.2.1 (second 1,795,570,299, score 0.9999) opened.
+#[cfg(test)]
+pub(crate) fn fixture(reason: &str) -> Vec<IncidentEvent> {
+    let a = AlertDoc {
+        layer: 1,
+        second: 1_795_570_299,
+        dimension: "dst_ip".into(),
+        key: "192.0.2.1".into(),
+        metric: "bytes".into(),
+        kind: "spike".into(),
+        value: 9.0,
+        expected: 1.0,
+        score: 0.9999,
+        z: 9.0,
+        reason: reason.into(),
+    };
+    let mut inc = Incidents::new(&IncidentConfig::default());
+    let mut ev = Vec::new();
+    inc.observe(&[a], 1_795_570_299, &mut ev);
+    inc.tick(1_795_570_299 + 300, &mut ev);
+    ev
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

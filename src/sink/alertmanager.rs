@@ -145,23 +145,7 @@ mod tests {
 
     #[test]
     fn alert_shape() {
-        let a = AlertDoc {
-            layer: 1,
-            second: 1_795_570_299,
-            dimension: "dst_ip".into(),
-            key: "192.0.2.1".into(),
-            metric: "bytes".into(),
-            kind: "spike".into(),
-            value: 9.0,
-            expected: 1.0,
-            score: 0.9999,
-            z: 9.0,
-            reason: "r".into(),
-        };
-        let mut inc = crate::alert::Incidents::new(&Default::default());
-        let mut ev = Vec::new();
-        inc.observe(&[a], 1_795_570_299, &mut ev);
-        inc.tick(1_795_570_299 + 300, &mut ev);
+        let ev = crate::alert::incident::fixture("r");
         let open: serde_json::Value = serde_json::from_str(&alert("fs1", &ev[0])).unwrap();
         assert_eq!(open["labels"]["key"], "192.0.2.1");
         assert_eq!(open["labels"]["layer"], "1");

@@ -238,23 +238,7 @@ mod tests {
 
     #[test]
     fn payload_shapes() {
-        let a = AlertDoc {
-            layer: 1,
-            second: 1_795_570_299,
-            dimension: "dst_ip".into(),
-            key: "192.0.2.1".into(),
-            metric: "bytes".into(),
-            kind: "spike".into(),
-            value: 9.0,
-            expected: 1.0,
-            score: 0.9999,
-            z: 9.0,
-            reason: "a \"quoted\" reason".into(),
-        };
-        let mut inc = crate::alert::Incidents::new(&Default::default());
-        let mut ev = Vec::new();
-        inc.observe(&[a], 1_795_570_299, &mut ev);
-        inc.tick(1_795_570_299 + 300, &mut ev);
+        let ev = crate::alert::incident::fixture("a \"quoted\" reason");
         let (open, resolve) = (&ev[0], &ev[1]);
         let cfg = |format| Cfg { url: "http://x".into(), format, routing_key: "rk".into(), min_score: 0.0 };
         let g: serde_json::Value = serde_json::from_str(&body(&cfg(WebhookFormat::Generic), "fs1", open)).unwrap();
