@@ -12,7 +12,7 @@
 #   scripts/services.sh wipe                                  stop and delete all service state
 #
 # Ports (override with the variables): KAFKA_PORT=19092 (controller +1), VALKEY_PORT=16379,
-# OPENSEARCH_PORT=19200 (transport +100), ALERTMANAGER_PORT=19093 (Debian's prometheus-alertmanager). Versions: Kafka 4.1.1, OpenSearch 2.19.6 with
+# OPENSEARCH_PORT=19200 (transport +100), ALERTMANAGER_PORT=19393 (Debian's prometheus-alertmanager). Versions: Kafka 4.1.1, OpenSearch 2.19.6 with
 # opensearch-job-scheduler and a lang-painless module assembled from its Maven Central jars.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +23,7 @@ OS_VERSION=2.19.6
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 VALKEY_PORT="${VALKEY_PORT:-16379}"
 OPENSEARCH_PORT="${OPENSEARCH_PORT:-19200}"
-ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19093}"
+ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19393}"
 KAFKA_TOPICS="${KAFKA_TOPICS:-flowshard.rollups flowshard.alerts flowshard.incidents flowshard.flows flowshard.feedback}"
 mkdir -p "$SVC" "$DL"
 JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"

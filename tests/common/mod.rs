@@ -270,5 +270,5 @@ pub fn services(args: &[&str]) {
 
 /// Alertmanager URL (`FLOWSHARD_ALERTMANAGER`).
 pub fn alertmanager() -> String {
-    env_or("FLOWSHARD_ALERTMANAGER", "http://127.0.0.1:19093")
+    env_or("FLOWSHARD_ALERTMANAGER", "http://127.0.0.1:19393")
 }
