@@ -7,7 +7,7 @@
 #      configuration: NetFlow v9 with a 60-s active timeout, IPFIX with 300 s, NetFlow v5 with
 #      1,800 s (Cisco's default), and NetFlow v9 with 60 s sampled 1-in-100, 1-in-1000 and
 #      1-in-10000; all with a 15-s inactive timeout;
-#   3. receive.py records each exporter's datagrams (stamped with their export time);
+#   3. receive.py records each exporter's datagrams (stamped with their arrival time);
 #   4. scripts/eval-scenarios replays every export capture through flowshard and scores its
 #      incidents against the labels (false incidents per hour on the clean ones).
 # Takes DURATION_S of wall time (both captures play at once). Needs root (netns), softflowd and

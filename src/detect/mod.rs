@@ -136,9 +136,9 @@ pub struct DetectConfig {
     pub min_flows_per_s: f64,
     /// Smallest distinct count worth an alert.
     pub min_distinct: f64,
-    /// A sustained drift (slow baseline) also matters below the absolute floors when the key
-    /// carries at least this share of its dimension's traffic: the floors are sized for big
-    /// networks, a share is not.
+    /// A sustained drift (slow baseline) of a host (`src_ip`, `dst_ip`) also matters below the
+    /// absolute floors when it carries at least this share of its dimension's bytes or packets:
+    /// the floors are sized for big networks, a share is not.
     pub min_share: f64,
     /// Tracked keys per dimension per owner shard.
     #[serde(rename = "max_tracked_keys")]
@@ -879,7 +879,9 @@ impl DimDetector {
                 let sampled = (m < 3 && t.samples > 0.0 && t.units[m] > 0.0).then(|| t.samples / t.units[m]);
                 let ctx = Context {
                     samples_per_unit: if m >= 2 { sampled.or(Some(1.0)) } else { sampled },
-                    dim_total: Some(totals[m]),
+                    // a host's drift may be material by its share of traffic (a slow
+                    // upload in a small network); ports and interfaces need the floors
+                    dim_total: matches!(self.dim, Dimension::SrcIp | Dimension::DstIp).then_some(totals[m]),
                     common_factor: if m < 3 && totals[m] > 0.0 && reference[m] > 0.0 {
                         reference[m] / totals[m]
                     } else {
