@@ -261,6 +261,7 @@ type = "kafka"
 brokers = "{kafka}"
 rollups_topic = "{u}.rollups"
 alerts_topic = "{u}.alerts"
+incidents_topic = "{u}.incidents"
 "#,
             os = opensearch(),
             kafka = kafka()
