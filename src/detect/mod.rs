@@ -152,11 +152,12 @@ pub struct DetectConfig {
     /// (before that every key is new).
     pub new_key_after_s: u64,
     /// A new key is reported when it was active in at least 90 % of its first this-many
-    /// seconds with at least `new_key_min_sources` sources on average.
+    /// seconds with at least `new_key_min_flows` short flows a second on average.
     pub new_key_window_s: u32,
-    /// Sources (distinct count) a new key needs on average: a service has clients, a client's
-    /// ephemeral port has one server.
-    pub new_key_min_sources: f64,
+    /// Flows a second (records that are not a long flow's active-timeout export) a new key
+    /// needs on average: a service takes new connections; a client's ephemeral port carries
+    /// one long connection.
+    pub new_key_min_flows: f64,
 }
 
 /// The dimensions with detectors when `[detect] dimensions` is not set (those of them that are
@@ -220,7 +221,7 @@ impl Default for DetectConfig {
             new_key_dimensions: vec![Dimension::DstPort],
             new_key_after_s: 600,
             new_key_window_s: 60,
-            new_key_min_sources: 2.0,
+            new_key_min_flows: 2.0,
         }
     }
 }
@@ -592,10 +593,10 @@ struct Tracked {
     /// First seen after the dimension's own warm-up: a newcomer, judged against the
     /// population until it has history.
     newcomer: bool,
-    /// Seconds active and sources summed over the key's first `new_key_window_s` seconds
+    /// Seconds active and short flows summed over the key's first `new_key_window_s` seconds
     /// (new-key watch; only for keys born after `new_key_after_s`).
     new_active: u32,
-    new_sources: f64,
+    new_flows: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -645,7 +646,7 @@ impl DimDetector {
             wheel: (0..WHEEL).map(|_| Vec::new()).collect(),
             next_gen: 1,
             rng: 0x2545_f491_4f6c_dd1d,
-            new_keys: cfg.new_key_dimensions.contains(&dim) && dim.distinct_name().is_some(),
+            new_keys: cfg.new_key_dimensions.contains(&dim),
             evicted: 0,
             spread_overflow: 0,
             revealed: 0,
@@ -695,7 +696,7 @@ impl DimDetector {
             activity: 0.0,
             newcomer: self.born.is_some_and(|b| second >= b + cfg.warmup_s as u64),
             new_active: 0,
-            new_sources: 0.0,
+            new_flows: 0.0,
         });
         self.index.insert(key, i as u32);
         i
@@ -892,18 +893,18 @@ impl DimDetector {
                 alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
             }
             // New keys: born after the dimension was watched long enough, then active (short
-            // records every second, several sources) through their first window.
+            // records every second, several a second) through their first window.
             if watch_new && t.first_seen >= born + cfg.new_key_after_s {
                 let age = second - t.first_seen;
                 let w = u64::from(cfg.new_key_window_s.max(1));
                 if age < w {
                     if seen && vals[2] > t.spread[2] {
                         t.new_active += 1;
-                        t.new_sources += vals[3];
+                        t.new_flows += vals[2] - t.spread[2];
                     }
                     if age + 1 == w
                         && f64::from(t.new_active) >= 0.9 * w as f64
-                        && t.new_sources / f64::from(t.new_active.max(1)) >= cfg.new_key_min_sources
+                        && t.new_flows / f64::from(t.new_active.max(1)) >= cfg.new_key_min_flows
                     {
                         let flows = t.units[2] * a / (1.0 - (1.0 - a).powi(w as i32));
                         let v = Verdict { score: 1.0, z: f64::NAN, baseline: 0.0, alert: Some(AlertKind::NewKey) };

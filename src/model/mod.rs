@@ -239,8 +239,8 @@ impl Dimension {
             // destination endpoints: many ports (vertical scan) or many addresses on one port
             // (horizontal scan) both show
             Dimension::SrcIp => Some(r.dst.0 ^ ((r.dst_port as u128) << 8 | r.proto as u128).rotate_left(64)),
-            // sources of an address (fan-in) or of a service (how many clients use a port)
-            Dimension::DstIp | Dimension::DstPort => Some(r.src.0),
+            // sources of an address (fan-in)
+            Dimension::DstIp => Some(r.src.0),
             _ => None,
         }
     }
@@ -249,7 +249,7 @@ impl Dimension {
     pub const fn distinct_name(self) -> Option<&'static str> {
         match self {
             Dimension::SrcIp => Some("distinct_dst_endpoints"),
-            Dimension::DstIp | Dimension::DstPort => Some("distinct_src_ips"),
+            Dimension::DstIp => Some("distinct_src_ips"),
             _ => None,
         }
     }
@@ -359,8 +359,8 @@ pub struct Rollup {
     pub packets: u64,
     /// Flow records.
     pub flows: u64,
-    /// Distinct count (destination endpoints per source, sources per destination address or
-    /// port), if tracked.
+    /// Distinct count (destination endpoints per source, sources per destination address), if
+    /// tracked.
     pub distinct: Option<u64>,
 }
 
