@@ -7,7 +7,7 @@
 //! through the gate, then hands the survivors to every sink (Kafka alerts topic, OpenSearch
 //! alerts index, Valkey, JSON lines, webhook).
 //!
-//! May depend on: `model`. Lives on: I/O cores.
+//! May depend on: `model`, `detect` (the layer-3 result an alert is made of). Lives on: I/O cores.
 
 pub mod incident;
 
@@ -19,6 +19,11 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// The alerts of confirmed layer-3 anomalies ([`crate::detect::layer3::Layer3Engine::take_confirmed`]).
+pub fn layer3_alerts(confirmed: &[crate::detect::layer3::AnomalyResult], interval_s: u64) -> Vec<AlertDoc> {
+    confirmed.iter().map(|r| AlertDoc::from_layer3(r, interval_s)).collect()
+}
 
 /// An alert of any layer, as every sink sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +67,27 @@ impl AlertDoc {
             score: a.score,
             z: a.z,
             reason: a.reason(),
+        }
+    }
+
+    /// The layer-3 alert of an anomaly result: metric = the feature that drove it (highest
+    /// relevant attribution), value and expected = that feature's actual and expected values
+    /// over the interval, score = the grade, reason naming every feature.
+    pub fn from_layer3(r: &crate::detect::layer3::AnomalyResult, interval_s: u64) -> AlertDoc {
+        let i = r.driver();
+        let actual = r.scored.past.unwrap_or(r.features);
+        AlertDoc {
+            layer: 3,
+            second: r.approx_start(interval_s),
+            dimension: "src_ip".into(),
+            key: r.entity.to_string(),
+            metric: ["bytes", "packets", "flows", "distinct"][i].into(),
+            kind: "rcf".into(),
+            value: actual[i],
+            expected: r.scored.expected.map_or(f64::NAN, |e| e[i]),
+            score: r.scored.grade,
+            z: f64::NAN,
+            reason: r.reason(),
         }
     }
 

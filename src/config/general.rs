@@ -69,6 +69,8 @@ pub struct Cores {
     pub io: Vec<usize>,
     /// Pin threads to their CPUs (turn off on shared development machines).
     pub pin: Option<bool>,
+    /// CPU of the layer-3 (Random Cut Forest) thread. Unset = the first I/O CPU.
+    pub layer3: Option<usize>,
 }
 
 /// What a full bounded queue does.
@@ -149,6 +151,13 @@ impl Config {
                     e.push(err(format!("{name}[{i}]"), format!("CPU {c} is listed twice"), "list each CPU once"));
                 }
             }
+        }
+        if let Some(c) = self.cores.layer3.filter(|c| !host.cpus.contains(c)) {
+            e.push(err(
+                "cores.layer3",
+                format!("CPU {c} is not available to this process (available: {:?})", host.cpus),
+                "name an available CPU, or leave it unset (the I/O CPU)",
+            ));
         }
         if lay.shards.len() > 1024 {
             e.push(err("cores.shards", "more than 1024 shards", "use at most one shard per CPU"));

@@ -2,7 +2,7 @@
 //! documented defaults, units in field names) and a pure [`Config::validate`] against a
 //! [`HostInfo`], whose errors name the field and the fix. `flowshard validate` runs exactly this.
 //! One file per group of sections, each with its own `validate_*`; the sections of the pure
-//! layers are their own types ([`DecoderConfig`], [`AggConfig`], [`DetectConfig`], [`Layer2`]);
+//! layers are their own types ([`DecoderConfig`], [`AggConfig`], [`DetectConfig`], [`Layer2`], [`Layer3`]);
 //! command-line overrides in [`overrides`].
 //!
 //! May depend on: `model`, `decode`, `aggregate`, `detect`, `pipeline`, `alert` (to build their
@@ -19,6 +19,7 @@ pub use crate::aggregate::AggConfig;
 pub use crate::alert::IncidentConfig;
 pub use crate::decode::{DecoderConfig, SamplingOverride};
 pub use crate::detect::layer2::Layer2;
+pub use crate::detect::layer3::Layer3;
 pub use crate::detect::DetectConfig;
 pub use alerts::{AlertmanagerCfg, Alerts, Webhook, WebhookFormat};
 pub use general::{Cores, General, Handoff, Http, Listener, WhenFull};
@@ -58,6 +59,8 @@ pub struct Config {
     pub incidents: IncidentConfig,
     /// Layer 2: Holt-Winters pattern job in OpenSearch.
     pub layer2: Layer2,
+    /// Layer 3: Random Cut Forest per source address, in process.
+    pub layer3: Layer3,
     /// HTTP server (metrics, health, query API) on the I/O core.
     pub http: Http,
 }
@@ -80,6 +83,7 @@ impl Default for Config {
             alerts: Alerts::default(),
             incidents: IncidentConfig::default(),
             layer2: Layer2::default(),
+            layer3: Layer3::default(),
             http: Http::default(),
         }
     }

@@ -94,6 +94,11 @@ impl Config {
                 ));
             }
         }
+        if self.layer3.enabled {
+            for (field, problem, fix) in self.layer3.problems() {
+                e.push(err(field, problem, fix));
+            }
+        }
         let l2 = &self.layer2;
         if l2.enabled {
             if !self.sink.iter().any(|s| matches!(s, Sink::Opensearch(_))) {

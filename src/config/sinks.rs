@@ -55,6 +55,9 @@ pub struct KafkaSink {
     /// Incident events topic (open, update, resolve; keyed by incident id).
     #[serde(default = "incidents_topic")]
     pub incidents_topic: String,
+    /// Layer-3 anomaly results topic (the anomaly-detection plugin's result documents).
+    #[serde(default = "anomaly_results_topic")]
+    pub anomaly_results_topic: String,
     /// Compression codec.
     #[serde(default)]
     pub compression: Compression,
@@ -183,6 +186,9 @@ fn alerts_topic() -> String {
 fn incidents_topic() -> String {
     "flowshard.incidents".into()
 }
+fn anomaly_results_topic() -> String {
+    "flowshard.anomaly-results".into()
+}
 fn partitions() -> i32 {
     6
 }
@@ -210,6 +216,7 @@ impl KafkaSink {
             rollups_topic: rollups_topic(),
             alerts_topic: alerts_topic(),
             incidents_topic: incidents_topic(),
+            anomaly_results_topic: anomaly_results_topic(),
             compression: Compression::default(),
             partitions: partitions(),
             replication_factor: one(),
@@ -279,6 +286,7 @@ impl Config {
                     ("rollups_topic", &k.rollups_topic),
                     ("alerts_topic", &k.alerts_topic),
                     ("incidents_topic", &k.incidents_topic),
+                    ("anomaly_results_topic", &k.anomaly_results_topic),
                 ] {
                     if t.is_empty()
                         || t.len() > 249

@@ -24,6 +24,7 @@
 //! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
 
 pub mod layer2;
+pub mod layer3;
 pub mod likelihood;
 
 use crate::aggregate::Row;

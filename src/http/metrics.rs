@@ -200,6 +200,39 @@ pub fn metrics(p: &Published) -> String {
         "Incidents open now.",
         &mut std::iter::once((String::new(), p.io.incidents_open as f64)),
     );
+    let l3 = &p.io.layer3;
+    family(
+        "flowshard_layer3_entities",
+        "gauge",
+        "Layer 3 (Random Cut Forest per source): entities with a model (state=modelled), of them in cold start (cold_starting), models the memory budget holds (capacity).",
+        &mut [("modelled", l3.entities), ("cold_starting", l3.cold_starting), ("capacity", l3.capacity)]
+            .into_iter()
+            .map(|(k, n)| (format!("state=\"{k}\""), n as f64)),
+    );
+    family(
+        "flowshard_layer3_events_total",
+        "counter",
+        "Layer 3: models admitted, sightings kept out by the door-keeper, newcomers refused (budget full), evictions (priority, idle), results, anomalies, library errors, intervals closed.",
+        &mut [
+            ("admitted", l3.admitted),
+            ("door_kept_out", l3.door_kept_out),
+            ("refused_full", l3.refused_full),
+            ("evicted_priority", l3.evicted_priority),
+            ("evicted_idle", l3.evicted_idle),
+            ("results", l3.results),
+            ("anomalies", l3.anomalies),
+            ("errors", l3.errors),
+            ("intervals", l3.intervals),
+        ]
+        .into_iter()
+        .map(|(e, n)| (format!("event=\"{e}\""), n as f64)),
+    );
+    family(
+        "flowshard_layer3_model_bytes",
+        "gauge",
+        "Layer 3: memory held by models (the forest library's estimate).",
+        &mut std::iter::once((String::new(), l3.model_bytes as f64)),
+    );
     family(
         "flowshard_process_resident_memory_bytes",
         "gauge",

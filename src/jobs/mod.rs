@@ -1,5 +1,6 @@
 //! Periodic work on the I/O core, each job on a thread of its own pinned there: the layer-2
-//! Holt-Winters job ([`layer2`]) and the Kafka feedback consumer ([`feedback`]). Jobs hand the
+//! Holt-Winters job ([`layer2`]), the layer-3 Random Cut Forest ([`layer3`], on `[cores]
+//! layer3` when set) and the Kafka feedback consumer ([`feedback`]). Jobs hand the
 //! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
 //! not know the runtime's message type.
 //!
@@ -7,6 +8,7 @@
 
 pub mod feedback;
 pub mod layer2;
+pub mod layer3;
 
 use crate::alert::AlertDoc;
 use crate::config::{Config, Sink as S};
@@ -19,17 +21,29 @@ use std::thread::JoinHandle;
 /// Where a job's alerts go (to the I/O loop's alert gate); false once the loop is gone.
 pub type AlertOut = Box<dyn Fn(Vec<AlertDoc>) -> bool + Send>;
 
-/// Starts the jobs a configuration asks for: the layer-2 job (when enabled) and the Kafka
-/// feedback consumer (when a Kafka sink and a feedback topic are configured). Their counters
-/// are appended to `stats`; they run until `stop`.
+/// Starts the jobs a configuration asks for: the layer-2 job (when enabled), the layer-3 job
+/// (when enabled; its feed is returned for the I/O loop) and the Kafka feedback consumer (when
+/// a Kafka sink and a feedback topic are configured). Their counters are appended to `stats`;
+/// they run until `stop`.
 pub fn start(
     cfg: &Config,
     cpu: Option<usize>,
     alerts: AlertOut,
+    results: layer3::ResultsOut,
     stop: &Arc<AtomicBool>,
     stats: &mut Vec<Arc<SinkStats>>,
-) -> Result<Vec<JoinHandle<()>>, SinkError> {
+) -> Result<(Vec<JoinHandle<()>>, Option<layer3::Feed>), SinkError> {
     let mut jobs = Vec::new();
+    let mut feed = None;
+    if cfg.layer3.enabled {
+        let st = SinkStats::new("layer3", None);
+        stats.push(st.clone());
+        let (f, rx) = layer3::channel(st.clone());
+        feed = Some(f);
+        let (l3, dir, stop) = (cfg.layer3.clone(), cfg.general.state_dir.clone(), stop.clone());
+        let l3cpu = cfg.cores.layer3.or(cpu);
+        jobs.push(spawn_on("layer3", l3cpu, move || layer3::run(&l3, &dir, &rx, &results, &st, &stop))?);
+    }
     let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
     if let (true, Some(o)) = (cfg.layer2.enabled, os) {
         let client = crate::sink::opensearch::Client::new(&o)?;
@@ -50,5 +64,5 @@ pub fn start(
         );
         jobs.push(spawn_on("feedback", cpu, move || feedback::consume(&k, &app, &topic, &dir, &st, &stop))?);
     }
-    Ok(jobs)
+    Ok((jobs, feed))
 }

@@ -476,7 +476,8 @@ impl Alert {
     }
 }
 
-fn fmt_num(v: f64) -> String {
+/// A number for humans: 1.2k, 3.40M, 1.05G.
+pub fn fmt_num(v: f64) -> String {
     if v >= 1e9 {
         format!("{:.2}G", v / 1e9)
     } else if v >= 1e6 {

@@ -6,7 +6,7 @@
 //! Also here: the host planner ([`plan`]), host checks ([`doctor`]) and systemd notification
 //! ([`notify`]).
 //!
-//! May depend on: `model`, `decode`, `pipeline`, `alert` (counter types). Lives on: shard cores
+//! May depend on: `model`, `decode`, `pipeline`, `alert`, `detect` (counter types). Lives on: shard cores
 //! (building snapshots), I/O core (board, line), main thread (plan, doctor, notify, log).
 
 pub mod doctor;
@@ -45,6 +45,8 @@ pub struct IoCounters {
     pub incidents: crate::alert::incident::IncidentCounters,
     /// Incidents open now.
     pub incidents_open: u64,
+    /// Layer 3's counters (entities, results, anomalies, model memory), as its job last sent them.
+    pub layer3: crate::detect::layer3::Layer3Counters,
 }
 
 /// One shard's counters at one moment.

@@ -295,6 +295,18 @@ pub struct SecondOutput {
     pub alerts: Vec<Alert>,
 }
 
+/// The `src_ip` rows of a finished second, as layer 3 takes them (`other` as the unspecified
+/// address: it counts in the interval's totals, never as an entity).
+pub fn layer3_rows(so: &SecondOutput) -> (u64, Vec<(crate::model::Ip, [f64; crate::detect::layer3::FEATURES])>) {
+    let rows = so
+        .rollups
+        .iter()
+        .filter(|r| r.dimension == crate::model::Dimension::SrcIp)
+        .map(crate::detect::layer3::row_of)
+        .collect();
+    (so.second, rows)
+}
+
 /// Collects the owners' outputs of each second and merges their `other` rows.
 ///
 /// Lives on: the I/O core (and the replay thread).

@@ -126,8 +126,11 @@ pub fn run(
     let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
     let jobs_stop = Arc::new(AtomicBool::new(false));
     let to_io = endpoints[0].to_io.clone();
+    let to_io3 = to_io.clone();
     let job_alerts: jobs::AlertOut = Box::new(move |docs| to_io.send(IoMsg::Alerts(docs)).is_ok());
-    let jobs = jobs::start(cfg, io_pin, job_alerts, &jobs_stop, &mut sink_stats)?;
+    let job_results: jobs::layer3::ResultsOut =
+        Box::new(move |batch| to_io3.send(IoMsg::Layer3(Box::new(batch))).is_ok());
+    let (jobs, layer3) = jobs::start(cfg, io_pin, job_alerts, job_results, &jobs_stop, &mut sink_stats)?;
     let published = http::shared(n);
     if let Ok(mut p) = published.lock() {
         p.feedback = Some(http::feedback::FeedbackTarget {
@@ -166,6 +169,9 @@ pub fn run(
         published,
         gate: AlertGate::new(&cfg.general.state_dir, cfg.alerts.cooldown_s),
         incidents: Incidents::new(&cfg.incidents),
+        layer3,
+        layer3_cfg: cfg.layer3.clone(),
+        appliance: cfg.general.appliance_id.clone(),
     };
     let io_thread = std::thread::Builder::new()
         .name("flowshard-io".into())

@@ -13,6 +13,7 @@
 use crate::aggregate::PartialBatch;
 use crate::alert::AlertDoc;
 use crate::decode::templates::Snapshot;
+use crate::detect::layer3::Layer3Batch;
 use crate::ops::ShardStatus;
 use crate::pipeline::OwnerOutput;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
@@ -26,8 +27,10 @@ pub enum IoMsg {
     Templates(u16, Snapshot),
     /// A shard's counters.
     Status(Box<ShardStatus>),
-    /// Alerts of layers 2 and 3 (from their jobs on the I/O core).
+    /// Alerts of layer 2 (from its job on the I/O core).
     Alerts(Vec<AlertDoc>),
+    /// Results of the layer-3 job (one interval's, or none) and its counters.
+    Layer3(Box<Layer3Batch>),
 }
 
 /// Seconds of partials a shard may be ahead of an owner before it waits.

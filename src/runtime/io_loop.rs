@@ -5,12 +5,17 @@
 //! update, resolve; [`Incidents`]), writes the sinks, publishes to the HTTP server, persists template
 //! snapshots, pings the systemd watchdog and prints the periodic status line.
 //!
-//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`. Lives on: the I/O core
+//! Layer 3 runs on a job thread of its own: each finished second's `src_ip` rows are handed to
+//! it ([`crate::jobs::layer3::Feed`], never blocking), and its results come back as
+//! [`IoMsg::Layer3`]: written to every sink, anomalies turned into alerts through the gate.
+//!
+//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`, `detect`, `jobs`. Lives on: the I/O core
 //! (thread `flowshard-io`).
 
 use super::exchange::IoMsg;
 use super::state::write_snapshot;
 use crate::alert::{AlertDoc, AlertGate, IncidentEvent, Incidents, Verdict};
+use crate::detect::layer3::Layer3Batch;
 use crate::http::Shared;
 use crate::model::time::now_s;
 use crate::ops::IoCounters;
@@ -38,6 +43,12 @@ pub struct IoLoop {
     pub gate: AlertGate,
     /// Alerts of every layer become incidents here.
     pub incidents: Incidents,
+    /// The layer-3 job's input, when layer 3 runs.
+    pub layer3: Option<crate::jobs::layer3::Feed>,
+    /// Layer-3 settings (interval, alert grade).
+    pub layer3_cfg: crate::detect::layer3::Layer3,
+    /// Appliance id (result documents).
+    pub appliance: String,
 }
 
 /// One finished second and its admitted layer-1 alerts in the shared schema.
@@ -49,7 +60,19 @@ struct Done {
 impl IoLoop {
     /// Runs until every sender is gone, then flushes the sinks and returns the counters.
     pub fn run(self) -> IoCounters {
-        let IoLoop { rx, mut assembler, mut sinks, state_dir, status_every, published, mut gate, mut incidents } = self;
+        let IoLoop {
+            rx,
+            mut assembler,
+            mut sinks,
+            state_dir,
+            status_every,
+            published,
+            mut gate,
+            mut incidents,
+            layer3,
+            layer3_cfg,
+            appliance,
+        } = self;
         let mut events: Vec<IncidentEvent> = Vec::new();
         // data time: the newest second seen (incidents resolve on it)
         let mut data_now = 0u64;
@@ -85,6 +108,31 @@ impl IoLoop {
                         p.board.update(*s);
                     }
                     last_shard_status = Instant::now();
+                }
+                Ok(IoMsg::Layer3(batch)) => {
+                    let Layer3Batch { results, confirmed, counters } = *batch;
+                    c.layer3 = counters;
+                    let docs = crate::sink::result_docs(&results, &appliance, layer3_cfg.interval_s);
+                    for s in sinks.iter_mut() {
+                        if let Err(e) = s.write_results(&docs) {
+                            c.sink_errors += 1;
+                            tracing::warn!("{e}");
+                        }
+                    }
+                    let alerts = crate::alert::layer3_alerts(&confirmed, layer3_cfg.interval_s);
+                    let now = now_s();
+                    let pass: Vec<AlertDoc> =
+                        alerts.into_iter().filter(|a| gate.admit(a, now) == Verdict::Pass).collect();
+                    count_alerts(&mut c, &pass);
+                    for s in sinks.iter_mut() {
+                        if let Err(e) = s.write_alerts(&pass) {
+                            c.sink_errors += 1;
+                            tracing::warn!("{e}");
+                        }
+                    }
+                    incidents.observe(&pass, data_now.max(now), &mut events);
+                    c.gate = gate.counters.clone();
+                    publish(&published, &[], &c);
                 }
                 Ok(IoMsg::Alerts(docs)) => {
                     let now = now_s();
@@ -122,6 +170,11 @@ impl IoLoop {
             if !finished.is_empty() {
                 gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
                 emit(&mut sinks, &done, &mut c);
+                if let Some(f) = &layer3 {
+                    for d in &done {
+                        f.send(crate::pipeline::layer3_rows(&d.so));
+                    }
+                }
                 for d in &done {
                     data_now = data_now.max(d.so.second);
                     incidents.observe(&d.docs, data_now, &mut events);

@@ -250,6 +250,14 @@ impl Sink for Spooled {
         self.append(fb)
     }
 
+    fn write_results(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
+        let mut fb = FrameBuilder::new();
+        for d in docs {
+            fb.push(super::frame::Kind::AnomalyResult, d.second, &d.id, &d.json);
+        }
+        self.append(fb)
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }

@@ -17,6 +17,8 @@ pub enum Kind {
     Alert = 1,
     /// An incident event (open, update, resolve).
     Incident = 2,
+    /// A layer-3 anomaly result (the anomaly-detection plugin's result schema).
+    AnomalyResult = 3,
 }
 
 /// One record of a frame, borrowed from the frame's bytes.
@@ -94,6 +96,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<Record<'_>>, Malformed> {
             0 => Kind::Rollup,
             1 => Kind::Alert,
             2 => Kind::Incident,
+            3 => Kind::AnomalyResult,
             _ => return Err(Malformed(p - 1)),
         };
         let second = u64::from_le_bytes(take(&mut p, 8)?.try_into().map_err(|_| Malformed(p))?);

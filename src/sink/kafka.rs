@@ -82,7 +82,7 @@ pub fn create_topics(k: &KafkaSink, appliance: &str, extra: &[&str]) -> Result<V
         c.set(key, v);
     }
     let admin: AdminClient<DefaultClientContext> = c.create()?;
-    let mut names: Vec<&str> = vec![&k.rollups_topic, &k.alerts_topic, &k.incidents_topic];
+    let mut names: Vec<&str> = vec![&k.rollups_topic, &k.alerts_topic, &k.incidents_topic, &k.anomaly_results_topic];
     names.extend_from_slice(extra);
     let topics: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, k.partitions, TopicReplication::Fixed(k.replication_factor))).collect();
@@ -216,6 +216,7 @@ impl Backend for KafkaBackend {
                 Kind::Rollup => &self.k.rollups_topic,
                 Kind::Alert => &self.k.alerts_topic,
                 Kind::Incident => &self.k.incidents_topic,
+                Kind::AnomalyResult => &self.k.anomaly_results_topic,
             };
             let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i)).key(r.key).payload(r.value);
             loop {

@@ -7,7 +7,7 @@
 //! A sink never blocks the I/O loop: `write` renders and hands on; delivery runs on a thread of
 //! the sink's own, pinned to the I/O core.
 //!
-//! May depend on: `model`, `pipeline`, `alert`, `config`. Lives on: I/O cores.
+//! May depend on: `model`, `pipeline`, `alert`, `config`, `detect` (layer-3 results). Lives on: I/O cores.
 
 pub mod alertmanager;
 pub mod delivery;
@@ -68,6 +68,11 @@ pub trait Sink {
     fn write_incidents(&mut self, _events: &[IncidentEvent]) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Writes layer-3 anomaly results, already rendered (JSON lines, OpenSearch
+    /// `<prefix>-anomaly-results`, Kafka `anomaly_results_topic`); the default ignores them.
+    fn write_results(&mut self, _docs: &[Doc]) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Shutdown begins: no more seconds come. The sink's thread starts its grace period now;
     /// the I/O loop closes every sink first and then waits for each ([`Sink::finish`]), so the
     /// grace periods run at the same time, not one after the other.
@@ -75,6 +80,30 @@ pub trait Sink {
     /// Shutdown ends: deliver what is queued (bounded by the grace period) and wait for the
     /// sink's thread.
     fn finish(&mut self) {}
+}
+
+/// A document rendered once by its producer (layer-3 anomaly results): id (OpenSearch `_id`,
+/// Kafka key), its second, and its JSON object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Doc {
+    /// Document id.
+    pub id: String,
+    /// Its second (Unix).
+    pub second: u64,
+    /// JSON object, one line.
+    pub json: String,
+}
+
+/// The documents of layer-3 results (rendered once, for every sink).
+pub fn result_docs(results: &[crate::detect::layer3::AnomalyResult], appliance: &str, interval_s: u64) -> Vec<Doc> {
+    results
+        .iter()
+        .map(|r| Doc {
+            id: r.doc_id(appliance),
+            second: r.data_start,
+            json: r.to_json(appliance, interval_s).to_string(),
+        })
+        .collect()
 }
 
 /// Sinks as the I/O loop holds them.

@@ -173,6 +173,51 @@ pub fn alert_mappings() -> serde_json::Value {
     }))
 }
 
+/// Mappings of the layer-3 anomaly results: the OpenSearch anomaly-detection plugin's
+/// `anomaly-results` mapping (schema version 5), field for field, so the plugin's queries and
+/// dashboards read flowshard's results, plus flowshard's `appliance` and `points_seen`.
+pub fn anomaly_result_mappings() -> serde_json::Value {
+    let fd = serde_json::json!({"type": "nested", "properties": {"feature_id": {"type": "keyword"}, "data": {"type": "double"}}});
+    let date = serde_json::json!({"type": "date", "format": "strict_date_time||epoch_millis"});
+    let text_kw = serde_json::json!({"type": "text", "fields": {"keyword": {"type": "keyword"}}});
+    serde_json::json!({
+        "dynamic": false,
+        "_meta": {"schema_version": 5},
+        "properties": {
+            "detector_id": {"type": "keyword"},
+            "is_anomaly": {"type": "boolean"},
+            "anomaly_score": {"type": "double"},
+            "anomaly_grade": {"type": "double"},
+            "confidence": {"type": "double"},
+            "feature_data": fd,
+            "data_start_time": date,
+            "data_end_time": date,
+            "execution_start_time": date,
+            "execution_end_time": date,
+            "error": {"type": "text"},
+            "user": {"type": "nested", "properties": {
+                "name": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+                "backend_roles": text_kw,
+                "roles": text_kw,
+                "custom_attribute_names": text_kw
+            }},
+            "entity": {"type": "nested", "properties": {"name": {"type": "keyword"}, "value": {"type": "keyword"}}},
+            "schema_version": {"type": "integer"},
+            "task_id": {"type": "keyword"},
+            "model_id": {"type": "keyword"},
+            "start_of_anomaly": {"type": "boolean"},
+            "in_high_score_region": {"type": "boolean"},
+            "approx_anomaly_start_time": date,
+            "relevant_attribution": fd,
+            "past_values": fd,
+            "expected_values": {"type": "nested", "properties": {"likelihood": {"type": "double"}, "value_list": fd}},
+            "threshold": {"type": "double"},
+            "appliance": {"type": "keyword"},
+            "points_seen": {"type": "long"}
+        }
+    })
+}
+
 /// Mappings of the incidents (one document per incident, its latest state).
 pub fn incident_mappings() -> serde_json::Value {
     mappings(serde_json::json!({
@@ -284,6 +329,7 @@ impl Client {
             ("rollups", format!("{p}-rollups-*"), rollup_mappings()),
             ("alerts", format!("{p}-alerts*"), alert_mappings()),
             ("incidents", format!("{p}-incidents*"), incident_mappings()),
+            ("anomaly-results", format!("{p}-anomaly-results*"), anomaly_result_mappings()),
         ] {
             let t = serde_json::json!({
                 "index_patterns": [pattern],
@@ -294,7 +340,7 @@ impl Client {
             self.json(Method::PUT, &format!("/_index_template/{p}-{name}"), Some(&t), &[])?;
             done.push(format!("index template {p}-{name}"));
         }
-        for name in ["alerts", "incidents"] {
+        for name in ["alerts", "incidents", "anomaly-results"] {
             let exists = self.json(Method::HEAD, &format!("/{p}-{name}"), None, &[404])?.0 == 200;
             self.ensure_index(&format!("{p}-{name}"))?;
             done.push(format!("index {p}-{name}{}", if exists { " (exists)" } else { "" }));
@@ -430,6 +476,10 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
         Kind::Incident => {
             index.clear();
             let _ = write!(index, "{prefix}-incidents");
+        }
+        Kind::AnomalyResult => {
+            index.clear();
+            let _ = write!(index, "{prefix}-anomaly-results");
         }
     }
     out.extend_from_slice(b"{\"index\":{\"_index\":\"");

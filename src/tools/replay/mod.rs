@@ -1,13 +1,16 @@
 //! `flowshard replay`: feeds the UDP payloads of a capture through the same decode →
 //! aggregate → exchange → detect path the shards run ([`crate::pipeline::Engine`]), with each
-//! packet's capture timestamp as its arrival time, and writes rollups, alerts and the incidents
-//! they make ([`crate::alert::Incidents`], the same tracker the I/O loop runs) as JSON lines.
+//! packet's capture timestamp as its arrival time, runs layer 3 on the finished seconds (the
+//! same engine the layer-3 job runs, execution times stamped with data time so a replay is
+//! deterministic), and writes rollups, alerts, layer-3 results and the incidents they make
+//! ([`crate::alert::Incidents`], the same tracker the I/O loop runs) as JSON lines.
 //!
 //! Lives on: the main thread (a replay is single-threaded and deterministic).
 
 pub mod pcap;
 
 use crate::alert::{AlertDoc, IncidentConfig, IncidentEvent, Incidents};
+use crate::detect::layer3::{Layer3, Layer3Engine};
 use crate::pipeline::{Engine, PipelineConfig, SecondOutput};
 use crate::sink::{Sink, SinkError};
 use pcap::PcapReader;
@@ -39,6 +42,12 @@ pub struct Summary {
     pub alerts: u64,
     /// Incidents opened.
     pub incidents: u64,
+    /// Layer-3 results (entity intervals scored).
+    pub anomaly_results: u64,
+    /// Of those, anomalies (grade > 0).
+    pub layer3_anomalies: u64,
+    /// Sources layer 3 modelled at the end.
+    pub layer3_entities: u64,
     /// Frames in the capture that were not UDP.
     pub skipped_frames: u64,
     /// Shards used.
@@ -56,18 +65,34 @@ pub enum ReplayError {
     Sink(#[from] SinkError),
 }
 
+/// What runs after the pipeline: incidents, layer 3, and the appliance id of documents.
+pub struct Downstream<'a> {
+    /// Incident settings.
+    pub incidents: &'a IncidentConfig,
+    /// Layer-3 settings (`enabled = false`: layer 1 only).
+    pub layer3: &'a Layer3,
+    /// Appliance id.
+    pub appliance: &'a str,
+}
+
 /// Replays a capture held in memory through `shards` shards, writing each finished second to
 /// `sink`. `realtime` paces the replay by the capture's timestamps.
 pub fn replay(
     data: &[u8],
     cfg: &PipelineConfig,
-    incidents: &IncidentConfig,
+    down: &Downstream<'_>,
     shards: usize,
     realtime: bool,
     sink: &mut dyn Sink,
 ) -> Result<Summary, ReplayError> {
     let mut rd = PcapReader::new(data)?;
-    let mut inc = Out { incidents: Incidents::new(incidents), events: Vec::new() };
+    let mut inc = Out {
+        incidents: Incidents::new(down.incidents),
+        events: Vec::new(),
+        layer3: down.layer3.enabled.then(|| Layer3Engine::new(down.layer3)),
+        appliance: down.appliance.to_string(),
+        results: Vec::new(),
+    };
     let mut engine = Engine::new(cfg, shards);
     let mut done: Vec<SecondOutput> = Vec::new();
     let mut sum = Summary { shards: engine.shards.len(), ..Default::default() };
@@ -93,6 +118,11 @@ pub fn replay(
         sink.write_incidents(&inc.events)?;
     }
     sum.incidents = inc.incidents.counters.opened;
+    if let Some(l3) = &inc.layer3 {
+        sum.anomaly_results = l3.counters.results;
+        sum.layer3_anomalies = l3.counters.anomalies;
+        sum.layer3_entities = l3.entities() as u64;
+    }
     sink.flush()?;
     let t = engine.ingest_totals();
     sum.datagrams = engine.datagrams;
@@ -118,10 +148,13 @@ pub fn replay(
     Ok(sum)
 }
 
-/// The incident tracker and its events' buffer.
+/// The incident tracker, its events' buffer, and layer 3.
 struct Out {
     incidents: Incidents,
     events: Vec<IncidentEvent>,
+    layer3: Option<Layer3Engine>,
+    appliance: String,
+    results: Vec<crate::detect::layer3::AnomalyResult>,
 }
 
 fn write_out(
@@ -134,8 +167,24 @@ fn write_out(
         sum.seconds += 1;
         sum.rollups += so.rollups.len() as u64;
         sum.alerts += so.alerts.len() as u64;
-        let docs: Vec<AlertDoc> = so.alerts.iter().map(AlertDoc::from_layer1).collect();
+        let mut docs: Vec<AlertDoc> = so.alerts.iter().map(AlertDoc::from_layer1).collect();
         sink.write(&so, &docs)?;
+        if let Some(l3) = &mut inc.layer3 {
+            let (second, rows) = crate::pipeline::layer3_rows(&so);
+            inc.results.clear();
+            if let Err(e) = l3.observe(second, &rows, second * 1000, &mut inc.results) {
+                tracing::warn!("layer 3: {e}");
+            }
+            let iv = l3.config().interval_s;
+            if !inc.results.is_empty() {
+                sink.write_results(&crate::sink::result_docs(&inc.results, &inc.appliance, iv))?;
+            }
+            let l3alerts = crate::alert::layer3_alerts(&l3.take_confirmed(), iv);
+            if !l3alerts.is_empty() {
+                sink.write_alerts(&l3alerts)?;
+                docs.extend(l3alerts);
+            }
+        }
         inc.events.clear();
         inc.incidents.observe(&docs, so.second, &mut inc.events);
         inc.incidents.tick(so.second, &mut inc.events);
