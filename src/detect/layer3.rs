@@ -975,6 +975,31 @@ mod tests {
         assert_eq!(FEATURE_NAMES[hit.driver()], "distinct_dst_endpoints", "{}", hit.reason());
         let exp = hit.scored.expected.expect("expected values");
         assert!(exp[3] < 20.0, "expected distinct near 3: {exp:?}");
+        let confirmed = e.take_confirmed();
+        assert_eq!(confirmed.len(), 1, "one alert for one change");
+        assert_eq!(FEATURE_NAMES[confirmed[0].driver()], "distinct_dst_endpoints");
+    }
+
+    #[test]
+    fn an_upload_ramp_on_a_host_with_history_is_confirmed_on_bytes() {
+        let mut e = Layer3Engine::new(&cfg());
+        let a = Ip::from_v4(0x0a00_0004);
+        let quiet = feed(&mut e, 20_000, 20_000 + 10 * 150, |s| vec![host(s, a, 3.0)]);
+        assert!(e.take_confirmed().is_empty(), "{:?}", quiet.iter().find(|r| r.is_anomaly()));
+        // the same connections, each carrying ever more bytes (an upload ramp to 12x in 10 min)
+        let t0 = 21_500;
+        let out = feed(&mut e, t0, t0 + 600, |s| {
+            let mut h = host(s, a, 3.0);
+            h.1[0] *= 1.0 + 11.0 * (s - t0) as f64 / 600.0;
+            h.1[1] *= 1.0 + 2.0 * (s - t0) as f64 / 600.0;
+            vec![h]
+        });
+        let confirmed = e.take_confirmed();
+        let first = confirmed
+            .first()
+            .unwrap_or_else(|| panic!("not confirmed; anomalies {:?}", out.iter().filter(|r| r.is_anomaly()).count()));
+        assert!(["bytes", "packets"].contains(&FEATURE_NAMES[first.driver()]), "{}", first.reason());
+        assert!(first.data_start < t0 + 400, "confirmed at {} s into the ramp", first.data_start - t0);
     }
 
     #[test]

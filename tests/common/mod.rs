@@ -44,6 +44,7 @@ pub struct Sums {
     pub total_flows: u64,
     pub alerts: Vec<serde_json::Value>,
     pub incidents: Vec<serde_json::Value>,
+    pub results: Vec<serde_json::Value>,
 }
 
 pub fn sum_lines(text: &str) -> Sums {
@@ -64,6 +65,7 @@ pub fn sum_lines(text: &str) -> Sums {
             }
             Some("alert") => s.alerts.push(v),
             Some("incident") => s.incidents.push(v),
+            Some("anomaly_result") => s.results.push(v),
             _ => panic!("unknown line {line}"),
         }
     }

@@ -1,0 +1,163 @@
+//! Layer 3 against a real OpenSearch (`scripts/services.sh`): results of the in-process Random
+//! Cut Forest go through the real OpenSearch sink (spool, `_bulk`) into
+//! `<prefix>-anomaly-results`, whose mapping — read back from the cluster — must be the
+//! anomaly-detection plugin's `anomaly-results` mapping (schema version 5) field by field, and
+//! whose anomaly documents carry the plugin's fields (grade, score, confidence, threshold,
+//! nested feature data, entity, the four times, relevant attribution, expected values).
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use common::{opensearch, opensearch_cleanup, unique, wait_until};
+use flowshard::config::{Layer3, OpensearchSink};
+use flowshard::detect::layer3::{Layer3Engine, FEATURES};
+use flowshard::model::Ip;
+use flowshard::sink::Sink;
+
+fn os(method: reqwest::Method, path: &str) -> serde_json::Value {
+    let resp = reqwest::blocking::Client::new().request(method, format!("{}{path}", opensearch())).send().unwrap();
+    let st = resp.status();
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap_or_default();
+    assert!(st.is_success(), "opensearch {path}: {st} {v}");
+    v
+}
+
+/// The plugin's `anomaly-results.json` (schema version 5), as (dotted field path, type).
+const PLUGIN_FIELDS: &[(&str, &str)] = &[
+    ("detector_id", "keyword"),
+    ("is_anomaly", "boolean"),
+    ("anomaly_score", "double"),
+    ("anomaly_grade", "double"),
+    ("confidence", "double"),
+    ("feature_data", "nested"),
+    ("feature_data.feature_id", "keyword"),
+    ("feature_data.data", "double"),
+    ("data_start_time", "date"),
+    ("data_end_time", "date"),
+    ("execution_start_time", "date"),
+    ("execution_end_time", "date"),
+    ("error", "text"),
+    ("user", "nested"),
+    ("user.name", "text"),
+    ("user.backend_roles", "text"),
+    ("user.roles", "text"),
+    ("user.custom_attribute_names", "text"),
+    ("entity", "nested"),
+    ("entity.name", "keyword"),
+    ("entity.value", "keyword"),
+    ("schema_version", "integer"),
+    ("task_id", "keyword"),
+    ("model_id", "keyword"),
+    ("start_of_anomaly", "boolean"),
+    ("in_high_score_region", "boolean"),
+    ("approx_anomaly_start_time", "date"),
+    ("relevant_attribution", "nested"),
+    ("relevant_attribution.feature_id", "keyword"),
+    ("relevant_attribution.data", "double"),
+    ("past_values", "nested"),
+    ("past_values.feature_id", "keyword"),
+    ("past_values.data", "double"),
+    ("expected_values", "nested"),
+    ("expected_values.likelihood", "double"),
+    ("expected_values.value_list", "nested"),
+    ("expected_values.value_list.feature_id", "keyword"),
+    ("expected_values.value_list.data", "double"),
+    ("threshold", "double"),
+];
+
+fn field<'a>(props: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    let mut v = props;
+    for (i, part) in path.split('.').enumerate() {
+        if i > 0 {
+            v = &v["properties"];
+        }
+        v = &v[part];
+    }
+    v
+}
+
+#[test]
+fn results_reach_opensearch_in_the_plugins_schema() {
+    let prefix = unique("l3");
+    let mut o = OpensearchSink::new(&opensearch());
+    o.index_prefix = prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = flowshard::sink::opensearch::start(&o, "test", dir.path(), 64 << 20, None).unwrap();
+
+    // a host with a steady history whose destination endpoints jump at the same volume
+    let cfg = Layer3 { interval_s: 10, trees: 30, sample: 128, ..Layer3::default() };
+    let mut eng = Layer3Engine::new(&cfg);
+    let ip = Ip::from_v4(0x0a14_0009);
+    let mut results = Vec::new();
+    for s in 30_000u64..31_500 {
+        let wobble = ((s * 7919) % 13) as f64 / 13.0;
+        let distinct = if s >= 31_400 { 80.0 } else { 3.0 + wobble };
+        let rows = [(ip, [40_000.0 * (1.0 + 0.1 * wobble), 40.0, 12.0, distinct])];
+        eng.observe(s, &rows, s * 1000, &mut results).unwrap();
+    }
+    let anomalies: Vec<_> = results.iter().filter(|r| r.is_anomaly()).cloned().collect();
+    assert!(!anomalies.is_empty(), "the jump is an anomaly");
+    let docs = flowshard::sink::result_docs(&results, "test", cfg.interval_s);
+    sink.write_results(&docs).unwrap();
+    sink.flush().unwrap();
+    let index = format!("{prefix}-anomaly-results");
+    let count = || {
+        let r = reqwest::blocking::Client::new().get(format!("{}/{index}/_count", opensearch())).send().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap_or_default();
+        v["count"].as_u64().unwrap_or(0)
+    };
+    wait_until("results indexed", 60, || {
+        let _ = reqwest::blocking::Client::new().post(format!("{}/{index}/_refresh", opensearch())).send();
+        count() == docs.len() as u64
+    });
+    sink.close();
+    sink.finish();
+
+    // the mapping, read back from the cluster, is the plugin's field by field
+    let m = os(reqwest::Method::GET, &format!("/{index}/_mapping"));
+    let mapping = &m[&index]["mappings"];
+    assert_eq!(mapping["dynamic"], "false", "{mapping}");
+    assert_eq!(mapping["_meta"]["schema_version"], 5);
+    let props = &mapping["properties"];
+    for (path, ty) in PLUGIN_FIELDS {
+        assert_eq!(field(props, path)["type"], *ty, "{path} in {props}");
+    }
+    assert_eq!(field(props, "data_start_time")["format"], "strict_date_time||epoch_millis");
+
+    // an anomaly document: the plugin's fields, nested queries work on them
+    let q = serde_json::json!({"query": {"bool": {"filter": [
+        {"range": {"anomaly_grade": {"gt": 0}}},
+        {"nested": {"path": "entity", "query": {"term": {"entity.value": ip.to_string()}}}},
+        {"nested": {"path": "relevant_attribution", "query": {"term": {"relevant_attribution.feature_id": "distinct_dst_endpoints"}}}}
+    ]}}, "sort": [{"data_start_time": "asc"}]});
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/{index}/_search", opensearch()))
+        .header("content-type", "application/json")
+        .body(q.to_string())
+        .send()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    let hits = v["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), anomalies.len(), "{v}");
+    let d = &hits[0]["_source"];
+    for f in ["anomaly_score", "confidence", "threshold", "anomaly_grade"] {
+        assert!(d[f].is_number(), "{f}: {d}");
+    }
+    assert_eq!(d["detector_id"], "flowshard-test-layer3");
+    assert_eq!(d["entity"][0]["name"], "src_ip");
+    assert_eq!(d["feature_data"].as_array().unwrap().len(), FEATURES);
+    assert_eq!(d["expected_values"][0]["value_list"].as_array().unwrap().len(), FEATURES);
+    let attr: f64 = d["relevant_attribution"].as_array().unwrap().iter().map(|a| a["data"].as_f64().unwrap()).sum();
+    assert!((attr - 1.0).abs() < 1e-6, "attribution sums to 1: {d}");
+    let top = d["relevant_attribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| a["data"].as_f64().unwrap().total_cmp(&b["data"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(top["feature_id"], "distinct_dst_endpoints", "{d}");
+    assert!(d["data_end_time"].as_u64().unwrap() - d["data_start_time"].as_u64().unwrap() == 10_000);
+    assert!(d["approx_anomaly_start_time"].as_u64().unwrap() <= d["data_start_time"].as_u64().unwrap());
+    opensearch_cleanup(&opensearch(), &prefix);
+}
