@@ -1,4 +1,5 @@
-//! `flowshard backtest`: a `timestamp,value` CSV through the layer-1 detector the shards run.
+//! `flowshard backtest`: a `timestamp,value` CSV through the layer-1 detector the shards run, or
+//! (`--layer 3`) a `timestamp,v1[,…,v4]` CSV through one layer-3 forest.
 //!
 //! Lives on: the main thread.
 
@@ -32,13 +33,18 @@ pub struct Args {
     /// Override consecutive anomalous rows before a spike alert.
     #[arg(long)]
     pub confirm: Option<u8>,
+    /// Detection layer: 1 (the inline detector, one value column) or 3 (the Random Cut Forest,
+    /// up to four value columns: bytes, packets, flows, distinct; settings from `[layer3]`).
+    #[arg(long, default_value_t = 1)]
+    pub layer: u8,
 }
 
 /// Runs the subcommand.
 pub fn run(a: Args) -> Result<()> {
-    let Args { input, config, metric, z_threshold, min_value, warmup, confirm } = a;
+    let Args { input, config, metric, z_threshold, min_value, warmup, confirm, layer } = a;
     let cfg = load(&config)?;
     check(&cfg, &HostInfo::detect())?;
+    anyhow::ensure!(layer == 1 || layer == 3, "--layer {layer}: use 1 (inline detector) or 3 (Random Cut Forest)");
     let mut d = cfg.pipeline().detect.unwrap_or_default();
     let m = crate::model::Metric::ALL
         .into_iter()
@@ -64,7 +70,12 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         std::fs::read_to_string(&input).with_context(|| format!("cannot read {}", input.display()))?
     };
-    let out = crate::tools::backtest::run(&text, &d, m).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let out = if layer == 3 {
+        crate::tools::backtest::run_layer3(&text, &cfg.layer3)
+    } else {
+        crate::tools::backtest::run(&text, &d, m)
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(())
 }

@@ -810,14 +810,9 @@ impl Layer3Engine {
                         totals,
                         scored,
                     };
-                    if let Some(p) = e.pending.take() {
-                        if p.persists(&f) {
-                            self.counters.confirmed += 1;
-                            self.confirmed.push(*p);
-                        }
-                    }
-                    if r.alerts(&self.cfg) {
-                        e.pending = Some(Box::new(r.clone()));
+                    if let Some(p) = confirm(&mut e.pending, &r, &self.cfg) {
+                        self.counters.confirmed += 1;
+                        self.confirmed.push(p);
                     }
                     if self.cfg.all_results || r.is_anomaly() {
                         out.push(r);
@@ -882,6 +877,19 @@ impl Layer3Engine {
         self.resumed = true;
         Ok(self.entities.len())
     }
+}
+
+/// The one confirmation rule: the pending anomaly (if any) is returned when the new result's
+/// point confirms it ([`AnomalyResult::persists`]); the new result becomes pending when it may
+/// alert ([`AnomalyResult::alerts`]) — unless it continues the anomaly it just confirmed (same
+/// driving feature): one change, one alert.
+pub fn confirm(pending: &mut Option<Box<AnomalyResult>>, r: &AnomalyResult, cfg: &Layer3) -> Option<AnomalyResult> {
+    let done = pending.take().filter(|p| p.persists(&r.features)).map(|p| *p);
+    let continues = done.as_ref().is_some_and(|d| d.driver() == r.driver());
+    if r.alerts(cfg) && !continues {
+        *pending = Some(Box::new(r.clone()));
+    }
+    done
 }
 
 /// ln(e^a + e^b), stable.
