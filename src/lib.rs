@@ -61,7 +61,9 @@
 //! * Windows are by arrival time; a shard stalled for more than the exchange depth delays its
 //!   owners (the I/O core flushes incomplete seconds after 5 s and counts them).
 //! * The top-K cut is per owner (`top_k / shards` each), an approximation of a global top-K.
-//! * Layer 3 (Random Cut Forest per source) is not built yet.
+//! * Layer 3 (Random Cut Forest per source) cold-starts from live data only (not from the
+//!   OpenSearch history), and its features see no port mix beyond the count of destination
+//!   endpoints.
 
 pub mod aggregate;
 pub mod alert;

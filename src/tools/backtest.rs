@@ -125,7 +125,8 @@ pub fn run(input: &str, cfg: &DetectConfig, metric: Metric) -> Result<String, Ba
 
 /// Runs a multi-column series through one layer-3 forest; returns the output CSV.
 pub fn run_layer3(input: &str, cfg: &Layer3) -> Result<String, BacktestError> {
-    let mut forest = Forest::new(cfg, 0x1f5a_7d3c).map_err(|e| BacktestError::Value { line: 0, text: e.to_string() })?;
+    let mut forest =
+        Forest::new(cfg, 0x1f5a_7d3c).map_err(|e| BacktestError::Value { line: 0, text: e.to_string() })?;
     let mut rows: Vec<(String, Vec<String>, f64, bool)> = Vec::new();
     let mut pending: Option<Box<AnomalyResult>> = None;
     let mut header = String::from("timestamp");
@@ -152,15 +153,24 @@ pub fn run_layer3(input: &str, cfg: &Layer3) -> Result<String, BacktestError> {
         };
         if width == 0 {
             width = vals.len();
-            header = std::iter::once("timestamp".to_string()).chain((1..=width).map(|k| format!("v{k}"))).collect::<Vec<_>>().join(",");
+            header = std::iter::once("timestamp".to_string())
+                .chain((1..=width).map(|k| format!("v{k}")))
+                .collect::<Vec<_>>()
+                .join(",");
         }
         let mut f = [0.0f64; FEATURES];
         for (k, v) in vals.iter().enumerate() {
-            f[k] = v.trim().trim_matches('"').parse().map_err(|_| BacktestError::Value { line: line_no, text: v.to_string() })?;
+            f[k] = v
+                .trim()
+                .trim_matches('"')
+                .parse()
+                .map_err(|_| BacktestError::Value { line: line_no, text: v.to_string() })?;
         }
         let point = f.map(|x| x as f32);
         let t = t.max(0) as u64;
-        let scored = forest.process(&point, rows.len() as u64, cfg).map_err(|e| BacktestError::Value { line: line_no, text: e.to_string() })?;
+        let scored = forest
+            .process(&point, rows.len() as u64, cfg)
+            .map_err(|e| BacktestError::Value { line: line_no, text: e.to_string() })?;
         // one series is its own population: a feature matters relative to its own size
         let totals = std::array::from_fn(|k| f[k].abs().max(scored.expected.map_or(0.0, |e| e[k].abs())));
         let r = AnomalyResult {
