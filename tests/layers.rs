@@ -262,6 +262,7 @@ brokers = "{kafka}"
 rollups_topic = "{u}.rollups"
 alerts_topic = "{u}.alerts"
 incidents_topic = "{u}.incidents"
+anomaly_results_topic = "{u}.anomaly-results"
 "#,
             os = opensearch(),
             kafka = kafka()
