@@ -110,6 +110,15 @@ fn load(config: &Option<PathBuf>) -> Result<Config> {
 }
 
 /// Validates; prints every problem (field and fix) and fails when there is one.
+/// What replays run after the pipeline, from the configuration.
+fn downstream(cfg: &Config) -> crate::tools::replay::Downstream<'_> {
+    crate::tools::replay::Downstream {
+        incidents: &cfg.incidents,
+        layer3: &cfg.layer3,
+        appliance: &cfg.general.appliance_id,
+    }
+}
+
 fn check(cfg: &Config, host: &HostInfo) -> Result<()> {
     let errs = cfg.validate(host);
     if errs.is_empty() {

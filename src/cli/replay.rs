@@ -39,19 +39,9 @@ pub fn run(a: Args) -> Result<()> {
         Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()))
     };
     let mut sink = crate::sink::jsonl::JsonLines::new("stdout", out, &cfg.general.appliance_id, true, true);
-    let sum = crate::tools::replay::replay(
-        &data,
-        &cfg.pipeline(),
-        &crate::tools::replay::Downstream {
-            incidents: &cfg.incidents,
-            layer3: &cfg.layer3,
-            appliance: &cfg.general.appliance_id,
-        },
-        shards,
-        realtime,
-        &mut sink,
-    )
-    .with_context(|| format!("replay of {}", file.display()))?;
+    let sum =
+        crate::tools::replay::replay(&data, &cfg.pipeline(), &super::downstream(&cfg), shards, realtime, &mut sink)
+            .with_context(|| format!("replay of {}", file.display()))?;
     eprintln!("{}", crate::tools::replay::summary_line(&sum));
     Ok(())
 }

@@ -320,8 +320,9 @@ pub struct AnomalyResult {
     pub data_start: u64,
     /// Interval end (exclusive), Unix seconds.
     pub data_end: u64,
-    /// Wall clock when the interval's scoring started and ended, Unix ms.
-    pub execution: (u64, u64),
+    /// Wall clock when the interval was scored, Unix ms (the document's execution start and end:
+    /// scoring one entity takes microseconds).
+    pub executed_ms: u64,
     /// The point.
     pub features: [f64; FEATURES],
     /// Points the model has seen (this one included).
@@ -440,8 +441,8 @@ impl AnomalyResult {
             "feature_data": list(&self.features),
             "data_start_time": self.data_start * 1000,
             "data_end_time": self.data_end * 1000,
-            "execution_start_time": self.execution.0,
-            "execution_end_time": self.execution.1,
+            "execution_start_time": self.executed_ms,
+            "execution_end_time": self.executed_ms,
             "anomaly_grade": s.grade,
             "anomaly_score": s.score,
             "confidence": s.confidence,
@@ -789,7 +790,6 @@ impl Layer3Engine {
             let mut f = e.acc;
             f[3] /= iv as f64; // mean distinct per second
             let point: [f32; FEATURES] = f.map(|x| x as f32);
-            let t0 = now_ms;
             match e.forest.process(&point, start, &self.cfg) {
                 Ok(scored) => {
                     let points = e.forest.points();
@@ -804,7 +804,7 @@ impl Layer3Engine {
                         entity: ip,
                         data_start: start,
                         data_end: start + iv,
-                        execution: (t0, now_ms),
+                        executed_ms: now_ms,
                         features: f,
                         points,
                         totals,

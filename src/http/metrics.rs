@@ -212,7 +212,7 @@ pub fn metrics(p: &Published) -> String {
     family(
         "flowshard_layer3_events_total",
         "counter",
-        "Layer 3: models admitted, sightings kept out by the door-keeper, newcomers refused (budget full), evictions (priority, idle), results, anomalies, library errors, intervals closed.",
+        "Layer 3: models admitted, sightings kept out by the door-keeper, newcomers refused (budget full), evictions (priority, idle), results, anomalies, confirmed anomalies (alerts), library errors, intervals closed.",
         &mut [
             ("admitted", l3.admitted),
             ("door_kept_out", l3.door_kept_out),
@@ -221,6 +221,7 @@ pub fn metrics(p: &Published) -> String {
             ("evicted_idle", l3.evicted_idle),
             ("results", l3.results),
             ("anomalies", l3.anomalies),
+            ("confirmed", l3.confirmed),
             ("errors", l3.errors),
             ("intervals", l3.intervals),
         ]

@@ -20,7 +20,7 @@ use crate::http::Shared;
 use crate::model::time::now_s;
 use crate::ops::IoCounters;
 use crate::pipeline::{Assembler, SecondOutput};
-use crate::sink::Sinks;
+use crate::sink::{Sink, SinkError, Sinks};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,41 +113,15 @@ impl IoLoop {
                     let Layer3Batch { results, confirmed, counters } = *batch;
                     c.layer3 = counters;
                     let docs = crate::sink::result_docs(&results, &appliance, layer3_cfg.interval_s);
-                    for s in sinks.iter_mut() {
-                        if let Err(e) = s.write_results(&docs) {
-                            c.sink_errors += 1;
-                            tracing::warn!("{e}");
-                        }
-                    }
+                    to_sinks(&mut sinks, &mut c, |s| s.write_results(&docs));
                     let alerts = crate::alert::layer3_alerts(&confirmed, layer3_cfg.interval_s);
-                    let now = now_s();
-                    let pass: Vec<AlertDoc> =
-                        alerts.into_iter().filter(|a| gate.admit(a, now) == Verdict::Pass).collect();
-                    count_alerts(&mut c, &pass);
-                    for s in sinks.iter_mut() {
-                        if let Err(e) = s.write_alerts(&pass) {
-                            c.sink_errors += 1;
-                            tracing::warn!("{e}");
-                        }
-                    }
-                    incidents.observe(&pass, data_now.max(now), &mut events);
-                    c.gate = gate.counters.clone();
+                    let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+                    data_now = j.take(alerts, data_now, &mut events);
                     publish(&published, &[], &c);
                 }
                 Ok(IoMsg::Alerts(docs)) => {
-                    let now = now_s();
-                    let pass: Vec<AlertDoc> =
-                        docs.into_iter().filter(|a| gate.admit(a, now) == Verdict::Pass).collect();
-                    count_alerts(&mut c, &pass);
-                    for s in sinks.iter_mut() {
-                        if let Err(e) = s.write_alerts(&pass) {
-                            c.sink_errors += 1;
-                            tracing::warn!("{e}");
-                        }
-                    }
-                    data_now = data_now.max(now);
-                    incidents.observe(&pass, data_now, &mut events);
-                    c.gate = gate.counters.clone();
+                    let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+                    data_now = j.take(docs, data_now, &mut events);
                     publish(&published, &[], &c);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -220,6 +194,39 @@ impl IoLoop {
     }
 }
 
+/// Runs `f` on every sink; a failure is counted and logged, and the other sinks still run.
+fn to_sinks(sinks: &mut Sinks, c: &mut IoCounters, mut f: impl FnMut(&mut (dyn Sink + Send)) -> Result<(), SinkError>) {
+    for s in sinks.iter_mut() {
+        if let Err(e) = f(s.as_mut()) {
+            c.sink_errors += 1;
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// What the alerts of the jobs (layers 2 and 3) pass through on the I/O loop.
+struct JobAlerts<'a> {
+    gate: &'a mut AlertGate,
+    sinks: &'a mut Sinks,
+    c: &'a mut IoCounters,
+    incidents: &'a mut Incidents,
+}
+
+impl JobAlerts<'_> {
+    /// The gate, every sink, then the incidents (at the newest of `data_now` and the wall
+    /// clock, which it returns).
+    fn take(&mut self, docs: Vec<AlertDoc>, data_now: u64, events: &mut Vec<IncidentEvent>) -> u64 {
+        let now = now_s();
+        let pass: Vec<AlertDoc> = docs.into_iter().filter(|a| self.gate.admit(a, now) == Verdict::Pass).collect();
+        count_alerts(self.c, &pass);
+        to_sinks(self.sinks, self.c, |s| s.write_alerts(&pass));
+        let data_now = data_now.max(now);
+        self.incidents.observe(&pass, data_now, events);
+        self.c.gate = self.gate.counters.clone();
+        data_now
+    }
+}
+
 fn status_line(published: &Shared, c: &IoCounters) {
     if let Ok(mut p) = published.lock() {
         tracing::info!("{}", p.board.line(c));
@@ -258,12 +265,7 @@ fn emit_incidents(
     if events.is_empty() {
         return;
     }
-    for s in sinks.iter_mut() {
-        if let Err(e) = s.write_incidents(events) {
-            c.sink_errors += 1;
-            tracing::warn!("{e}");
-        }
-    }
+    to_sinks(sinks, c, |s| s.write_incidents(events));
     if let Ok(mut p) = published.lock() {
         p.hot.push_incidents(events);
         p.io = c.clone();
@@ -293,12 +295,7 @@ fn emit(sinks: &mut Sinks, done: &[Done], c: &mut IoCounters) {
         c.seconds += 1;
         c.rollups += d.so.rollups.len() as u64;
         count_alerts(c, &d.docs);
-        for s in sinks.iter_mut() {
-            if let Err(e) = s.write(&d.so, &d.docs) {
-                c.sink_errors += 1;
-                tracing::warn!("{e}");
-            }
-        }
+        to_sinks(sinks, c, |s| s.write(&d.so, &d.docs));
     }
     for s in sinks.iter_mut() {
         if s.flush().is_err() {

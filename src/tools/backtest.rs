@@ -177,7 +177,7 @@ pub fn run_layer3(input: &str, cfg: &Layer3) -> Result<String, BacktestError> {
             entity: crate::model::Ip::UNSPECIFIED,
             data_start: t,
             data_end: t + cfg.interval_s,
-            execution: (0, 0),
+            executed_ms: 0,
             features: f,
             points: forest.points(),
             totals,
