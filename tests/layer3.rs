@@ -161,3 +161,144 @@ fn results_reach_opensearch_in_the_plugins_schema() {
     assert!(d["approx_anomaly_start_time"].as_u64().unwrap() <= d["data_start_time"].as_u64().unwrap());
     opensearch_cleanup(&opensearch(), &prefix);
 }
+
+/// Per-second `src_ip` rollups of a few steady hosts (and the `other` row); host 0's
+/// destination endpoints jump at `jump` at the same volume.
+fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
+    use flowshard::model::{Dimension, Key, Rollup};
+    let mut rollups = Vec::new();
+    for h in 0..5u64 {
+        let wobble = ((s * 7919 + h * 104_729) % 13) as f64 / 13.0;
+        let bytes = (20_000.0 * (h + 1) as f64 * (1.0 + 0.1 * wobble)) as u64;
+        let distinct = if h == 0 && s >= jump { 90 } else { 3 + (wobble * 3.0) as u64 };
+        rollups.push(Rollup {
+            second: s,
+            dimension: Dimension::SrcIp,
+            key: Key::new(Ip::from_v4(0x0a14_0100 + h as u32), 0),
+            bytes,
+            packets: bytes / 700 + 1,
+            flows: 6 + h,
+            distinct: Some(distinct),
+        });
+    }
+    rollups.push(Rollup {
+        second: s,
+        dimension: Dimension::SrcIp,
+        key: Key::OTHER,
+        bytes: 5_000,
+        packets: 9,
+        flows: 4,
+        distinct: Some(2),
+    });
+    flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
+}
+
+#[test]
+fn history_in_opensearch_scores_as_live_and_cold_starts_models() {
+    let prefix = unique("l3h");
+    let mut o = OpensearchSink::new(&opensearch());
+    o.index_prefix = prefix.clone();
+    o.retention_minutes = 100_000; // the data is up to 40 minutes old
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = flowshard::sink::opensearch::start(&o, "hist", dir.path(), 64 << 20, None).unwrap();
+    let cfg = Layer3 { interval_s: 10, trees: 30, sample: 128, history_intervals: 60, ..Layer3::default() };
+    let now = flowshard::model::time::now_s();
+    let s0 = now - now % 10 - 2400;
+    let (end, cut, jump) = (s0 + 2000, s0 + 1500, s0 + 1800);
+
+    // live: every second through the real sink into OpenSearch, and through one engine
+    let mut live = Layer3Engine::new(&cfg);
+    let mut live_results = Vec::new();
+    let mut live_alerts = 0;
+    for s in s0..end {
+        let so = second_of(s, jump);
+        sink.write(&so, &[]).unwrap();
+        let (_, rows) = flowshard::pipeline::layer3_rows(&so);
+        live.observe(s, &rows, 0, &mut live_results).unwrap();
+        live_alerts += live.take_confirmed().len();
+    }
+    live.advance(end, 0, &mut live_results).unwrap();
+    live_alerts += live.take_confirmed().len();
+    sink.flush().unwrap();
+    let docs = (end - s0) * 6;
+    wait_until("rollups indexed", 120, || {
+        let c = reqwest::blocking::Client::new();
+        let _ = c.post(format!("{}/{prefix}-rollups-*/_refresh", opensearch())).send();
+        let r = c.get(format!("{}/{prefix}-rollups-*/_count", opensearch())).send().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap_or_default();
+        v["count"].as_u64() == Some(docs)
+    });
+    sink.close();
+    sink.finish();
+    let live_anomalies: Vec<_> = live_results.iter().filter(|r| r.is_anomaly()).collect();
+    assert!(
+        live_anomalies.iter().any(|r| r.entity == Ip::from_v4(0x0a14_0100) && r.data_start >= jump),
+        "the live engine flags the jump"
+    );
+
+    // the range read back from OpenSearch scores exactly as it scored live
+    let client = flowshard::sink::opensearch::Client::new(&o).unwrap();
+    let mut hist = Layer3Engine::new(&cfg);
+    let mut hist_results = Vec::new();
+    let read = flowshard::jobs::layer3::history(&client, "hist", 10, s0, end, |t, rows| {
+        hist.observe_interval(t, rows, 0, &mut hist_results)
+    })
+    .unwrap();
+    hist.close_last(end, 0, &mut hist_results).unwrap();
+    assert_eq!(read.intervals, (end - s0) / 10);
+    assert_eq!(read.rows, read.intervals * 6);
+    assert!(read.pages >= 1 && read.bad_keys == 0, "{read:?}");
+    let key = |r: &flowshard::detect::layer3::AnomalyResult| (r.entity, r.data_start, r.scored.grade, r.scored.score);
+    assert_eq!(hist_results.len(), live_results.len());
+    assert!(hist_results.iter().map(key).eq(live_results.iter().map(key)), "same grades as live");
+
+    // the CLI prints the same anomalies and alerts
+    let cfg_path = dir.path().join("l3.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[[sink]]\ntype = \"opensearch\"\nurl = \"{}\"\nindex_prefix = \"{prefix}\"\nretention_minutes = 100000\n\
+             [layer3]\ninterval_s = 10\ntrees = 30\nsample = 128\n",
+            opensearch()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["layer3", "--config", cfg_path.to_str().unwrap(), "--appliance", "hist"])
+        .args(["--from", &s0.to_string(), "--to", &end.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |t: &str| lines.iter().filter(|v| v["type"] == t).count();
+    assert_eq!(of("anomaly_result"), live_anomalies.len(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(of("alert"), live_alerts);
+    assert!(lines.iter().all(|v| v["type"] != "anomaly_result" || v["anomaly_grade"].as_f64().unwrap() > 0.0));
+
+    // cold start at `cut` from the history before it: models exist and score at once, and
+    // the jump 300 s later is flagged on the right feature; a cold start from live data only
+    // would still be warming up then
+    let mut cold = Layer3Engine::new(&cfg);
+    let read = flowshard::jobs::layer3::cold_start(&mut cold, &client, "hist", cut).unwrap();
+    assert_eq!(read.intervals, 60);
+    assert_eq!(cold.entities(), 5, "every host modelled, `other` never");
+    assert!(cold.counters.history_points > 0 && cold.counters.results == 0, "{:?}", cold.counters);
+    let (mut warm_results, mut fresh_results) = (Vec::new(), Vec::new());
+    let mut fresh = Layer3Engine::new(&cfg);
+    for s in cut..end {
+        let (_, rows) = flowshard::pipeline::layer3_rows(&second_of(s, jump));
+        cold.observe(s, &rows, 0, &mut warm_results).unwrap();
+        fresh.observe(s, &rows, 0, &mut fresh_results).unwrap();
+    }
+    let first = warm_results.first().unwrap();
+    assert!(first.points >= cfg.warmup_points as u64, "scores from the first live interval: {}", first.points);
+    let hit = warm_results
+        .iter()
+        .find(|r| r.entity == Ip::from_v4(0x0a14_0100) && r.data_start >= jump && r.is_anomaly())
+        .expect("the cold-started model flags the jump");
+    assert_eq!(hit.driver(), 3, "driven by distinct_dst_endpoints: {}", hit.reason());
+    let at_jump = fresh_results.iter().find(|r| r.entity == Ip::from_v4(0x0a14_0100) && r.data_start == jump);
+    assert!(at_jump.unwrap().points < cfg.warmup_points as u64, "without history the model is still cold then");
+    opensearch_cleanup(&opensearch(), &prefix);
+}

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod feedback;
 pub mod gen;
 pub mod layer2;
+pub mod layer3;
 pub mod plan;
 pub mod query;
 pub mod replay;
@@ -49,6 +50,9 @@ enum Cmd {
     Feedback(feedback::Args),
     /// Layer 2 over a time range (backtest): every bucket far from its Holt-Winters forecast.
     Layer2(layer2::Args),
+    /// Layer 3 over a time range (backtest on history): the OpenSearch `src_ip` rollups through
+    /// the per-source Random Cut Forests; anomalies as result documents, alerts, a summary.
+    Layer3(layer3::Args),
     /// Query the Valkey hot window (merged over every appliance writing to it).
     Query(query::Args),
     /// Send the UDP payloads of a capture to a collector (loopback tests, demos).
@@ -88,6 +92,7 @@ pub fn main() -> Result<()> {
         Cmd::Setup(a) => setup::run(a),
         Cmd::Feedback(a) => feedback::run(a),
         Cmd::Layer2(a) => layer2::run(a),
+        Cmd::Layer3(a) => layer3::run(a),
         Cmd::Query(a) => query::run(a),
         Cmd::Send(a) => send::run(a),
         Cmd::Gen(a) => gen::run(a),
@@ -109,7 +114,6 @@ fn load(config: &Option<PathBuf>) -> Result<Config> {
     }
 }
 
-/// Validates; prints every problem (field and fix) and fails when there is one.
 /// What replays run after the pipeline, from the configuration.
 fn downstream(cfg: &Config) -> crate::tools::replay::Downstream<'_> {
     crate::tools::replay::Downstream {
@@ -119,6 +123,7 @@ fn downstream(cfg: &Config) -> crate::tools::replay::Downstream<'_> {
     }
 }
 
+/// Validates; prints every problem (field and fix) and fails when there is one.
 fn check(cfg: &Config, host: &HostInfo) -> Result<()> {
     let errs = cfg.validate(host);
     if errs.is_empty() {

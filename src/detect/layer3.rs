@@ -79,6 +79,10 @@ pub struct Layer3 {
     pub min_share: f64,
     /// Write every result (grade 0 included), like the plugin; false = anomalies only.
     pub all_results: bool,
+    /// Intervals of history to learn from at a cold start (no checkpoint restored) when an
+    /// OpenSearch sink is configured: the newest this many intervals of this appliance's
+    /// `src_ip` rollups (0 = learn from live data only).
+    pub history_intervals: u64,
 }
 
 impl Default for Layer3 {
@@ -98,6 +102,7 @@ impl Default for Layer3 {
             min_grade: 0.0,
             min_share: 0.01,
             all_results: true,
+            history_intervals: 96,
         }
     }
 }
@@ -144,6 +149,13 @@ impl Layer3 {
         }
         if !(0.0..=1.0).contains(&self.min_grade) {
             p.push(("layer3.min_grade", format!("{} out of range", self.min_grade), "use 0..=1"));
+        }
+        if self.history_intervals > 100_000 {
+            p.push((
+                "layer3.history_intervals",
+                format!("{} out of range", self.history_intervals),
+                "use 0..=100000 (96: twice the cold start of 48 intervals)",
+            ));
         }
         if self.priority_half_life_s == 0 {
             p.push(("layer3.priority_half_life_s", "must be positive".into(), "use e.g. 3600"));
@@ -512,6 +524,8 @@ pub struct Layer3Counters {
     pub capacity: u64,
     /// Intervals closed.
     pub intervals: u64,
+    /// Points models learnt from the OpenSearch history at a cold start.
+    pub history_points: u64,
 }
 
 /// One source's state.
@@ -589,7 +603,7 @@ struct Snapshot {
     totals: [f64; FEATURES],
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// Layer 3 for one appliance: entities, the door-keeper and the interval clock.
 pub struct Layer3Engine {
@@ -702,6 +716,56 @@ impl Layer3Engine {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Feeds one whole interval read back from history (the rows summed over the interval, the
+    /// distinct column as the sum of the per-second counts, as the live accumulators hold it).
+    /// An interval that does not follow the open one restarts the clock after closing the open
+    /// one: a hole in the history (the appliance was down) is not an interval without traffic.
+    pub fn observe_interval(
+        &mut self,
+        start: u64,
+        rows: &[(Ip, [f64; FEATURES])],
+        now_ms: u64,
+        out: &mut Vec<AnomalyResult>,
+    ) -> Result<(), Layer3Error> {
+        let iv = self.cfg.interval_s;
+        let start = start - start % iv;
+        if self.interval_start != 0 && start >= self.interval_start + 2 * iv {
+            self.advance(self.interval_start + iv, now_ms, out)?;
+            self.interval_start = start;
+        }
+        self.observe(start, rows, now_ms, out)
+    }
+
+    /// Closes the open interval if it ends by `end` — and only it: the intervals after it up
+    /// to `end` had no data in the history read (a hole, not silence).
+    pub fn close_last(&mut self, end: u64, now_ms: u64, out: &mut Vec<AnomalyResult>) -> Result<(), Layer3Error> {
+        let iv = self.cfg.interval_s;
+        if self.interval_start != 0 && self.interval_start + iv <= end {
+            self.advance(self.interval_start + iv, now_ms, out)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a cold start from history that ran up to `end` (exclusive): closes the last
+    /// interval if it is complete, then forgets what was pending or confirmed (history raises no
+    /// alerts; it was judged when it was live) and treats the next live second like the first
+    /// after a restart (a gap of a whole interval is dropped, not scored as silence). `before`
+    /// are the counters from before the history: its points count as `history_points`, not
+    /// as results, anomalies or alerts.
+    pub fn finish_history(&mut self, end: u64, before: &Layer3Counters) -> Result<(), Layer3Error> {
+        if self.interval_start == 0 {
+            return Ok(());
+        }
+        self.close_last(end, 0, &mut Vec::new())?;
+        let c = &mut self.counters;
+        c.history_points += c.results - before.results;
+        (c.results, c.anomalies, c.confirmed) = (before.results, before.anomalies, before.confirmed);
+        self.entities.values_mut().for_each(|e| e.pending = None);
+        self.confirmed.clear();
+        self.resumed = true;
         Ok(())
     }
 

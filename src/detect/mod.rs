@@ -25,6 +25,7 @@
 
 pub mod layer2;
 pub mod layer3;
+pub mod layer3_history;
 pub mod likelihood;
 
 use crate::aggregate::Row;

@@ -212,7 +212,7 @@ pub fn metrics(p: &Published) -> String {
     family(
         "flowshard_layer3_events_total",
         "counter",
-        "Layer 3: models admitted, sightings kept out by the door-keeper, newcomers refused (budget full), evictions (priority, idle), results, anomalies, confirmed anomalies (alerts), library errors, intervals closed.",
+        "Layer 3: models admitted, sightings kept out by the door-keeper, newcomers refused (budget full), evictions (priority, idle), results, anomalies, confirmed anomalies (alerts), library errors, intervals closed, points learnt from the OpenSearch history at a cold start (history_points).",
         &mut [
             ("admitted", l3.admitted),
             ("door_kept_out", l3.door_kept_out),
@@ -224,6 +224,7 @@ pub fn metrics(p: &Published) -> String {
             ("confirmed", l3.confirmed),
             ("errors", l3.errors),
             ("intervals", l3.intervals),
+            ("history_points", l3.history_points),
         ]
         .into_iter()
         .map(|(e, n)| (format!("event=\"{e}\""), n as f64)),

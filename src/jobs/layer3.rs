@@ -5,15 +5,23 @@
 //! and checkpoints every model to `<state_dir>/layer3.ckpt` every `checkpoint_s` and when it
 //! stops, restoring them at start.
 //!
+//! At a cold start (no checkpoint restored) with an OpenSearch sink configured, the models
+//! first learn the newest `history_intervals` intervals of this appliance's `src_ip` rollups
+//! ([`history`], [`cold_start`]), so they score from the first live interval instead of
+//! `warmup_points` intervals later; `flowshard layer3 --from --to` runs layer 3 over a stored
+//! range through the same reader. The live seconds that arrive meanwhile wait in the queue.
+//!
 //! The I/O loop only `try_send`s seconds to it (a full queue drops the second, counted as
 //! `queue_full` on the `layer3` row of the sink counters): scoring thousands of forests never
 //! stalls the I/O core's other work.
 //!
-//! May depend on: `detect`, `sink` (counters), `model`. Lives on: its own thread.
+//! May depend on: `detect`, `sink` (counters, the OpenSearch client), `model`. Lives on: its own thread.
 
-use crate::detect::layer3::{Layer3, Layer3Batch, Layer3Counters, Layer3Engine, FEATURES};
+use crate::detect::layer3::{Layer3, Layer3Batch, Layer3Counters, Layer3Engine, Layer3Error, FEATURES};
+use crate::detect::layer3_history::{query, read_page};
 use crate::model::Ip;
 use crate::sink::delivery::{DropReason, SinkStats};
+use crate::sink::opensearch::{Client, OsError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,10 +90,106 @@ pub fn save(eng: &Layer3Engine, state_dir: &Path) -> Result<usize, String> {
     Ok(bytes.len())
 }
 
-/// Runs until `stop` (or until the I/O loop is gone), then checkpoints.
+/// Reading layer 3's history failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The search failed.
+    #[error("history search: {0}")]
+    Search(#[from] OsError),
+    /// The answer was not the aggregation asked for.
+    #[error("history answer: {0}")]
+    Answer(String),
+    /// The engine refused a point.
+    #[error(transparent)]
+    Layer3(#[from] Layer3Error),
+}
+
+/// What a history read saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryRead {
+    /// Intervals with data.
+    pub intervals: u64,
+    /// (interval, source) buckets read.
+    pub rows: u64,
+    /// Searches (pages).
+    pub pages: u64,
+    /// Keys that were neither an address nor `other` (skipped).
+    pub bad_keys: u64,
+}
+
+/// Reads `appliance`'s `src_ip` rollups of [from, to) back from OpenSearch, interval by
+/// interval in time order, and hands each complete interval to `f` as (start, rows) — rows
+/// summed over the interval as the live accumulators hold them.
+pub fn history(
+    client: &Client,
+    appliance: &str,
+    interval_s: u64,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(u64, &[(Ip, [f64; FEATURES])]) -> Result<(), Layer3Error>,
+) -> Result<HistoryRead, HistoryError> {
+    let path = format!("/{}-rollups-*/_search?ignore_unavailable=true", client.cfg.index_prefix);
+    let mut read = HistoryRead::default();
+    let mut after = None;
+    let (mut open, mut rows): (Option<u64>, Vec<(Ip, [f64; FEATURES])>) = (None, Vec::new());
+    loop {
+        let body = query(appliance, from, to, interval_s, after.as_ref());
+        let (_, v) = client.json(reqwest::Method::POST, &path, Some(&body), &[])?;
+        let page = read_page(&v).map_err(HistoryError::Answer)?;
+        read.pages += 1;
+        read.bad_keys += page.bad_keys;
+        for (t, ip, x) in page.rows {
+            if let Some(o) = open.filter(|&o| o != t) {
+                f(o, &rows)?;
+                read.intervals += 1;
+                rows.clear();
+            }
+            open = Some(t);
+            rows.push((ip, x));
+            read.rows += 1;
+        }
+        after = page.after;
+        if after.is_none() {
+            break;
+        }
+    }
+    if let Some(t) = open {
+        f(t, &rows)?;
+        read.intervals += 1;
+    }
+    Ok(read)
+}
+
+/// Cold start from history: unless `eng` already has models (a restored checkpoint), it
+/// learns the newest `history_intervals` intervals before `now` (results discarded: history
+/// was judged when it was live; the points count as `history_points`).
+pub fn cold_start(
+    eng: &mut Layer3Engine,
+    client: &Client,
+    appliance: &str,
+    now: u64,
+) -> Result<HistoryRead, HistoryError> {
+    let (iv, n) = (eng.config().interval_s, eng.config().history_intervals);
+    if eng.entities() > 0 || n == 0 {
+        return Ok(HistoryRead::default());
+    }
+    let to = now - now % iv;
+    let before = eng.counters.clone();
+    let mut scratch = Vec::new();
+    let read = history(client, appliance, iv, to.saturating_sub(n * iv), to, |t, rows| {
+        scratch.clear();
+        eng.observe_interval(t, rows, 0, &mut scratch)
+    })?;
+    eng.finish_history(to, &before)?;
+    Ok(read)
+}
+
+/// Runs until `stop` (or until the I/O loop is gone), then checkpoints. `history` (the
+/// OpenSearch client and this appliance's id) enables the cold start from history.
 pub fn run(
     cfg: &Layer3,
     state_dir: &Path,
+    history: Option<(Client, String)>,
     rx: &Receiver<Second>,
     out: &ResultsOut,
     stats: &SinkStats,
@@ -93,6 +197,23 @@ pub fn run(
 ) {
     let mut eng = Layer3Engine::new(cfg);
     restore(&mut eng, state_dir);
+    if let Some((client, appliance)) = history {
+        let t = Instant::now();
+        match cold_start(&mut eng, &client, &appliance, crate::model::time::now_s()) {
+            Ok(r) if r.pages > 0 => tracing::info!(
+                "layer 3: cold start from history: {} models from {} intervals ({} rows) in {:?}",
+                eng.entities(),
+                r.intervals,
+                r.rows,
+                t.elapsed()
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("layer 3: no cold start from history ({e}); learning from live data");
+            }
+        }
+    }
     let mut results = Vec::new();
     let mut last_ckpt = Instant::now();
     let mut last_sent = Layer3Counters::default();

@@ -35,16 +35,22 @@ pub fn start(
 ) -> Result<(Vec<JoinHandle<()>>, Option<layer3::Feed>), SinkError> {
     let mut jobs = Vec::new();
     let mut feed = None;
+    let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
     if cfg.layer3.enabled {
         let st = SinkStats::new("layer3", None);
         stats.push(st.clone());
         let (f, rx) = layer3::channel(st.clone());
         feed = Some(f);
         let (l3, dir, stop) = (cfg.layer3.clone(), cfg.general.state_dir.clone(), stop.clone());
+        let history = match &os {
+            Some(o) if l3.history_intervals > 0 => {
+                Some((crate::sink::opensearch::Client::new(o)?, cfg.general.appliance_id.clone()))
+            }
+            _ => None,
+        };
         let l3cpu = cfg.cores.layer3.or(cpu);
-        jobs.push(spawn_on("layer3", l3cpu, move || layer3::run(&l3, &dir, &rx, &results, &st, &stop))?);
+        jobs.push(spawn_on("layer3", l3cpu, move || layer3::run(&l3, &dir, history, &rx, &results, &st, &stop))?);
     }
-    let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
     if let (true, Some(o)) = (cfg.layer2.enabled, os) {
         let client = crate::sink::opensearch::Client::new(&o)?;
         let st = SinkStats::new("layer2", None);
