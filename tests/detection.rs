@@ -266,3 +266,67 @@ fn elephants_of_every_active_timeout_raise_nothing() {
         }
     }
 }
+
+#[test]
+fn an_upload_ending_beside_a_steady_elephant_pages_nothing_on_the_elephant() {
+    // A steady 25 MB/s elephant exported every 60 s, and beside it a host that uploads four
+    // times as much for 30 minutes. The upload is the incident; when it stops, the dimension's
+    // total falls to a fifth — which must not rescale the elephant's (or any other host's) slow
+    // baseline into a drift (it once paged on a real exporter's elephant).
+    let cfg = PipelineConfig { detect: Some(Default::default()), ..Default::default() };
+    let mut e = Engine::new(&cfg, 2);
+    let mut rng = Rng(0x51f1_5eed);
+    let (mut out, mut recs) = (Vec::new(), Vec::new());
+    let elephant = (Ip::from_v4(0x0a09_0001), Ip::from_v4(0xc000_0263));
+    let uploader = (Ip::from_v4(0x0a05_0005), Ip::from_v4(0xc633_64c8));
+    let (up_from, up_to) = (1200u64, 3000u64);
+    for s in 0..4800u64 {
+        recs.clear();
+        background(&mut rng, &mut recs);
+        if s % 60 == 10 {
+            recs.push(FlowRecord {
+                src: elephant.0,
+                dst: elephant.1,
+                src_port: 50000,
+                dst_port: 873,
+                proto: 6,
+                bytes: 25_000_000 * 60,
+                packets: 25_000_000 * 60 / 1400,
+                in_if: 1,
+                duration_ms: 60_000,
+                ..Default::default()
+            });
+        }
+        // the uploader: a few KB/s of its own, then 100 MB/s in short flows
+        let rate = if (up_from..up_to).contains(&s) { 100_000_000 } else { 4_000 };
+        for k in 0..5u16 {
+            recs.push(FlowRecord {
+                src: uploader.0,
+                dst: uploader.1,
+                src_port: 40000 + k,
+                dst_port: 443,
+                proto: 6,
+                bytes: rate / 5,
+                packets: rate / 5 / 1400 + 1,
+                in_if: 2,
+                duration_ms: 900,
+                ..Default::default()
+            });
+        }
+        feed(&mut e, T0 + s, &recs, &mut out);
+    }
+    e.finish(&mut out);
+    let a = alerts(&out);
+    assert!(
+        a.iter().any(|x| x.key.ip == uploader.0 && x.second - T0 >= up_from),
+        "the upload itself is flagged: {:?}",
+        a.iter().map(|x| x.reason()).collect::<Vec<_>>()
+    );
+    let wrong: Vec<_> = a
+        .iter()
+        .filter(|x| x.key.ip == elephant.0 || x.key.ip == elephant.1)
+        .chain(a.iter().filter(|x| x.dimension == Dimension::SrcIp && x.key.ip != uploader.0))
+        .map(|x| (x.second - T0, x.reason()))
+        .collect();
+    assert!(wrong.is_empty(), "alerts on hosts other than the uploader: {wrong:?}");
+}

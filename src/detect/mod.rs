@@ -51,6 +51,12 @@ pub const RECOVERY_S: u64 = 900;
 /// How far (in standard deviations, beyond the threshold) a key in warm-up must be above the
 /// dimension's population to alert.
 pub const COLD_MARGIN: f64 = 2.0;
+
+/// Fewest warm keys a dimension needs before what most of them share counts as a common swell.
+pub const COMMON_MIN_KEYS: usize = 5;
+
+/// A key counts towards the common shift while it was seen within this many seconds.
+pub const COMMON_ACTIVE_S: u64 = 60;
 /// Metrics with cold-start (population) scoring: flows, distinct counts and unanswered
 /// attempts — what scans and fan-outs show. Bytes of a new key are not judged: a new big
 /// transfer is ordinary.
@@ -261,9 +267,11 @@ pub struct Context {
     /// The dimension's total of the metric this second (`min_share`); `None` for a lone
     /// series (backtest).
     pub dim_total: Option<f64>,
-    /// The dimension's reference total over its total now: the slow baseline sees the value
-    /// times this, so a swell common to all keys is not a drift of each (0 = none, as 1).
-    pub common_factor: f64,
+    /// The dimension's common shift this second, in `ln(1 + x)`: the median over its warm keys
+    /// of (fast baseline − slow baseline). The slow-drift rule judges the value less this, so
+    /// a swell most keys share (time of day) is not a drift of each, and one key's surge or
+    /// its end (an upload beside an elephant) moves no other key (0 = none).
+    pub common_shift: f64,
 }
 
 /// The result of one update.
@@ -354,16 +362,15 @@ impl MetricState {
     /// about the value (sampling, the dimension's total).
     pub fn update(&mut self, cfg: &DetectConfig, metric: usize, x: f64, second: u64, ctx: Context) -> Verdict {
         let y = x.max(0.0).ln_1p();
-        // The slow baseline watches the value with the dimension's common swell taken out: a
-        // swell of all traffic (time of day) moves every key, a drift moves one.
-        let g = if ctx.common_factor > 0.0 { ctx.common_factor } else { 1.0 };
-        let ys = (x.max(0.0) * g).ln_1p();
+        // The slow-drift rule judges the value with the dimension's common swell taken out: a
+        // swell of all traffic (time of day) moves most keys, a drift moves one.
+        let c = ctx.common_shift;
         let samples_per_unit = ctx.samples_per_unit;
         if self.n == 0 {
             self.n = 1;
             self.mean = y;
             self.var = 0.0;
-            self.smean = ys;
+            self.smean = y;
             return Verdict { score: 0.0, z: 0.0, baseline: x, alert: None };
         }
         let std = self.var.sqrt().max(cfg.min_std);
@@ -432,9 +439,9 @@ impl MetricState {
             }
             // Slow drift: CUSUM against a baseline with a half-life of minutes.
             let sstd = self.svar.sqrt().max(cfg.min_std);
-            let mut zs = (ys - self.smean) / sstd;
+            let mut zs = (y - c - self.smean) / sstd;
             if let Some(q) = samples_per_unit {
-                zs = sampled_z(zs, x * q, self.smean.exp_m1() / g * q);
+                zs = sampled_z(zs, x * q, (self.smean + c).exp_m1() * q);
             }
             let zs = zs.clamp(-thr, thr);
             // A drift counts once the key is beyond `slow_min_ratio` times its long-run level:
@@ -500,7 +507,7 @@ impl MetricState {
         // The slow baseline, clamped the same way.
         let sa = if warm { cfg.slow_alpha } else { cfg.slow_alpha.max(1.0 / (self.n as f64 + 1.0)) };
         let sstd = self.svar.sqrt().max(cfg.min_std);
-        let ysc = if warm { self.smean + ((ys - self.smean) / sstd).clamp(-thr, thr) * sstd } else { ys };
+        let ysc = if warm { self.smean + ((y - self.smean) / sstd).clamp(-thr, thr) * sstd } else { y };
         let sd = ysc - self.smean;
         self.smean += sa * sd;
         self.svar = (1.0 - sa) * (self.svar + sa * sd * sd);
@@ -509,7 +516,7 @@ impl MetricState {
         // clamped baselines catch up.
         if alert == Some(AlertKind::LevelShift) {
             self.mean = y;
-            self.smean = ys;
+            self.smean = y;
         }
         self.n = self.n.saturating_add(1);
         Verdict { score: self.lik.update(z), z, baseline, alert }
@@ -630,10 +637,8 @@ pub struct DimDetector {
     pub spread_overflow: u64,
     /// Long records that revealed traffic older than their key's history (baselines corrected).
     pub revealed: u64,
-    /// The dimension's reference totals per metric slot (see `end_second`).
-    reference: [f64; METRICS],
-    /// Seconds the dimension has been watched.
-    seconds: u64,
+    /// Scratch for the common shift's median (reused: no allocation per second once grown).
+    shifts: Vec<f64>,
 }
 
 impl DimDetector {
@@ -652,8 +657,7 @@ impl DimDetector {
             evicted: 0,
             spread_overflow: 0,
             revealed: 0,
-            reference: [0.0; METRICS],
-            seconds: 0,
+            shifts: Vec::new(),
         }
     }
 
@@ -780,8 +784,6 @@ impl DimDetector {
                 for m in 0..3 {
                     let r = rate[m] - continued[m];
                     t.m[m].reveal(r);
-                    // the dimension's reference total had that traffic all along too
-                    self.reference[m] += r.max(0.0);
                 }
                 self.revealed += 1;
             }
@@ -829,17 +831,22 @@ impl DimDetector {
             }
             i += 1;
         }
-        // The reference level: the mean total over the warm-up, then fixed (but for revealed
-        // traffic), so that the slow baselines see `x × reference / total` — the key's share
-        // on a fixed scale — and a swell common to all keys does not drift any of them.
-        self.seconds += 1;
-        if self.seconds <= u64::from(cfg.warmup_s.max(1)) {
-            let w = 1.0 / self.seconds as f64;
-            for (st, t) in self.reference.iter_mut().zip(totals) {
-                *st += w * (t - *st);
+        // The common shift of bytes, packets and flows: what most warm keys share, the median
+        // of their fast-over-slow baseline gaps (a key's own surge moves only its own gap).
+        // Both baselines average the same values, so with no swell the gaps centre on zero.
+        // Only keys seen in the last `COMMON_ACTIVE_S` count (a crowd of keys gone quiet after
+        // a scan is not a swell down); with fewer than `COMMON_MIN_KEYS` of them there is no
+        // "most keys" and no shift.
+        let mut shift = [0.0; 3];
+        for (m, sh) in shift.iter_mut().enumerate() {
+            self.shifts.clear();
+            let active = |t: &&Tracked| t.m[m].n >= cfg.warmup_s && second <= t.last_seen + COMMON_ACTIVE_S;
+            self.shifts.extend(self.keys.iter().filter(active).map(|t| t.m[m].mean - t.m[m].smean));
+            let n = self.shifts.len();
+            if n >= COMMON_MIN_KEYS {
+                *sh = *self.shifts.select_nth_unstable_by(n / 2, f64::total_cmp).1;
             }
         }
-        let reference = self.reference;
         let watch_new = self.new_keys;
         let metrics = metrics_of(self.dim);
         let a = cfg.alpha;
@@ -885,11 +892,7 @@ impl DimDetector {
                     // a host's drift may be material by its share of traffic (a slow
                     // upload in a small network); ports and interfaces need the floors
                     dim_total: matches!(self.dim, Dimension::SrcIp | Dimension::DstIp).then_some(totals[m]),
-                    common_factor: if m < 3 && totals[m] > 0.0 && reference[m] > 0.0 {
-                        reference[m] / totals[m]
-                    } else {
-                        1.0
-                    },
+                    common_shift: if m < 3 { shift[m] } else { 0.0 },
                 };
                 let v = t.m[m].update(cfg, m, x, second, ctx);
                 alerts.extend(alert_of(self.dim, t.key, m, x, second, &v));
