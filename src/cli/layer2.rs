@@ -3,7 +3,7 @@
 //! Lives on: the main thread.
 
 use super::load;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// Layer 2 over a time range (backtest): every bucket far from its Holt-Winters forecast.
@@ -28,12 +28,7 @@ pub fn run(a: Args) -> Result<()> {
     let Args { config, opensearch, from, to } = a;
     let mut cfg = load(&config)?;
     crate::config::Overrides { opensearch, ..Default::default() }.add_sinks(&mut cfg);
-    let o = cfg
-        .sink
-        .iter()
-        .find_map(|s| if let crate::config::Sink::Opensearch(o) = s { Some(o.clone()) } else { None })
-        .context("no OpenSearch: give --opensearch URL or a config with an opensearch sink")?;
-    let client = crate::sink::opensearch::Client::new(&o).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = super::opensearch_client(&cfg)?;
     let buckets = crate::jobs::layer2::evaluate(&client, &cfg.layer2, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = String::new();
     for b in crate::jobs::layer2::flagged(&cfg.layer2, &buckets) {

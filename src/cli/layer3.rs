@@ -6,7 +6,7 @@
 
 use super::{check, load};
 use crate::config::HostInfo;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// Layer 3 over a time range of the OpenSearch rollups.
@@ -41,12 +41,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut cfg = load(&config)?;
     crate::config::Overrides { opensearch, ..Default::default() }.add_sinks(&mut cfg);
     check(&cfg, &HostInfo::detect())?;
-    let o = cfg
-        .sink
-        .iter()
-        .find_map(|s| if let crate::config::Sink::Opensearch(o) = s { Some(o.clone()) } else { None })
-        .context("no OpenSearch: give --opensearch URL or a config with an opensearch sink")?;
-    let client = crate::sink::opensearch::Client::new(&o).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = super::opensearch_client(&cfg)?;
     let app = appliance.unwrap_or_else(|| cfg.general.appliance_id.clone());
     let l3 = &cfg.layer3;
     let mut eng = crate::detect::layer3::Layer3Engine::new(l3);

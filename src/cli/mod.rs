@@ -123,6 +123,16 @@ fn downstream(cfg: &Config) -> crate::tools::replay::Downstream<'_> {
     }
 }
 
+/// The OpenSearch client of the configuration's OpenSearch sink (the history subcommands).
+fn opensearch_client(cfg: &Config) -> Result<crate::sink::opensearch::Client> {
+    let o = cfg
+        .sink
+        .iter()
+        .find_map(|s| if let crate::config::Sink::Opensearch(o) = s { Some(o) } else { None })
+        .context("no OpenSearch: give --opensearch URL or a config with an opensearch sink")?;
+    crate::sink::opensearch::Client::new(o).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Validates; prints every problem (field and fix) and fails when there is one.
 fn check(cfg: &Config, host: &HostInfo) -> Result<()> {
     let errs = cfg.validate(host);
