@@ -2,11 +2,13 @@
 //! defaults: shingle 8, 50 trees, sample 256, 4 features) with no bounding boxes cached (the
 //! default, as the plugin runs entity models) and with all cached; and the bytes one model holds
 //! (printed once), from which entities per GiB and the entities one core keeps current at a 60-s
-//! and a 10-s interval follow (README).
+//! and a 10-s interval follow (README); and a checkpoint and a restore of 200 warm models (the
+//! layer-3 thread pauses for them; printed: bytes on disk per model).
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flowshard::detect::layer3::{Forest, Layer3, FEATURES};
+use flowshard::detect::layer3::{Forest, Layer3, Layer3Engine, FEATURES};
+use flowshard::model::Ip;
 use std::hint::black_box;
 
 fn warm(cfg: &Layer3) -> (Forest, u64) {
@@ -38,6 +40,40 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    checkpoints(c);
+}
+
+/// 200 source addresses, 50 intervals each (past warm-up), then checkpoint and restore.
+fn checkpoints(c: &mut Criterion) {
+    const MODELS: u128 = 200;
+    let cfg = Layer3::default();
+    let mut eng = Layer3Engine::new(&cfg);
+    let mut out = Vec::new();
+    for i in 0..50u64 {
+        let rows: Vec<(Ip, [f64; FEATURES])> = (0..MODELS)
+            .map(|h| {
+                let p = point(i * 131 + h as u64);
+                (Ip(0xc000_0200 + h), [p[0] as f64, p[1] as f64, p[2] as f64, p[3] as f64])
+            })
+            .collect();
+        eng.observe_interval(1_800_000_000 + i * cfg.interval_s, &rows, 0, &mut out).expect("observe");
+        out.clear();
+    }
+    let bytes = eng.checkpoint().expect("checkpoint");
+    eprintln!(
+        "layer3 checkpoint: {} models, {} bytes, {} bytes per model on disk",
+        eng.entities(),
+        bytes.len(),
+        bytes.len() / eng.entities().max(1)
+    );
+    let mut g = c.benchmark_group("layer3_checkpoint");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(eng.entities() as u64));
+    g.bench_function("checkpoint_200_models", |b| b.iter(|| black_box(eng.checkpoint().expect("checkpoint").len())));
+    g.bench_function("restore_200_models", |b| {
+        b.iter(|| black_box(Layer3Engine::new(&cfg).restore(&bytes).expect("restore")))
+    });
     g.finish();
 }
 

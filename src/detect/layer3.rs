@@ -590,8 +590,8 @@ impl Door {
     }
 }
 
-/// What a checkpoint holds.
-#[derive(Serialize, Deserialize)]
+/// What a checkpoint holds (read back).
+#[derive(Deserialize)]
 struct Snapshot {
     version: u32,
     settings: (usize, usize, usize, u64),
@@ -602,6 +602,24 @@ struct Snapshot {
     counters: Layer3Counters,
     totals: [f64; FEATURES],
 }
+
+/// The same, written from borrowed models (the same bytes: serde writes `&T` as `T`), so that a
+/// checkpoint does not copy every model first.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    settings: (usize, usize, usize, u64),
+    interval_start: u64,
+    landmark: u64,
+    entities: Vec<(u128, &'a Entity)>,
+    door: &'a Door,
+    counters: &'a Layer3Counters,
+    totals: [f64; FEATURES],
+}
+
+/// Buffer between the serialiser's many small writes and the deflater (each write into the
+/// deflater costs a call over its whole working buffer).
+const CHECKPOINT_BUFFER: usize = 1 << 20;
 
 const SNAPSHOT_VERSION: u32 = 2;
 
@@ -902,26 +920,28 @@ impl Layer3Engine {
 
     /// Every model, accumulator and priority, serialised and deflated.
     pub fn checkpoint(&self) -> Result<Vec<u8>, Layer3Error> {
-        let mut entities: Vec<(u128, Entity)> = self.entities.iter().map(|(k, v)| (k.0, v.clone())).collect();
+        let err = |e: &dyn std::fmt::Display| Layer3Error::Checkpoint(e.to_string());
+        let mut entities: Vec<(u128, &Entity)> = self.entities.iter().map(|(k, v)| (k.0, v)).collect();
         entities.sort_unstable_by_key(|e| e.0);
-        let snap = Snapshot {
+        let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             settings: (self.cfg.shingle, self.cfg.trees, self.cfg.sample, self.cfg.interval_s),
             interval_start: self.interval_start,
             landmark: self.landmark,
             entities,
-            door: self.door.clone(),
-            counters: self.counters.clone(),
+            door: &self.door,
+            counters: &self.counters,
             totals: self.totals,
         };
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        bincode::serialize_into(&mut enc, &snap).map_err(|e| Layer3Error::Checkpoint(e.to_string()))?;
-        enc.finish().map_err(|e| Layer3Error::Checkpoint(e.to_string()))
+        let enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut buf = std::io::BufWriter::with_capacity(CHECKPOINT_BUFFER, enc);
+        bincode::serialize_into(&mut buf, &snap).map_err(|e| err(&e))?;
+        buf.into_inner().map_err(|e| err(&e))?.finish().map_err(|e| err(&e))
     }
 
     /// Restores a checkpoint written with the same shingle, trees, sample and interval.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, Layer3Error> {
-        let dec = flate2::read::DeflateDecoder::new(bytes);
+        let dec = std::io::BufReader::with_capacity(CHECKPOINT_BUFFER, flate2::read::DeflateDecoder::new(bytes));
         let snap: Snapshot = bincode::deserialize_from(dec).map_err(|e| Layer3Error::Checkpoint(e.to_string()))?;
         let want = (self.cfg.shingle, self.cfg.trees, self.cfg.sample, self.cfg.interval_s);
         if snap.version != SNAPSHOT_VERSION || snap.settings != want {

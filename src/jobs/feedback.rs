@@ -17,13 +17,17 @@ use std::time::Duration;
 
 /// Reads operator feedback (JSON [`Feedback`](crate::alert::Feedback) messages) from the
 /// feedback topic and applies it to the suppression store in `state_dir`, which the alert gate
-/// re-reads. Every appliance reads the whole topic (its own consumer group). Runs until `stop`.
+/// re-reads. Every appliance reads the whole topic (its own consumer group). `caught_up` is set
+/// once every assigned partition has been read to its end (feedback queued while the appliance
+/// was down is applied), or at once when the consumer cannot start; the layer-2 job waits for it
+/// before its first run. Runs until `stop`.
 pub fn consume(
     k: &KafkaSink,
     appliance: &str,
     topic: &str,
     state_dir: &std::path::Path,
     stats: &SinkStats,
+    caught_up: &std::sync::atomic::AtomicBool,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,17 +42,22 @@ pub fn consume(
     for (key, v) in &k.properties {
         c.set(key, v);
     }
+    // end-of-partition events tell when the backlog is applied (set after the user's properties)
+    c.set("enable.partition.eof", "true");
+    let mut at_end = std::collections::BTreeSet::new();
     let consumer: BaseConsumer = match c.create() {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(job = "feedback", "kafka consumer: {e}");
             stats.errors.fetch_add(1, Ordering::Relaxed);
+            caught_up.store(true, Ordering::Relaxed);
             return;
         }
     };
     if let Err(e) = consumer.subscribe(&[topic]) {
         tracing::warn!(job = "feedback", "kafka consumer: {e}");
         stats.errors.fetch_add(1, Ordering::Relaxed);
+        caught_up.store(true, Ordering::Relaxed);
         return;
     }
     while !stop.load(Ordering::Relaxed) {
@@ -72,12 +81,19 @@ pub fn consume(
                     }
                 }
             }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                stats.up.store(true, Ordering::Relaxed);
+                at_end.insert(p);
+                let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(usize::MAX);
+                if at_end.len() >= assigned {
+                    caught_up.store(true, Ordering::Relaxed);
+                }
+            }
             Some(Err(e)) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.up.store(false, Ordering::Relaxed);
-                if !matches!(e, KafkaError::PartitionEOF(_)) {
-                    pause(Duration::from_millis(500));
-                }
+                tracing::debug!(job = "feedback", "kafka consumer: {e}");
+                pause(Duration::from_millis(500));
             }
             None => {}
         }

@@ -54,15 +54,40 @@ pub fn alert(l2: &Layer2, b: &Bucket) -> AlertDoc {
     }
 }
 
+/// How long the first layer-2 run waits for the feedback consumer to apply the feedback queued
+/// on its topic (suppressions, false-positive marks) before it runs without.
+pub const FEEDBACK_WAIT_S: u64 = 120;
+
 /// The job: every `interval_s`, evaluate [`lookback_buckets`] up to the current bucket and send
-/// alerts for the newest `alert_buckets` complete buckets; the first run is `interval_s` after
-/// the start (so that feedback queued on the Kafka topic is applied first). Runs until `stop`
+/// alerts for the newest `alert_buckets` complete buckets. The first run is `interval_s` after
+/// the start and not before `feedback_ready` (the Kafka feedback consumer has read its topic to
+/// the end, so that queued feedback is applied first) or [`FEEDBACK_WAIT_S`]. Runs until `stop`
 /// or until the I/O loop is gone.
-pub fn run(client: &Client, l2: &Layer2, out: &AlertOut, stats: &SinkStats, stop: &AtomicBool) {
+pub fn run(
+    client: &Client,
+    l2: &Layer2,
+    out: &AlertOut,
+    stats: &SinkStats,
+    feedback_ready: &AtomicBool,
+    stop: &AtomicBool,
+) {
     let step = l2.bucket_minutes * 60;
-    let mut next = crate::model::time::now_s() + l2.interval_s;
+    let start = crate::model::time::now_s();
+    let mut next = start + l2.interval_s;
+    let mut waited = false;
     while !stop.load(Ordering::Relaxed) {
         let now = crate::model::time::now_s();
+        if !waited && now >= next && !feedback_ready.load(Ordering::Relaxed) {
+            if now < start + FEEDBACK_WAIT_S {
+                pause(Duration::from_millis(250));
+                continue;
+            }
+            tracing::warn!(
+                job = "layer2",
+                "the feedback topic was not read to its end within {FEEDBACK_WAIT_S} s; running without its feedback"
+            );
+        }
+        waited = true;
         if now < next {
             pause(Duration::from_millis(250));
             continue;

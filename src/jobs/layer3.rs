@@ -251,6 +251,9 @@ pub fn run(
 fn checkpoint(eng: &Layer3Engine, state_dir: &Path, stats: &SinkStats) {
     let t = Instant::now();
     match save(eng, state_dir) {
+        Ok(n) if t.elapsed() > Duration::from_secs(2) => {
+            tracing::info!("layer 3: checkpoint of {} models, {n} bytes in {:?}", eng.entities(), t.elapsed())
+        }
         Ok(n) => tracing::debug!("layer 3: checkpoint of {} models, {n} bytes in {:?}", eng.entities(), t.elapsed()),
         Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);

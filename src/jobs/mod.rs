@@ -35,6 +35,10 @@ pub fn start(
 ) -> Result<(Vec<JoinHandle<()>>, Option<layer3::Feed>), SinkError> {
     let mut jobs = Vec::new();
     let mut feed = None;
+    let kafka = cfg.sink.iter().find_map(|s| if let S::Kafka(k) = s { Some(k.clone()) } else { None });
+    let feedback = kafka.filter(|_| !cfg.alerts.feedback_topic.is_empty());
+    // set by the feedback consumer once its topic is read to the end; no consumer: nothing to wait for
+    let feedback_ready = Arc::new(AtomicBool::new(feedback.is_none()));
     let os = cfg.sink.iter().find_map(|s| if let S::Opensearch(o) = s { Some(o.clone()) } else { None });
     if cfg.layer3.enabled {
         let st = SinkStats::new("layer3", None);
@@ -55,20 +59,20 @@ pub fn start(
         let client = crate::sink::opensearch::Client::new(&o)?;
         let st = SinkStats::new("layer2", None);
         stats.push(st.clone());
-        let (l2, stop) = (cfg.layer2.clone(), stop.clone());
-        jobs.push(spawn_on("layer2", cpu, move || layer2::run(&client, &l2, &alerts, &st, &stop))?);
+        let (l2, ready, stop) = (cfg.layer2.clone(), feedback_ready.clone(), stop.clone());
+        jobs.push(spawn_on("layer2", cpu, move || layer2::run(&client, &l2, &alerts, &st, &ready, &stop))?);
     }
-    let kafka = cfg.sink.iter().find_map(|s| if let S::Kafka(k) = s { Some(k.clone()) } else { None });
-    if let (false, Some(k)) = (cfg.alerts.feedback_topic.is_empty(), kafka) {
+    if let Some(k) = feedback {
         let st = SinkStats::new("feedback", None);
         stats.push(st.clone());
-        let (topic, dir, app, stop) = (
+        let (topic, dir, app, ready, stop) = (
             cfg.alerts.feedback_topic.clone(),
             cfg.general.state_dir.clone(),
             cfg.general.appliance_id.clone(),
+            feedback_ready,
             stop.clone(),
         );
-        jobs.push(spawn_on("feedback", cpu, move || feedback::consume(&k, &app, &topic, &dir, &st, &stop))?);
+        jobs.push(spawn_on("feedback", cpu, move || feedback::consume(&k, &app, &topic, &dir, &st, &ready, &stop))?);
     }
     Ok((jobs, feed))
 }

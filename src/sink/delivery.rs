@@ -429,6 +429,9 @@ pub trait Backend {
     /// Sends the records `pending` (indices into `recs`, ascending); returns one [`Outcome`]
     /// per pending record, in the same order.
     fn send(&mut self, recs: &[Record<'_>], pending: &[usize], at: &Attempt<'_>) -> Result<Vec<Outcome>, AttemptError>;
+    /// Shutdown has begun: requests started from now on must end by `until` (the end of the
+    /// grace period), whatever the service's state.
+    fn closing(&mut self, _until: Instant) {}
     /// Delivery ends (spool drained, or grace over when `abandoned`): flush client buffers.
     fn close(&mut self, _abandoned: bool) {}
 }
@@ -451,6 +454,17 @@ impl Grace {
     fn over(&self, reader: &SpoolReader) -> bool {
         self.closing(reader) && self.since.get().is_some_and(|t| t.elapsed() > SHUTDOWN_GRACE)
     }
+
+    /// Once shutdown has begun, tells `backend` (once) when the grace period ends, so that no
+    /// request it starts outlives it.
+    fn tell(&self, reader: &SpoolReader, told: &mut bool, backend: &mut impl Backend) {
+        if !*told && self.closing(reader) {
+            *told = true;
+            if let Some(t) = self.since.get() {
+                backend.closing(t + SHUTDOWN_GRACE);
+            }
+        }
+    }
 }
 
 /// Delivers the spool through `backend` until the spool is closed and drained, or the shutdown
@@ -464,7 +478,9 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
     let mut attempt = 0u32;
     // Preparation, retried with back-off until it succeeds or the grace period ends.
     let grace = Grace::default();
+    let mut told = false;
     loop {
+        grace.tell(&reader, &mut told, backend);
         match backend.prepare(grace.closing(&reader)) {
             Ok(()) => break,
             Err(e) => {
@@ -488,6 +504,7 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
             backend.close(true);
             return;
         }
+        grace.tell(&reader, &mut told, backend);
         backend.tick(stats);
         let buf = match next_frame(&mut reader, stats) {
             Step::Frame(b) => b,
@@ -504,6 +521,7 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
                 backend.close(true);
                 return; // the frame stays in the spool
             }
+            grace.tell(&reader, &mut told, backend);
             let at = Attempt { stats, grace: &grace, reader: &reader };
             match backend.send(&recs, &pending, &at) {
                 Ok(outcomes) if outcomes.len() == pending.len() => {

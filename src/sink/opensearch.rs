@@ -78,6 +78,8 @@ pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
     auth: Option<(String, String)>,
+    /// When set (shutdown), every request ends by then: its timeout is what is left.
+    deadline: Option<Instant>,
     /// The sink's settings.
     pub cfg: OpensearchSink,
 }
@@ -256,6 +258,7 @@ impl Client {
             http,
             base: o.url.trim_end_matches('/').to_string(),
             auth: (!o.username.is_empty()).then(|| (o.username.clone(), o.password.clone())),
+            deadline: None,
             cfg: o.clone(),
         })
     }
@@ -268,6 +271,10 @@ impl Client {
     ) -> Result<(u16, Vec<u8>), OsError> {
         let url = format!("{}{path}", self.base);
         let mut r = self.http.request(method, &url);
+        if let Some(d) = self.deadline {
+            // at least a moment, so that a request at the very end still gets its answer or a timeout
+            r = r.timeout(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(100)));
+        }
         if let Some((u, p)) = &self.auth {
             r = r.basic_auth(u, Some(p));
         }
@@ -585,6 +592,12 @@ struct OsBackend {
 impl Backend for OsBackend {
     fn prepare(&mut self, _closing: bool) -> Result<(), String> {
         self.client.setup().map(|_| ()).map_err(|e| format!("setup: {e}"))
+    }
+
+    fn closing(&mut self, until: Instant) {
+        self.client.deadline = Some(until);
+        // retention can wait for the next start
+        self.last_retention = Some(Instant::now());
     }
 
     /// Retention every 30 s.

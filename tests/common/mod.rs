@@ -145,8 +145,13 @@ impl Running {
                 break st;
             }
             if Instant::now() > deadline {
+                let stacks = flowshard_frames(child.id());
                 let _ = child.kill();
-                panic!("flowshard did not stop within 30 s of SIGINT");
+                let err: Vec<String> = self.stderr_lines.try_iter().collect();
+                panic!(
+                    "flowshard did not stop within 30 s of SIGINT; its threads:\n{stacks}\nits log:\n{}",
+                    err.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -154,6 +159,21 @@ impl Running {
         let err: Vec<String> = self.stderr_lines.try_iter().collect();
         (status.success(), out, err)
     }
+}
+
+/// Where each thread of a hung process is, for the failure message: thread names and their
+/// flowshard frames, from gdb when it is installed.
+pub fn flowshard_frames(pid: u32) -> String {
+    let Ok(o) = Command::new("gdb").args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 30"]).output()
+    else {
+        return "(gdb not installed)".into();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Thread ") || l.contains(" flowshard::"))
+        .map(|l| l.chars().take(200).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 extern "C" {
