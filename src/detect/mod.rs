@@ -19,7 +19,10 @@
 //! update), so an attack does not teach the detector that attacks are normal.
 //!
 //! **Bounded.** State exists only for tracked keys: at most `max_tracked` per dimension per
-//! owner shard; idle keys are evicted, and when full the least active sampled key is replaced.
+//! owner shard; idle keys are evicted, and when full the least active of 8 sampled keys is
+//! replaced. Activity counts presence and log-scale flows and bytes, and a new key starts from
+//! its first row, so a flood of spoofed one-record sources cannot churn out a host that is busy
+//! every second (a scanner beside a DDoS).
 //!
 //! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
 
@@ -570,6 +573,15 @@ impl MetricState {
     }
 }
 
+/// Weight of one second in a key's eviction priority ([`Tracked::activity`]).
+const ACTIVITY_WEIGHT: f64 = 0.05;
+
+/// One second's contribution to a key's eviction priority: presence first, then flows and
+/// bytes on a log scale.
+fn presence(bytes: f64, flows: f64) -> f64 {
+    1.0 + flows.ln_1p() + bytes.ln_1p() / 4.0
+}
+
 /// Bytes of detector state per tracked key (all five metric slots, spreads, counting-noise
 /// sums, new-key watch), plus its index entry; wheel entries (32 bytes per spreading record)
 /// come on top.
@@ -598,6 +610,8 @@ struct Tracked {
     samples: f64,
     units: [f64; 3],
     m: [MetricState; METRICS],
+    /// Eviction priority: a decayed sum of [`presence`] per second seen — persistence first,
+    /// size on a log scale (a spoofed one-off source cannot outrank a host busy every second).
     activity: f64,
     /// First seen after the dimension's own warm-up: a newcomer, judged against the
     /// population until it has history.
@@ -764,6 +778,10 @@ impl DimDetector {
             row.syn_only as f64,
         ];
         t.cur_samples = (row.samples - row.long_samples) as f64;
+        if t.activity == 0.0 {
+            // a new key ranks by its first row, not below every key already judged
+            t.activity = ACTIVITY_WEIGHT * presence(row.bytes as f64, row.flows as f64);
+        }
         if row.long_flows > 0 {
             // Rate-weighted mean duration: the biggest flows are spread over their own
             // duration even when smaller long flows share the row.
@@ -917,7 +935,8 @@ impl DimDetector {
                     }
                 }
             }
-            t.activity = t.activity * 0.95 + vals[0] * 0.05;
+            let present = if seen { presence(vals[0], vals[2]) } else { 0.0 };
+            t.activity = t.activity * (1.0 - ACTIVITY_WEIGHT) + present * ACTIVITY_WEIGHT;
             t.cur = [0.0; METRICS];
             t.cur_samples = 0.0;
         }
@@ -998,6 +1017,7 @@ impl Detectors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Ip;
 
     #[test]
     fn steady_series_is_quiet_and_spike_alerts() {
@@ -1039,6 +1059,57 @@ mod tests {
         // 10,000 keys per dimension per owner stay within tens of MB
         const { assert!(TRACKED_KEY_BYTES < 2048) };
         println!("detector state per tracked key: {TRACKED_KEY_BYTES} bytes");
+    }
+
+    #[test]
+    fn a_scanner_beside_a_spoofed_flood_keeps_its_place_and_alerts() {
+        // 1,000 tracked keys; 3,000 spoofed one-record sources a second (28 kB each) and, from
+        // second 60, a scanner with 200 one-packet probes a second (44 bytes each: fewer bytes
+        // than any flood source).
+        let cfg = DetectConfig { max_tracked: 1000, warmup_s: 20, ..DetectConfig::default() };
+        let mut d = DimDetector::new(Dimension::SrcIp, &cfg);
+        let scanner = Key::new(Ip::from_v4(0xc633_6442), 0);
+        let hosts: Vec<Key> = (0..50).map(|h| Key::new(Ip::from_v4(0x0a00_0000 + h), 0)).collect();
+        let mut rng = 7u64;
+        let mut alerts = Vec::new();
+        let mut first = None;
+        for s in 1..=120u64 {
+            d.begin_second(s);
+            for (h, &k) in hosts.iter().enumerate() {
+                let f = 3 + (s + h as u64) % 4;
+                d.observe(
+                    &Row { key: k, bytes: f * 1500, packets: f * 3, flows: f, ..Row::default() },
+                    Some(2),
+                    s,
+                    &cfg,
+                );
+            }
+            if s >= 40 {
+                for _ in 0..3000 {
+                    let k =
+                        Key::new(Ip::from_v4(0x6440_0000 + (crate::model::xorshift64(&mut rng) % (1 << 22)) as u32), 0);
+                    d.observe(
+                        &Row { key: k, bytes: 28_000, packets: 20, flows: 1, ..Row::default() },
+                        Some(1),
+                        s,
+                        &cfg,
+                    );
+                }
+            }
+            if s >= 60 {
+                let r =
+                    Row { key: scanner, bytes: 200 * 44, packets: 200, flows: 200, syn_only: 200, ..Row::default() };
+                d.observe(&r, Some(200), s, &cfg);
+            }
+            alerts.clear();
+            d.end_second(s, &cfg, &mut alerts);
+            if first.is_none() && alerts.iter().any(|a| a.key == scanner) {
+                first = Some(s);
+            }
+            assert!(d.tracked() <= 1000);
+        }
+        let first = first.expect("the scanner is flagged while the flood goes on");
+        assert!(first <= 63, "flagged at second {first}, the scan began at 60");
     }
 
     #[test]
