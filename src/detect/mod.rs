@@ -610,7 +610,7 @@ struct Tracked {
     samples: f64,
     units: [f64; 3],
     m: [MetricState; METRICS],
-    /// Eviction priority: a decayed sum of [`presence`] per second seen — persistence first,
+    /// Eviction priority: a decayed sum of [`presence`] per busy second — persistence first,
     /// size on a log scale (a spoofed one-off source cannot outrank a host busy every second).
     activity: f64,
     /// First seen after the dimension's own warm-up: a newcomer, judged against the
@@ -935,7 +935,9 @@ impl DimDetector {
                     }
                 }
             }
-            let present = if seen { presence(vals[0], vals[2]) } else { 0.0 };
+            // busy: a row this second, or a long flow's spread still flowing (an elephant
+            // exported every 5 min is busy every second)
+            let present = if seen || vals[0] > 0.0 { presence(vals[0], vals[2]) } else { 0.0 };
             t.activity = t.activity * (1.0 - ACTIVITY_WEIGHT) + present * ACTIVITY_WEIGHT;
             t.cur = [0.0; METRICS];
             t.cur_samples = 0.0;
