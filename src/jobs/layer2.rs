@@ -73,21 +73,20 @@ pub fn run(
 ) {
     let step = l2.bucket_minutes * 60;
     let start = crate::model::time::now_s();
-    let mut next = start + l2.interval_s;
-    let mut waited = false;
-    while !stop.load(Ordering::Relaxed) {
-        let now = crate::model::time::now_s();
-        if !waited && now >= next && !feedback_ready.load(Ordering::Relaxed) {
-            if now < start + FEEDBACK_WAIT_S {
-                pause(Duration::from_millis(250));
-                continue;
-            }
+    // queued feedback first (bounded): the first run is not before the consumer caught up
+    while !feedback_ready.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+        if crate::model::time::now_s() >= start + FEEDBACK_WAIT_S {
             tracing::warn!(
                 job = "layer2",
                 "the feedback topic was not read to its end within {FEEDBACK_WAIT_S} s; running without its feedback"
             );
+            break;
         }
-        waited = true;
+        pause(Duration::from_millis(250));
+    }
+    let mut next = start + l2.interval_s;
+    while !stop.load(Ordering::Relaxed) {
+        let now = crate::model::time::now_s();
         if now < next {
             pause(Duration::from_millis(250));
             continue;

@@ -441,6 +441,8 @@ pub trait Backend {
 #[derive(Default)]
 struct Grace {
     since: std::cell::Cell<Option<Instant>>,
+    /// The backend has been told when the grace period ends.
+    told: std::cell::Cell<bool>,
 }
 
 impl Grace {
@@ -457,9 +459,9 @@ impl Grace {
 
     /// Once shutdown has begun, tells `backend` (once) when the grace period ends, so that no
     /// request it starts outlives it.
-    fn tell(&self, reader: &SpoolReader, told: &mut bool, backend: &mut impl Backend) {
-        if !*told && self.closing(reader) {
-            *told = true;
+    fn tell(&self, reader: &SpoolReader, backend: &mut impl Backend) {
+        if !self.told.get() && self.closing(reader) {
+            self.told.set(true);
             if let Some(t) = self.since.get() {
                 backend.closing(t + SHUTDOWN_GRACE);
             }
@@ -478,9 +480,8 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
     let mut attempt = 0u32;
     // Preparation, retried with back-off until it succeeds or the grace period ends.
     let grace = Grace::default();
-    let mut told = false;
     loop {
-        grace.tell(&reader, &mut told, backend);
+        grace.tell(&reader, backend);
         match backend.prepare(grace.closing(&reader)) {
             Ok(()) => break,
             Err(e) => {
@@ -504,7 +505,7 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
             backend.close(true);
             return;
         }
-        grace.tell(&reader, &mut told, backend);
+        grace.tell(&reader, backend);
         backend.tick(stats);
         let buf = match next_frame(&mut reader, stats) {
             Step::Frame(b) => b,
@@ -521,7 +522,7 @@ pub fn drive(backend: &mut impl Backend, mut reader: SpoolReader, stats: &SinkSt
                 backend.close(true);
                 return; // the frame stays in the spool
             }
-            grace.tell(&reader, &mut told, backend);
+            grace.tell(&reader, backend);
             let at = Attempt { stats, grace: &grace, reader: &reader };
             match backend.send(&recs, &pending, &at) {
                 Ok(outcomes) if outcomes.len() == pending.len() => {
