@@ -298,13 +298,21 @@ pub struct GateCounters {
     pub feedback_reloads: u64,
 }
 
+/// What tells one saved version of the suppression store from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StoreVersion {
+    modified: Option<SystemTime>,
+    inode: u64,
+    len: u64,
+}
+
 /// Suppression + de-duplication + cooldown.
 #[derive(Debug)]
 pub struct AlertGate {
     state_dir: PathBuf,
     cooldown_s: u64,
     store: Suppressions,
-    store_mtime: Option<SystemTime>,
+    store_version: Option<StoreVersion>,
     last: HashMap<(u8, String, String), u64>,
     seen: HashMap<(u8, String, String, String, u64), u64>,
     /// Counters.
@@ -318,7 +326,7 @@ impl AlertGate {
             state_dir: state_dir.to_path_buf(),
             cooldown_s,
             store: Suppressions::default(),
-            store_mtime: None,
+            store_version: None,
             last: HashMap::new(),
             seen: HashMap::new(),
             counters: GateCounters::default(),
@@ -327,17 +335,24 @@ impl AlertGate {
         g
     }
 
-    /// Re-reads the suppression store when its file changed (cheap: one `stat`).
+    /// Re-reads the suppression store when its file changed (cheap: one `stat`). The store is
+    /// replaced by a rename on every save, so a new inode tells a change that the file system's
+    /// coarse modification time (one clock tick) would hide.
     pub fn reload(&mut self) {
+        use std::os::unix::fs::MetadataExt;
         let path = Suppressions::path(&self.state_dir);
-        let m = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if m == self.store_mtime {
+        let m = std::fs::metadata(&path).ok().map(|m| StoreVersion {
+            modified: m.modified().ok(),
+            inode: m.ino(),
+            len: m.len(),
+        });
+        if m == self.store_version {
             return;
         }
         match Suppressions::load(&self.state_dir) {
             Ok(s) => {
                 self.store = s;
-                self.store_mtime = m;
+                self.store_version = m;
                 self.counters.feedback_reloads += 1;
             }
             Err(e) => tracing::warn!("ignoring suppressions: {e}"),
@@ -451,6 +466,28 @@ mod tests {
         assert_eq!(g.admit(&doc(1, "a", 6000), 6000), Verdict::Pass, "expired");
         Suppressions::apply_to_dir(&d, Feedback::Unsuppress { key: "b".into() }, 1000).unwrap();
         assert!(Suppressions::load(&d).unwrap().items.iter().all(|i| !matches!(i, Feedback::FalsePositive { .. })));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_reload_sees_every_save_even_inside_one_clock_tick() {
+        let d = dir("tick");
+        let fp = |key: &str| Feedback::FalsePositive {
+            layer: 2,
+            dimension: "dst_ip".into(),
+            key: key.into(),
+            metric: "bytes".into(),
+            until: 5000,
+            reason: String::new(),
+        };
+        Suppressions::apply_to_dir(&d, fp("a"), 1000).unwrap();
+        let mut g = AlertGate::new(&d, 0);
+        // saves back to back (same length, usually the same modification-time tick)
+        for key in ["b", "c", "d"] {
+            Suppressions::apply_to_dir(&d, fp(key), 1000).unwrap();
+            g.reload();
+            assert_eq!(g.admit(&doc(2, key, 1000), 1000), Verdict::Suppressed, "{key}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -217,6 +217,8 @@ impl JobAlerts<'_> {
     /// clock, which it returns).
     fn take(&mut self, docs: Vec<AlertDoc>, data_now: u64, events: &mut Vec<IncidentEvent>) -> u64 {
         let now = now_s();
+        // feedback applied since the last periodic reload counts for this batch (one `stat`)
+        self.gate.reload();
         let pass: Vec<AlertDoc> = docs.into_iter().filter(|a| self.gate.admit(a, now) == Verdict::Pass).collect();
         count_alerts(self.c, &pass);
         to_sinks(self.sinks, self.c, |s| s.write_alerts(&pass));
