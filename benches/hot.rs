@@ -29,6 +29,7 @@ fn window() -> HotWindow {
                 packets: 10,
                 flows: 1,
                 distinct: None,
+                distinct_ports: None,
             });
         }
         h.push(&so, &[]);

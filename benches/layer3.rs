@@ -23,7 +23,7 @@ fn warm(cfg: &Layer3) -> (Forest, u64) {
 
 fn point(t: u64) -> [f32; FEATURES] {
     let w = ((t * 7919) % 101) as f32 / 101.0;
-    [1e6 * (1.0 + 0.2 * w), 900.0 + 50.0 * w, 40.0 + 5.0 * w, 6.0 + w]
+    [1e6 * (1.0 + 0.2 * w), 900.0 + 50.0 * w, 40.0 + 5.0 * w, 6.0 + w, 1.0 + w / 4.0]
 }
 
 fn benches(c: &mut Criterion) {
@@ -54,7 +54,7 @@ fn checkpoints(c: &mut Criterion) {
         let rows: Vec<(Ip, [f64; FEATURES])> = (0..MODELS)
             .map(|h| {
                 let p = point(i * 131 + h as u64);
-                (Ip(0xc000_0200 + h), [p[0] as f64, p[1] as f64, p[2] as f64, p[3] as f64])
+                (Ip(0xc000_0200 + h), p.map(f64::from))
             })
             .collect();
         eng.observe_interval(1_800_000_000 + i * cfg.interval_s, &rows, 0, &mut out).expect("observe");

@@ -93,7 +93,7 @@ fn results_reach_opensearch_in_the_plugins_schema() {
     for s in 30_000u64..31_500 {
         let wobble = ((s * 7919) % 13) as f64 / 13.0;
         let distinct = if s >= 31_400 { 80.0 } else { 3.0 + wobble };
-        let rows = [(ip, [40_000.0 * (1.0 + 0.1 * wobble), 40.0, 12.0, distinct])];
+        let rows = [(ip, [40_000.0 * (1.0 + 0.1 * wobble), 40.0, 12.0, distinct, 1.0 + wobble / 4.0])];
         eng.observe(s, &rows, s * 1000, &mut results).unwrap();
     }
     let anomalies: Vec<_> = results.iter().filter(|r| r.is_anomaly()).cloned().collect();
@@ -179,6 +179,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
             packets: bytes / 700 + 1,
             flows: 6 + h,
             distinct: Some(distinct),
+            distinct_ports: Some(1),
         });
     }
     rollups.push(Rollup {
@@ -189,6 +190,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         packets: 9,
         flows: 4,
         distinct: Some(2),
+        distinct_ports: Some(2),
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

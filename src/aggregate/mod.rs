@@ -24,7 +24,7 @@ pub mod table;
 pub use table::{key_hash, KeyTable};
 
 use crate::model::{Dimension, FlowRecord, Key};
-use hll::Hll;
+use hll::Sketch;
 use serde::{Deserialize, Serialize};
 
 /// Records per prefetch batch.
@@ -141,7 +141,7 @@ pub struct PartialBatch {
     /// Rows owned by the receiver.
     pub rows: Vec<PartialRow>,
     /// Distinct-count sketches referenced by rows.
-    pub sketches: Vec<Hll>,
+    pub sketches: Vec<Sketch>,
 }
 
 /// The owner shard of a key.
@@ -168,7 +168,7 @@ impl ShardWindow {
     pub fn new(cfg: &AggConfig) -> ShardWindow {
         ShardWindow {
             dims: cfg.dimensions.clone(),
-            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some())).collect(),
+            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_names().is_some())).collect(),
             long_ms: cfg.long_flow_ms,
         }
     }
@@ -192,7 +192,7 @@ impl ShardWindow {
                     *slot = (k, h);
                 }
                 for ((k, h), r) in keys.iter().zip(chunk) {
-                    t.add(k, *h, r, self.long_ms, d.distinct_item(r));
+                    t.add(k, *h, r, self.long_ms, d.distinct_items(r));
                 }
             }
         }
@@ -233,6 +233,8 @@ pub struct OwnedRow {
     pub row: Row,
     /// Distinct-count estimate, where the dimension tracks one.
     pub distinct: Option<u64>,
+    /// Distinct destination ports, where the dimension tracks distinct counts.
+    pub distinct_ports: Option<u64>,
 }
 
 /// The owner's merge of all shards' partials for one second.
@@ -249,7 +251,7 @@ impl OwnerWindow {
     pub fn new(cfg: &AggConfig, owners: usize) -> OwnerWindow {
         let owners = owners.max(1);
         OwnerWindow {
-            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_name().is_some())).collect(),
+            tables: cfg.dimensions.iter().map(|d| KeyTable::new(cfg.max_keys, d.distinct_names().is_some())).collect(),
             dims: cfg.dimensions.clone(),
             top_k: cfg.top_k.div_ceil(owners).max(1),
         }
@@ -270,17 +272,19 @@ impl OwnerWindow {
     /// appended to `out`; tables are emptied.
     pub fn finish_with(&mut self, mut observe: impl FnMut(u8, &Row, Option<u64>), out: &mut Vec<OwnedRow>) {
         for (di, t) in self.tables.iter_mut().enumerate() {
-            let has = self.dims[di].distinct_name().is_some();
+            let has = self.dims[di].distinct_names().is_some();
             t.for_each(|row, sk| {
-                let d = if has { sk.map(|s| s.estimate()) } else { None };
+                let d = if has { sk.map(|s| s.estimates()[0]) } else { None };
                 observe(di as u8, row, d);
             });
             t.truncate_top(self.top_k);
             t.drain(|row, sk| {
+                let [distinct, ports] = sk.map_or([0; 2], |s| s.estimates());
                 out.push(OwnedRow {
                     dim: di as u8,
                     row: *row,
-                    distinct: if has { Some(sk.map_or(0, |s| s.estimate())) } else { None },
+                    distinct: has.then_some(distinct),
+                    distinct_ports: has.then_some(ports),
                 })
             });
         }
@@ -313,7 +317,7 @@ mod tests {
         for i in 0..10_000u32 {
             let r = rec(i, 10);
             let k = Dimension::SrcIp.key(&r);
-            t.add(&k, key_hash(&k), &r, 2000, Dimension::SrcIp.distinct_item(&r));
+            t.add(&k, key_hash(&k), &r, 2000, Dimension::SrcIp.distinct_items(&r));
             total += 10;
             let h = rec(0xdead, 1000);
             let k = Dimension::SrcIp.key(&h);

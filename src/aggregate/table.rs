@@ -10,7 +10,7 @@
 //!
 //! Lives on: shard cores.
 
-use super::hll::Hll;
+use super::hll::{Sketch, LANES};
 use super::Row;
 use crate::model::{FlowRecord, Key};
 
@@ -38,10 +38,10 @@ pub fn key_hash(k: &Key) -> u64 {
 pub struct KeyTable {
     ctrl: Vec<u8>,
     slots: Vec<Row>,
-    sketches: Vec<Hll>,
+    sketches: Vec<Sketch>,
     len: usize,
     other: Row,
-    other_sketch: Hll,
+    other_sketch: Sketch,
     capacity: usize,
     distinct: bool,
     rng: u64,
@@ -60,7 +60,7 @@ impl KeyTable {
             sketches: Vec::new(),
             len: 0,
             other: Row { key: Key::OTHER, ..Row::default() },
-            other_sketch: Hll::default(),
+            other_sketch: Sketch::default(),
             capacity,
             distinct,
             rng: 0x853c_49e6_748f_ea9b,
@@ -73,7 +73,7 @@ impl KeyTable {
     fn alloc(&mut self, n: usize) {
         self.ctrl = vec![EMPTY; n];
         self.slots = vec![Row::default(); n];
-        self.sketches = if self.distinct { vec![Hll::default(); n] } else { Vec::new() };
+        self.sketches = if self.distinct { vec![Sketch::default(); n] } else { Vec::new() };
     }
 
     /// Keys held (not counting `other`).
@@ -149,7 +149,7 @@ impl KeyTable {
         self.ctrl[i] = tag;
         self.slots[i] = Row { key: *key, ..Row::default() };
         if self.distinct {
-            self.sketches[i] = Hll::default();
+            self.sketches[i] = Sketch::default();
         }
         self.len += 1;
         i
@@ -241,7 +241,7 @@ impl KeyTable {
 
     /// Adds one record under `key` (hash `h` from [`key_hash`]).
     #[inline]
-    pub fn add(&mut self, key: &Key, h: u64, r: &FlowRecord, long_ms: u32, item: Option<u128>) {
+    pub fn add(&mut self, key: &Key, h: u64, r: &FlowRecord, long_ms: u32, items: Option<[u128; LANES]>) {
         let (row, sk) = if key.is_other() {
             (&mut self.other, &mut self.other_sketch)
         } else {
@@ -264,14 +264,14 @@ impl KeyTable {
             row.long_max_s = row.long_max_s.max(dur_s);
         }
         row.syn_only += u64::from(r.proto == 6 && r.tcp_flags & TCP_SYN_ACK == TCP_SYN);
-        if let (true, Some(it)) = (self.distinct, item) {
+        if let (true, Some(it)) = (self.distinct, items) {
             sk.add(it);
         }
     }
 
     /// Merges a partial row (and its sketch).
     #[inline]
-    pub fn merge(&mut self, row: &Row, sketch: Option<&Hll>) {
+    pub fn merge(&mut self, row: &Row, sketch: Option<&Sketch>) {
         if row.key.is_other() {
             self.other.absorb(row);
             if let Some(s) = sketch {
@@ -287,7 +287,7 @@ impl KeyTable {
     }
 
     /// Visits every regular row with its sketch (not `other`).
-    pub fn for_each(&self, mut f: impl FnMut(&Row, Option<&Hll>)) {
+    pub fn for_each(&self, mut f: impl FnMut(&Row, Option<&Sketch>)) {
         for (i, c) in self.ctrl.iter().enumerate() {
             if *c != EMPTY {
                 f(&self.slots[i], self.sketches.get(i));
@@ -297,7 +297,7 @@ impl KeyTable {
 
     /// Visits every row (regular rows, then `other` if non-empty) with its sketch, then empties
     /// the table, keeping its memory.
-    pub fn drain(&mut self, mut f: impl FnMut(&Row, Option<&Hll>)) {
+    pub fn drain(&mut self, mut f: impl FnMut(&Row, Option<&Sketch>)) {
         if self.len > 0 {
             self.for_each(&mut f);
         }
@@ -313,7 +313,7 @@ impl KeyTable {
         }
         self.len = 0;
         self.other = Row { key: Key::OTHER, ..Row::default() };
-        self.other_sketch = Hll::default();
+        self.other_sketch = Sketch::default();
     }
 
     /// Keeps the `k` rows with most bytes (ties broken by key, so the choice is deterministic)
@@ -341,7 +341,7 @@ impl KeyTable {
             self.evictions += 1;
         }
         // Re-insert the kept rows so probe chains are intact.
-        let kept: Vec<(Row, Option<Hll>)> =
+        let kept: Vec<(Row, Option<Sketch>)> =
             occ[..k].iter().map(|&i| (self.slots[i as usize], self.sketches.get(i as usize).copied())).collect();
         self.ctrl.fill(EMPTY);
         self.len = 0;
@@ -395,7 +395,7 @@ mod tests {
         for i in 0..20_000u32 {
             let r = rec(i % 3000, (i % 7) as u64 + 1);
             let k = Dimension::SrcIp.key(&r);
-            t.add(&k, key_hash(&k), &r, 2000, Some(i as u128));
+            t.add(&k, key_hash(&k), &r, 2000, Some([i as u128, 0]));
             total += r.bytes;
         }
         assert!(t.len() <= 100);

@@ -1,5 +1,5 @@
 //! `flowshard backtest`: a `timestamp,value` CSV through the layer-1 detector the shards run, or
-//! (`--layer 3`) a `timestamp,v1[,…,v4]` CSV through one layer-3 forest.
+//! (`--layer 3`) a `timestamp,v1[,…,v5]` CSV through one layer-3 forest.
 //!
 //! Lives on: the main thread.
 
@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub confirm: Option<u8>,
     /// Detection layer: 1 (the inline detector, one value column) or 3 (the Random Cut Forest,
-    /// up to four value columns: bytes, packets, flows, distinct; settings from `[layer3]`).
+    /// up to five value columns: bytes, packets, flows, distinct endpoints, distinct ports; settings from `[layer3]`).
     #[arg(long, default_value_t = 1)]
     pub layer: u8,
 }

@@ -4,9 +4,10 @@
 //!
 //! **Input.** The per-second `src_ip` rollups the owners already produce; each interval
 //! (`interval_s`, default 60 s like the plugin, down to 10 s) becomes one point per tracked
-//! source: bytes, packets and flows summed over the interval, and the mean per-second count of
-//! distinct destination endpoints (address:port). A tracked source absent from an interval
-//! sent nothing: its point is zeros.
+//! source: bytes, packets and flows summed over the interval, and the mean per-second counts of
+//! distinct destination endpoints (address:port) and of distinct destination ports, so a host
+//! whose port mix changes at the same volume and the same number of peers shows. A tracked
+//! source absent from an interval sent nothing: its point is zeros.
 //!
 //! **Model.** Per entity one forest (shingle 8, 50 trees, sample 256 by default) behind the
 //! crate's thresholder and predictor-corrector (`core_process`, the engine of its `BasicTRCF`).
@@ -40,9 +41,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 /// Number of features per point.
-pub const FEATURES: usize = 4;
+pub const FEATURES: usize = 5;
 /// Feature names, in point order (also the `feature_id`s of result documents).
-pub const FEATURE_NAMES: [&str; FEATURES] = ["bytes", "packets", "flows", "distinct_dst_endpoints"];
+pub const FEATURE_NAMES: [&str; FEATURES] =
+    ["bytes", "packets", "flows", "distinct_dst_endpoints", "distinct_dst_ports"];
+/// The features that are per-second distinct counts (averaged over the interval, not summed).
+const DISTINCT_FEATURES: [usize; 2] = [3, 4];
 
 /// `[layer3]`: the per-source Random Cut Forest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -201,6 +205,8 @@ struct CasterParts {
 pub struct Forest {
     rcf: RCFLarge<u64, u64>,
     state: State,
+    /// Input values per point (the first `width` of [`FEATURES`]; the rest are not modelled).
+    width: usize,
 }
 
 /// What one point gave.
@@ -225,9 +231,16 @@ pub struct Scored {
 }
 
 impl Forest {
-    /// A fresh forest with the settings of `cfg` and a seed of its own.
+    /// A fresh forest with the settings of `cfg` and a seed of its own, over all [`FEATURES`].
     pub fn new(cfg: &Layer3, seed: u64) -> Result<Forest, Layer3Error> {
-        let caster = RCFCasterBuilder::new(seed, FEATURES, cfg.shingle, 1)
+        Forest::with_width(cfg, seed, FEATURES)
+    }
+
+    /// A forest over the first `width` (1..=[`FEATURES`]) values of each point: a series with
+    /// fewer columns (`backtest --layer 3`) is not modelled with constant zero columns.
+    pub fn with_width(cfg: &Layer3, seed: u64, width: usize) -> Result<Forest, Layer3Error> {
+        let width = width.clamp(1, FEATURES);
+        let caster = RCFCasterBuilder::new(seed, width, cfg.shingle, 1)
             .tree_capacity(cfg.sample)
             .number_of_trees(cfg.trees)
             .random_seed(seed)
@@ -239,7 +252,7 @@ impl Forest {
             .map_err(rcf_err)?;
         let bytes = bincode::serialize(&caster).map_err(rcf_err)?;
         let parts: CasterParts = bincode::deserialize(&bytes).map_err(rcf_err)?;
-        Ok(Forest { rcf: parts.rcf, state: parts.state })
+        Ok(Forest { rcf: parts.rcf, state: parts.state, width })
     }
 
     /// Bytes the model holds (the crate's own estimate).
@@ -254,7 +267,7 @@ impl Forest {
 
     /// Scores one point, then learns it (the crate's `BasicTRCF::process`).
     pub fn process(&mut self, point: &[f32; FEATURES], timestamp: u64, cfg: &Layer3) -> Result<Scored, Layer3Error> {
-        let d = core_process(Some(&self.rcf), &mut self.state, point, timestamp).map_err(rcf_err)?;
+        let d = core_process(Some(&self.rcf), &mut self.state, &point[..self.width], timestamp).map_err(rcf_err)?;
         match d.rcf_point.as_ref() {
             Some(x) => {
                 let dim = x.len();
@@ -279,18 +292,19 @@ impl Forest {
             return s;
         }
         if let Some(a) = &d.attribution {
-            s.attribution = relevant_attribution(&a.high, &a.low, cfg.shingle, d.relative_index);
+            s.attribution = relevant_attribution(&a.high, &a.low, cfg.shingle, self.width, d.relative_index);
         }
         if let Some(l) = &d.last_anomaly {
-            s.expected = l.expected_values_list.first().and_then(|v| array(v));
-            s.past = array(&l.past_values);
+            s.expected = l.expected_values_list.first().and_then(|v| self.array(v));
+            s.past = self.array(&l.past_values);
         }
         s
     }
-}
 
-fn array(v: &[f32]) -> Option<[f64; FEATURES]> {
-    (v.len() == FEATURES).then(|| std::array::from_fn(|i| f64::from(v[i])))
+    /// A point's values as [`FEATURES`] values (zeros past the width).
+    fn array(&self, v: &[f32]) -> Option<[f64; FEATURES]> {
+        (v.len() == self.width).then(|| std::array::from_fn(|i| v.get(i).map_or(0.0, |x| f64::from(*x))))
+    }
 }
 
 /// The plugin's confidence of a forest: the share of its samples' weight that comes from
@@ -310,15 +324,22 @@ pub fn confidence(total: u64, lambda: f64, sample: usize) -> f64 {
 }
 
 /// The relevant attribution: the forest's attribution (high + low per coordinate of the
-/// shingled point) over the `FEATURES` coordinates of the shingle slot the anomaly sits in
-/// (`relative_index` ≤ 0 points back from the newest slot), normalised to sum 1.
-pub fn relevant_attribution(high: &[f64], low: &[f64], shingle: usize, relative_index: i32) -> Option<[f64; FEATURES]> {
+/// shingled point) over the `width` (≤ [`FEATURES`]) coordinates of the shingle slot the
+/// anomaly sits in (`relative_index` ≤ 0 points back from the newest slot), normalised to sum 1.
+pub fn relevant_attribution(
+    high: &[f64],
+    low: &[f64],
+    shingle: usize,
+    width: usize,
+    relative_index: i32,
+) -> Option<[f64; FEATURES]> {
+    let width = width.min(FEATURES);
     let slot = (shingle as i64 - 1 + i64::from(relative_index.min(0))).max(0) as usize;
-    let base = slot * FEATURES;
-    if high.len() < base + FEATURES || low.len() < base + FEATURES {
+    let base = slot * width;
+    if high.len() < base + width || low.len() < base + width {
         return None;
     }
-    let raw: [f64; FEATURES] = std::array::from_fn(|i| high[base + i] + low[base + i]);
+    let raw: [f64; FEATURES] = std::array::from_fn(|i| if i < width { high[base + i] + low[base + i] } else { 0.0 });
     let sum: f64 = raw.iter().sum();
     (sum > 0.0 && sum.is_finite()).then(|| raw.map(|x| x / sum))
 }
@@ -621,7 +642,7 @@ struct SnapshotRef<'a> {
 /// deflater costs a call over its whole working buffer).
 const CHECKPOINT_BUFFER: usize = 1 << 20;
 
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 /// Layer 3 for one appliance: entities, the door-keeper and the interval clock.
 pub struct Layer3Engine {
@@ -866,11 +887,15 @@ impl Layer3Engine {
         let mut cold = 0;
         let mut errors = Vec::new();
         let mut totals = std::mem::take(&mut self.totals);
-        totals[3] /= iv as f64;
+        for i in DISTINCT_FEATURES {
+            totals[i] /= iv as f64;
+        }
         for ip in ips {
             let Some(e) = self.entities.get_mut(&ip) else { continue };
             let mut f = e.acc;
-            f[3] /= iv as f64; // mean distinct per second
+            for i in DISTINCT_FEATURES {
+                f[i] /= iv as f64; // mean distinct per second
+            }
             let point: [f32; FEATURES] = f.map(|x| x as f32);
             match e.forest.process(&point, start, &self.cfg) {
                 Ok(scored) => {
@@ -985,9 +1010,11 @@ fn log_add(a: f64, b: f64) -> f64 {
     hi + (lo - hi).exp().ln_1p()
 }
 
-/// A `src_ip` rollup's point contribution: bytes, packets, flows, distinct.
+/// A `src_ip` rollup's point contribution: bytes, packets, flows, distinct endpoints, distinct
+/// ports.
 pub fn row_of(r: &crate::model::Rollup) -> (Ip, [f64; FEATURES]) {
-    (r.key.ip, [r.bytes as f64, r.packets as f64, r.flows as f64, r.distinct.unwrap_or(0) as f64])
+    let d = |x: Option<u64>| x.unwrap_or(0) as f64;
+    (r.key.ip, [r.bytes as f64, r.packets as f64, r.flows as f64, d(r.distinct), d(r.distinct_ports)])
 }
 
 #[cfg(test)]
@@ -1017,8 +1044,13 @@ mod tests {
     }
 
     fn host(s: u64, ip: Ip, distinct: f64) -> (Ip, [f64; FEATURES]) {
+        host_ports(s, ip, distinct, 1.0)
+    }
+
+    /// A steady host with `distinct` destination endpoints on `ports` destination ports.
+    fn host_ports(s: u64, ip: Ip, distinct: f64, ports: f64) -> (Ip, [f64; FEATURES]) {
         let b = 50_000.0 * (1.0 + 0.2 * noise(s, 1));
-        (ip, [b, b / 1000.0, 20.0 + 4.0 * noise(s, 2), distinct + noise(s, 3)])
+        (ip, [b, b / 1000.0, 20.0 + 4.0 * noise(s, 2), distinct + noise(s, 3), ports + 0.3 * noise(s, 4)])
     }
 
     #[test]
@@ -1049,10 +1081,10 @@ mod tests {
         high[2 * FEATURES + 3] = 3.0; // newest slot, distinct
         high[2 * FEATURES] = 1.0;
         high[FEATURES + 1] = 5.0; // one slot back, packets
-        let a = relevant_attribution(&high, &low, shingle, 0).expect("attribution");
-        assert_eq!(a, [0.25, 0.0, 0.0, 0.75]);
-        let b = relevant_attribution(&high, &low, shingle, -1).expect("attribution");
-        assert_eq!(b, [0.0, 1.0, 0.0, 0.0]);
+        let a = relevant_attribution(&high, &low, shingle, FEATURES, 0).expect("attribution");
+        assert_eq!(a, [0.25, 0.0, 0.0, 0.75, 0.0]);
+        let b = relevant_attribution(&high, &low, shingle, FEATURES, -1).expect("attribution");
+        assert_eq!(b, [0.0, 1.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]
@@ -1070,6 +1102,22 @@ mod tests {
         let confirmed = e.take_confirmed();
         assert_eq!(confirmed.len(), 1, "one alert for one change");
         assert_eq!(FEATURE_NAMES[confirmed[0].driver()], "distinct_dst_endpoints");
+    }
+
+    #[test]
+    fn a_port_mix_change_at_the_same_volume_and_peer_count_is_flagged_on_ports() {
+        // 40 web servers on one port, then 40 ports of one server: the same bytes, packets,
+        // flows and destination endpoints; only the port mix moves
+        let mut e = Layer3Engine::new(&cfg());
+        let a = Ip::from_v4(0x0a00_0003);
+        let out = feed(&mut e, 30_000, 30_000 + 10 * 120, |s| vec![host_ports(s, a, 40.0, 1.0)]);
+        assert!(out.iter().all(|r| !r.is_anomaly()), "steady host: {:?}", out.iter().find(|r| r.is_anomaly()));
+        let out = feed(&mut e, 31_200, 31_200 + 10 * 6, |s| vec![host_ports(s, a, 40.0, 40.0)]);
+        let hit = out.iter().find(|r| r.is_anomaly()).expect("flagged");
+        assert_eq!(FEATURE_NAMES[hit.driver()], "distinct_dst_ports", "{}", hit.reason());
+        let confirmed = e.take_confirmed();
+        assert_eq!(confirmed.len(), 1, "one alert for one change");
+        assert_eq!(FEATURE_NAMES[confirmed[0].driver()], "distinct_dst_ports", "{}", confirmed[0].reason());
     }
 
     #[test]
@@ -1137,7 +1185,7 @@ mod tests {
             let mut rows: Vec<(Ip, [f64; FEATURES])> = real.iter().map(|&ip| host(s, ip, 2.0)).collect();
             for _ in 0..10_000 {
                 n += 1;
-                rows.push((Ip::from_v4(0x6400_0000 + n), [60.0, 1.0, 1.0, 1.0]));
+                rows.push((Ip::from_v4(0x6400_0000 + n), [60.0, 1.0, 1.0, 1.0, 1.0]));
             }
             e.observe(s, &rows, 0, &mut Vec::new()).expect("observe");
         }

@@ -49,7 +49,8 @@ pub fn query(appliance: &str, from: u64, to: u64, interval_s: u64, after: Option
                 "bytes": {"sum": {"field": "bytes"}},
                 "packets": {"sum": {"field": "packets"}},
                 "flows": {"sum": {"field": "flows"}},
-                "distinct": {"sum": {"field": "distinct_dst_endpoints"}}
+                "distinct": {"sum": {"field": "distinct_dst_endpoints"}},
+                "ports": {"sum": {"field": "distinct_dst_ports"}}
             }
         }}
     })
@@ -58,7 +59,8 @@ pub fn query(appliance: &str, from: u64, to: u64, interval_s: u64, after: Option
 /// One page of the answer.
 #[derive(Debug, Default)]
 pub struct Page {
-    /// (interval start, source, bytes, packets, flows, Σ per-second distinct), in time order.
+    /// (interval start, source, bytes, packets, flows, Σ per-second distinct endpoints and
+    /// ports), in time order.
     pub rows: Vec<(u64, Ip, [f64; FEATURES])>,
     /// Keys that are neither an address nor `other` (counted, skipped).
     pub bad_keys: u64,
@@ -84,7 +86,7 @@ pub fn read_page(v: &Value) -> Result<Page, String> {
             continue;
         };
         let sum = |f: &str| b[f]["value"].as_f64().unwrap_or(0.0);
-        page.rows.push((t, ip, [sum("bytes"), sum("packets"), sum("flows"), sum("distinct")]));
+        page.rows.push((t, ip, [sum("bytes"), sum("packets"), sum("flows"), sum("distinct"), sum("ports")]));
     }
     if buckets.len() == PAGE {
         page.after = agg.get("after_key").cloned();
@@ -105,14 +107,14 @@ mod tests {
     fn answer_pages_are_read_in_time_order() {
         let v = json!({"aggregations": {"h": {"after_key": {"t": 120_000, "k": "10.0.0.2"}, "buckets": [
             {"key": {"t": 60_000, "k": "10.0.0.1"}, "bytes": {"value": 100.0}, "packets": {"value": 2.0},
-             "flows": {"value": 1.0}, "distinct": {"value": 30.0}},
+             "flows": {"value": 1.0}, "distinct": {"value": 30.0}, "ports": {"value": 4.0}},
             {"key": {"t": 60_000, "k": "other"}, "bytes": {"value": 5.0}, "packets": {"value": 1.0},
              "flows": {"value": 1.0}, "distinct": {"value": 0.0}},
             {"key": {"t": 120_000, "k": "not an address"}, "bytes": {"value": 1.0}}
         ]}}});
         let p = read_page(&v).unwrap();
         assert_eq!(p.rows.len(), 2);
-        assert_eq!(p.rows[0], (60, Ip::from_v4(0x0a00_0001), [100.0, 2.0, 1.0, 30.0]));
+        assert_eq!(p.rows[0], (60, Ip::from_v4(0x0a00_0001), [100.0, 2.0, 1.0, 30.0, 4.0]));
         assert_eq!(p.rows[1].1, Ip::UNSPECIFIED);
         assert_eq!(p.bad_keys, 1);
         assert!(p.after.is_none(), "a short page is the last");

@@ -70,7 +70,7 @@ pub const METRICS: usize = 5;
 /// The metric slots a dimension's keys are judged on: the distinct count where the dimension
 /// has one, unanswered connection attempts for sources (scanners).
 fn metrics_of(dim: Dimension) -> &'static [usize] {
-    match (dim, dim.distinct_name().is_some()) {
+    match (dim, dim.distinct_names().is_some()) {
         (Dimension::SrcIp, _) => &[0, 1, 2, 3, 4],
         (_, true) => &[0, 1, 2, 3],
         _ => &[0, 1, 2],

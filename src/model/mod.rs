@@ -231,25 +231,28 @@ impl Dimension {
         }
     }
 
-    /// The item whose distinct count this dimension tracks per key, if any: destination
-    /// ports (with protocol) per source address (scans), source addresses per destination (fan-in).
+    /// The items whose distinct counts this dimension tracks per key, if any (one per
+    /// [`Sketch`](crate::aggregate::hll::Sketch) lane): destination endpoints (address, port and
+    /// protocol) and destination ports per source address (scans; a host's port mix), sources
+    /// and destination ports per destination address (fan-in; ports served or probed).
     #[inline]
-    pub fn distinct_item(self, r: &FlowRecord) -> Option<u128> {
+    pub fn distinct_items(self, r: &FlowRecord) -> Option<[u128; 2]> {
+        let port = (r.dst_port as u128) << 8 | r.proto as u128;
         match self {
             // destination endpoints: many ports (vertical scan) or many addresses on one port
             // (horizontal scan) both show
-            Dimension::SrcIp => Some(r.dst.0 ^ ((r.dst_port as u128) << 8 | r.proto as u128).rotate_left(64)),
+            Dimension::SrcIp => Some([r.dst.0 ^ port.rotate_left(64), port]),
             // sources of an address (fan-in)
-            Dimension::DstIp => Some(r.src.0),
+            Dimension::DstIp => Some([r.src.0, port]),
             _ => None,
         }
     }
 
-    /// Name of the distinct-count field in outputs, if this dimension has one.
-    pub const fn distinct_name(self) -> Option<&'static str> {
+    /// Names of the distinct-count fields in outputs (per lane), if this dimension has them.
+    pub const fn distinct_names(self) -> Option<[&'static str; 2]> {
         match self {
-            Dimension::SrcIp => Some("distinct_dst_endpoints"),
-            Dimension::DstIp => Some("distinct_src_ips"),
+            Dimension::SrcIp => Some(["distinct_dst_endpoints", "distinct_dst_ports"]),
+            Dimension::DstIp => Some(["distinct_src_ips", "distinct_dst_ports"]),
             _ => None,
         }
     }
@@ -362,6 +365,8 @@ pub struct Rollup {
     /// Distinct count (destination endpoints per source, sources per destination address), if
     /// tracked.
     pub distinct: Option<u64>,
+    /// Distinct destination ports (with protocol) of the key, where `distinct` is tracked.
+    pub distinct_ports: Option<u64>,
 }
 
 /// The metric a detector watches.

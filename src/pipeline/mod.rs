@@ -342,10 +342,12 @@ impl Assembler {
                     x.bytes += r.row.bytes;
                     x.packets += r.row.packets;
                     x.flows += r.row.flows;
-                    x.distinct = match (x.distinct, r.distinct) {
+                    let max = |a: Option<u64>, b: Option<u64>| match (a, b) {
                         (Some(a), Some(b)) => Some(a.max(b)),
                         (a, b) => a.or(b),
                     };
+                    x.distinct = max(x.distinct, r.distinct);
+                    x.distinct_ports = max(x.distinct_ports, r.distinct_ports);
                     continue;
                 }
             }
@@ -357,6 +359,7 @@ impl Assembler {
                 packets: r.row.packets,
                 flows: r.row.flows,
                 distinct: r.distinct,
+                distinct_ports: r.distinct_ports,
             });
         }
         so.alerts.extend(o.alerts);

@@ -1,7 +1,7 @@
 //! The JSON shapes of rollups and alerts — written once here and used by every sink.
 //!
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
-//! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…]}`
+//! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…,"distinct_dst_ports":…]}`
 //!
 //! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
@@ -20,8 +20,13 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
     let _ = write!(out, ",\"second\":{},\"dimension\":\"{}\",\"key\":", r.second, r.dimension.name());
     esc(out, &r.dimension.format_key(&r.key));
     let _ = write!(out, ",\"bytes\":{},\"packets\":{},\"flows\":{}", r.bytes, r.packets, r.flows);
-    if let (Some(name), Some(d)) = (r.dimension.distinct_name(), r.distinct) {
-        let _ = write!(out, ",\"{name}\":{d}");
+    if let Some([name, ports]) = r.dimension.distinct_names() {
+        if let Some(d) = r.distinct {
+            let _ = write!(out, ",\"{name}\":{d}");
+        }
+        if let Some(d) = r.distinct_ports {
+            let _ = write!(out, ",\"{ports}\":{d}");
+        }
     }
     out.push('}');
 }
@@ -41,12 +46,14 @@ mod tests {
             packets: 2,
             flows: 1,
             distinct: Some(3),
+            distinct_ports: Some(1),
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["key"], "192.0.2.99");
         assert_eq!(v["distinct_src_ips"], 3);
+        assert_eq!(v["distinct_dst_ports"], 1);
         assert_eq!(v["appliance"], "a\"b");
     }
 }

@@ -156,7 +156,8 @@ pub fn rollup_mappings() -> serde_json::Value {
             "packets": {"type": "long"},
             "flows": {"type": "long"},
             "distinct_dst_endpoints": {"type": "long"},
-            "distinct_src_ips": {"type": "long"}
+            "distinct_src_ips": {"type": "long"},
+            "distinct_dst_ports": {"type": "long"}
     }))
 }
 
@@ -346,6 +347,22 @@ impl Client {
             });
             self.json(Method::PUT, &format!("/_index_template/{p}-{name}"), Some(&t), &[])?;
             done.push(format!("index template {p}-{name}"));
+            // fields added since an existing index was created are indexed from now on there too
+            // (additive; a field an operator re-typed by hand is left as it is and reported)
+            let (status, v) = self.json(
+                Method::PUT,
+                &format!("/{pattern}/_mapping?allow_no_indices=true&ignore_unavailable=true"),
+                Some(&mappings),
+                &[400, 404],
+            )?;
+            match status {
+                200..=299 => done.push(format!("mappings of existing {pattern} indices")),
+                404 => {}
+                _ => done.push(format!(
+                    "mappings of existing {pattern} indices NOT updated ({status}: {})",
+                    v["error"]["reason"].as_str().unwrap_or("see OpenSearch's log")
+                )),
+            }
         }
         for name in ["alerts", "incidents", "anomaly-results"] {
             let exists = self.json(Method::HEAD, &format!("/{p}-{name}"), None, &[404])?.0 == 200;

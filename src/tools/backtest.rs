@@ -6,8 +6,9 @@
 //! epoch seconds; any regular interval (each row is one detector step; the timestamp in seconds
 //! drives the cooldown). A header line is recognised and skipped.
 //!
-//! `backtest --layer 3` runs a `timestamp,v1[,v2,v3,v4]` series (bytes, packets, flows,
-//! distinct destination endpoints; missing columns are 0) through one layer-3 forest with the
+//! `backtest --layer 3` runs a `timestamp,v1[,…,v5]` series (bytes, packets, flows,
+//! distinct destination endpoints, distinct destination ports; a forest over as many values as
+//! the header has columns) through one layer-3 forest with the
 //! same scoring and confirmation as the live engine, one row per interval, and writes
 //! `timestamp,values…,anomaly_score,alert` (score = the anomaly grade; alert = 1 on the row of
 //! an anomaly the next row confirmed).
@@ -125,8 +126,8 @@ pub fn run(input: &str, cfg: &DetectConfig, metric: Metric) -> Result<String, Ba
 
 /// Runs a multi-column series through one layer-3 forest; returns the output CSV.
 pub fn run_layer3(input: &str, cfg: &Layer3) -> Result<String, BacktestError> {
-    let mut forest =
-        Forest::new(cfg, 0x1f5a_7d3c).map_err(|e| BacktestError::Value { line: 0, text: e.to_string() })?;
+    // built on the first data row: a forest over as many values as the series has columns
+    let mut forest: Option<Forest> = None;
     let mut rows: Vec<(String, Vec<String>, f64, bool)> = Vec::new();
     let mut pending: Option<Box<AnomalyResult>> = None;
     let mut header = String::from("timestamp");
@@ -158,6 +159,16 @@ pub fn run_layer3(input: &str, cfg: &Layer3) -> Result<String, BacktestError> {
                 .collect::<Vec<_>>()
                 .join(",");
         }
+        if vals.len() > width {
+            return Err(BacktestError::Shape { line: line_no, text: l.to_string() });
+        }
+        let forest = match &mut forest {
+            Some(f) => f,
+            None => forest.insert(
+                Forest::with_width(cfg, 0x1f5a_7d3c, width)
+                    .map_err(|e| BacktestError::Value { line: 0, text: e.to_string() })?,
+            ),
+        };
         let mut f = [0.0f64; FEATURES];
         for (k, v) in vals.iter().enumerate() {
             f[k] = v
@@ -218,7 +229,8 @@ mod tests {
         let alerts: Vec<usize> =
             rows[1..].iter().enumerate().filter(|(_, r)| r.ends_with(",1")).map(|(i, _)| i).collect();
         assert_eq!(alerts, vec![250], "{}", &out[out.len().saturating_sub(3000)..]);
-        assert!(run_layer3("t,a,b,c,d,e\n1,1,2,3,4,5\n", &cfg).is_err(), "five values");
+        assert!(run_layer3("t,a,b,c,d,e,f\n1,1,2,3,4,5,6\n", &cfg).is_err(), "six values");
+        assert!(run_layer3("t,a\n1,1\n2,1,2\n", &cfg).is_err(), "more values than the header");
     }
 
     #[test]
