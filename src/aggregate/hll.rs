@@ -106,6 +106,11 @@ impl Sketch {
         self.main.is_empty()
     }
 
+    /// Estimated distinct main items (what layer 1 judges).
+    pub fn main_estimate(&self) -> u64 {
+        self.main.estimate()
+    }
+
     /// Estimated distinct items per lane.
     pub fn estimates(&self) -> [u64; LANES] {
         [self.main.estimate(), self.ports.estimate()]

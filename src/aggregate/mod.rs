@@ -274,7 +274,7 @@ impl OwnerWindow {
         for (di, t) in self.tables.iter_mut().enumerate() {
             let has = self.dims[di].distinct_names().is_some();
             t.for_each(|row, sk| {
-                let d = if has { sk.map(|s| s.estimates()[0]) } else { None };
+                let d = if has { sk.map(|s| s.main_estimate()) } else { None };
                 observe(di as u8, row, d);
             });
             t.truncate_top(self.top_k);

@@ -64,6 +64,12 @@ pub struct Layer3 {
     pub sample: usize,
     /// Points a model needs before it scores (the plugin's cold start: shingle + 32).
     pub warmup_points: usize,
+    /// Seconds of its entity a model must have seen (points × `interval_s`, history included)
+    /// before its anomalies raise alerts; results are written from the first score. Keeps a
+    /// short interval as cautious in time as the default one (40 points of 60 s): a young
+    /// model has not yet seen an exporter's export cycle (an active timeout of 300 s lands a
+    /// long flow's bytes in one 10-s interval) often enough to know it.
+    pub min_history_s: u64,
     /// Memory for all models, MiB (the plugin: 10 % of the heap).
     pub memory_mb: u64,
     /// Fraction of tree bounding boxes cached: 0 saves ~80 % of a model's memory at ~3× the CPU
@@ -98,6 +104,7 @@ impl Default for Layer3 {
             trees: 50,
             sample: 256,
             warmup_points: 40,
+            min_history_s: 2_400,
             memory_mb: 1024,
             bounding_box_cache: 0.0,
             idle_ttl_s: 86_400,
@@ -153,6 +160,13 @@ impl Layer3 {
         }
         if !(0.0..=1.0).contains(&self.min_grade) {
             p.push(("layer3.min_grade", format!("{} out of range", self.min_grade), "use 0..=1"));
+        }
+        if self.min_history_s > 30 * 86_400 {
+            p.push((
+                "layer3.min_history_s",
+                format!("{} out of range", self.min_history_s),
+                "use 0..=2592000 (2400 = 40 points of 60 s)",
+            ));
         }
         if self.history_intervals > 100_000 {
             p.push((
@@ -391,16 +405,30 @@ impl AnomalyResult {
     }
 
     /// Whether it may raise an alert: an anomaly of at least `min_grade` that matters
-    /// ([`AnomalyResult::share`] ≥ `min_share`). It does once the next interval confirms it
-    /// ([`AnomalyResult::persists`]).
+    /// ([`AnomalyResult::share`] ≥ `min_share`), where the source does *more* of its driving
+    /// feature than expected, from a model that has seen `min_history_s` of its entity. It does
+    /// once the next interval confirms it ([`AnomalyResult::persists`]). A source doing less
+    /// than usual (fewer flows while a long flow waits for its next export) is written as a
+    /// result but pages nobody: what layer 3 is for (uploads, scans, new port mixes) is more;
+    /// an outage shows in layer 1's drop alerts on its interface, port and destination.
     pub fn alerts(&self, cfg: &Layer3) -> bool {
-        self.is_anomaly() && self.scored.grade >= cfg.min_grade && self.share() >= cfg.min_share
+        self.is_anomaly()
+            && self.scored.grade >= cfg.min_grade
+            && self.share() >= cfg.min_share
+            && self.rises()
+            && self.points.saturating_mul(cfg.interval_s) >= cfg.min_history_s
+    }
+
+    /// Whether the driving feature is above its expected value.
+    pub fn rises(&self) -> bool {
+        let i = self.driver();
+        self.scored.expected.is_some_and(|e| self.scored.past.unwrap_or(self.features)[i] > e[i])
     }
 
     /// Whether the next interval's point `next` confirms this anomaly: its driving feature is
     /// still off the expected value in the same direction by at least half as much. One large
-    /// flow of a small host is a one-interval blip; a scan, a new port mix, an upload or an
-    /// outage persist.
+    /// flow of a small host is a one-interval blip; a scan, a new port mix or an upload
+    /// persist.
     pub fn persists(&self, next: &[f64; FEATURES]) -> bool {
         let i = self.driver();
         let Some(e) = self.scored.expected else { return false };
@@ -1091,10 +1119,11 @@ mod tests {
     fn port_fanout_at_similar_volume_is_flagged_on_distinct() {
         let mut e = Layer3Engine::new(&cfg());
         let a = Ip::from_v4(0x0a00_0002);
-        let out = feed(&mut e, 10_000, 10_000 + 10 * 120, |s| vec![host(s, a, 3.0)]);
+        // (past `min_history_s`: 250 points of 10 s)
+        let out = feed(&mut e, 10_000, 10_000 + 10 * 250, |s| vec![host(s, a, 3.0)]);
         assert!(out.iter().all(|r| !r.is_anomaly()), "steady host: {:?}", out.iter().find(|r| r.is_anomaly()));
         // same bytes, packets and flows; many more destination endpoints
-        let out = feed(&mut e, 11_200, 11_200 + 10 * 6, |s| vec![host(s, a, 60.0)]);
+        let out = feed(&mut e, 12_500, 12_500 + 10 * 6, |s| vec![host(s, a, 60.0)]);
         let hit = out.iter().find(|r| r.is_anomaly()).expect("flagged");
         assert_eq!(FEATURE_NAMES[hit.driver()], "distinct_dst_endpoints", "{}", hit.reason());
         let exp = hit.scored.expected.expect("expected values");
@@ -1110,9 +1139,9 @@ mod tests {
         // flows and destination endpoints; only the port mix moves
         let mut e = Layer3Engine::new(&cfg());
         let a = Ip::from_v4(0x0a00_0003);
-        let out = feed(&mut e, 30_000, 30_000 + 10 * 120, |s| vec![host_ports(s, a, 40.0, 1.0)]);
+        let out = feed(&mut e, 30_000, 30_000 + 10 * 250, |s| vec![host_ports(s, a, 40.0, 1.0)]);
         assert!(out.iter().all(|r| !r.is_anomaly()), "steady host: {:?}", out.iter().find(|r| r.is_anomaly()));
-        let out = feed(&mut e, 31_200, 31_200 + 10 * 6, |s| vec![host_ports(s, a, 40.0, 40.0)]);
+        let out = feed(&mut e, 32_500, 32_500 + 10 * 6, |s| vec![host_ports(s, a, 40.0, 40.0)]);
         let hit = out.iter().find(|r| r.is_anomaly()).expect("flagged");
         assert_eq!(FEATURE_NAMES[hit.driver()], "distinct_dst_ports", "{}", hit.reason());
         let confirmed = e.take_confirmed();
@@ -1121,13 +1150,30 @@ mod tests {
     }
 
     #[test]
+    fn a_young_model_scores_but_does_not_alert() {
+        // 120 points of 10 s (1,200 s < min_history_s): the jump is scored as an anomaly and
+        // written, but pages nobody
+        let mut e = Layer3Engine::new(&cfg());
+        let a = Ip::from_v4(0x0a00_0005);
+        feed(&mut e, 40_000, 40_000 + 10 * 120, |s| vec![host(s, a, 3.0)]);
+        let out = feed(&mut e, 41_200, 41_200 + 10 * 6, |s| vec![host(s, a, 60.0)]);
+        assert!(out.iter().any(|r| r.is_anomaly()), "scored as an anomaly");
+        assert!(e.take_confirmed().is_empty(), "no alert from a model younger than min_history_s");
+        let old = Layer3 { min_history_s: 0, ..cfg() };
+        let mut e = Layer3Engine::new(&old);
+        feed(&mut e, 40_000, 40_000 + 10 * 120, |s| vec![host(s, a, 3.0)]);
+        feed(&mut e, 41_200, 41_200 + 10 * 6, |s| vec![host(s, a, 60.0)]);
+        assert_eq!(e.take_confirmed().len(), 1, "control: the same model without the rule alerts");
+    }
+
+    #[test]
     fn an_upload_ramp_on_a_host_with_history_is_confirmed_on_bytes() {
         let mut e = Layer3Engine::new(&cfg());
         let a = Ip::from_v4(0x0a00_0004);
-        let quiet = feed(&mut e, 20_000, 20_000 + 10 * 150, |s| vec![host(s, a, 3.0)]);
+        let quiet = feed(&mut e, 20_000, 20_000 + 10 * 250, |s| vec![host(s, a, 3.0)]);
         assert!(e.take_confirmed().is_empty(), "{:?}", quiet.iter().find(|r| r.is_anomaly()));
         // the same connections, each carrying ever more bytes (an upload ramp to 12x in 10 min)
-        let t0 = 21_500;
+        let t0 = 22_500;
         let out = feed(&mut e, t0, t0 + 600, |s| {
             let mut h = host(s, a, 3.0);
             h.1[0] *= 1.0 + 11.0 * (s - t0) as f64 / 600.0;
