@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""mkpackets.py OUT.pcap DURATION_S SEED [incidents]: packet-level traffic with labeled incidents,
-for real flow exporters (softflowd, pmacctd) to turn into flow exports (see run.sh).
+"""mkpackets.py OUT.pcap DURATION_S SEED [incidents] [--warmup=W]: packet-level traffic with labeled
+incidents, for real flow exporters (softflowd, pmacctd) to turn into flow exports (see run.sh).
 
 The packets are written truncated to their headers (caplen 54 or 42, the IP total length
 carries the real size): exporters count octets from the IP header, and an hour of traffic then
@@ -11,6 +11,12 @@ servers; TCP connections with handshake, data both ways and FIN; DNS over UDP; a
 run; occasional bursts; two steady elephants (a 300 KB/s rsync upload and a 90 KB/s SSH
 download) that run from start to end; with `incidents`, labeled: a UDP reflection DDoS on one
 inside host, a horizontal SYN scan, a slow upload ramp (exfiltration) and a new service.
+With `--warmup=W` the incidents happen in the last DURATION_S - W seconds, after W seconds of
+normal traffic (a per-source model needs history before it may page), and two more inside hosts
+keep a steady habit from the first second: 10.1.2.99 browses lightly (and is the exfiltrating
+host) and 10.1.3.20 polls 40 servers on port 443 once a second; with `incidents` the poller keeps
+its rate and sizes but turns to 40 ports of one server (`port_mix`, a change no volume counter
+sees). Without `--warmup` the output is what it always was.
 Writes OUT.pcap.labels.json in the format of ../shared/data/scenarios/mkdev.py; `max_delay_s`
 includes the exporter's inactive timeout (the soonest a flow exporter can report anything).
 """
@@ -20,8 +26,19 @@ import random
 import struct
 import sys
 
-out, dur, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with_incidents = len(sys.argv) > 4 and sys.argv[4] == "incidents"
+opts = [a for a in sys.argv[1:] if a.startswith("--")]
+pos = [a for a in sys.argv[1:] if not a.startswith("--")]
+out, dur, seed = pos[0], int(pos[1]), int(pos[2])
+with_incidents = len(pos) > 3 and pos[3] == "incidents"
+warm = 0
+for o in opts:
+    if o.startswith("--warmup="):
+        warm = int(o.split("=", 1)[1])
+    else:
+        sys.exit(f"mkpackets.py: unknown option {o} (known: --warmup=SECONDS)")
+if not 0 <= warm < dur:
+    sys.exit(f"mkpackets.py: --warmup={warm} must be below the duration {dur}")
+span = dur - warm  # the incidents' window: [warm, dur)
 INACTIVE = 15  # the exporter's inactive timeout run.sh configures
 T0 = 1_780_000_000
 rnd = random.Random(seed)
@@ -90,14 +107,21 @@ ELEPHANTS = [  # (client, server, port, bytes/s, upload)
     (ip4("10.1.1.20"), ip4("198.51.100.22"), 22, 90_000, False),
 ]
 eport = {e: rnd.randint(40000, 49999) for e in range(len(ELEPHANTS))}
+HABITS = warm > 0  # steady hosts with a history (see the module doc)
+BROWSER, POLLER = ip4("10.1.2.99"), ip4("10.1.3.20")
+POLLED = outside[100:140]
+SWITCH_TO = ip4("198.51.100.50")
+SWITCH_PORTS = [1000 + 37 * k for k in range(40)]
 incidents = []
 if with_incidents:
     incidents = [
-        dict(name="ddos", dimension="dst_ip", key="10.1.0.80", start=dur // 3, end=dur // 3 + 90, max_delay_s=INACTIVE + 5),
-        dict(name="horizontal_scan", dimension="src_ip", key="198.18.7.7", start=dur // 2, end=dur // 2 + 60, max_delay_s=INACTIVE + 5),
-        dict(name="exfiltration", dimension="src_ip", key="10.1.2.99", start=dur // 6, end=dur // 6 + dur // 2, max_delay_s=600 + 60),
-        dict(name="new_service", dimension="dst_port", key="8443/tcp", start=2 * dur // 3, end=2 * dur // 3 + 300, max_delay_s=120 + INACTIVE),
+        dict(name="ddos", dimension="dst_ip", key="10.1.0.80", start=warm + span // 3, end=warm + span // 3 + 90, max_delay_s=INACTIVE + 5),
+        dict(name="horizontal_scan", dimension="src_ip", key="198.18.7.7", start=warm + span // 2, end=warm + span // 2 + 60, max_delay_s=INACTIVE + 5),
+        dict(name="exfiltration", dimension="src_ip", key="10.1.2.99", start=warm + span // 6, end=warm + span // 6 + span // 2, max_delay_s=600 + 60),
+        dict(name="new_service", dimension="dst_port", key="8443/tcp", start=warm + 2 * span // 3, end=warm + 2 * span // 3 + 300, max_delay_s=120 + INACTIVE),
     ]
+    if HABITS:
+        incidents.append(dict(name="port_mix", dimension="src_ip", key="10.1.3.20", start=warm + span // 4, end=min(dur, warm + span // 4 + 900), max_delay_s=600 + 60))
 for t in range(dur):
     swell = 1 + 0.5 * math.sin(2 * math.pi * t / max(dur, 1) - 1.2)
     lam = 25 * swell * (1.7 if rnd.random() < 0.02 else 1.0)
@@ -126,6 +150,12 @@ for t in range(dur):
                     tcp(ts + 0.0005, s, c, port, eport[i], 0x10, 52)
                 else:
                     tcp(ts + 0.0005, c, s, eport[i], port, 0x10, 52)
+    if HABITS:
+        if rnd.random() < 0.2:
+            connection(t + rnd.random(), BROWSER, outside[rnd.randrange(len(outside))], 443, rnd.uniform(0.5, 5.0), int(rnd.lognormvariate(9.0, 1.0)), int(rnd.lognormvariate(6.5, 0.5)))
+        mixed = any(i["name"] == "port_mix" and i["start"] <= t < i["end"] for i in incidents)
+        s, port = (SWITCH_TO, SWITCH_PORTS[t % 40]) if mixed else (POLLED[rnd.randrange(40)], 443)
+        connection(t + rnd.random(), POLLER, s, port, rnd.uniform(0.05, 0.3), rnd.randint(1500, 2500), rnd.randint(300, 500))
     for inc in incidents:
         if not inc["start"] <= t < inc["end"]:
             continue

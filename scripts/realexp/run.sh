@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# run.sh OUTDIR [DURATION_S]: traffic flowshard did not write, through a real exporter, scored.
+# run.sh OUTDIR [DURATION_S [WARMUP_S]]: traffic flowshard did not write, through a real exporter,
+# scored.
 #   1. mkpackets.py writes two packet-level captures of DURATION_S seconds (default 1800): a
-#      clean one and one with labeled incidents;
+#      clean one and one with labeled incidents (with WARMUP_S, all of them after that many
+#      seconds of normal traffic, plus hosts with a steady habit and a port-mix change: see
+#      mkpackets.py --warmup; e.g. `run.sh OUT 5400 2700` for per-source models' history);
 #   2. in a network namespace of its own (veth pairs, nothing leaves it), send.py plays each
 #      capture in real time into softflowd (Debian) instances listening live, one per exporter
 #      configuration: NetFlow v9 with a 60-s active timeout, IPFIX with 300 s, NetFlow v5 with
@@ -16,11 +19,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: run.sh OUTDIR [DURATION_S]}
 dur=${2:-1800}
+warm=${3:-0}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 command -v softflowd >/dev/null || { echo "needs softflowd (apt-get install softflowd)"; exit 1; }
-python3 "$here/mkpackets.py" "$out/clean.pkts.pcap" "$dur" 41
-python3 "$here/mkpackets.py" "$out/incidents.pkts.pcap" "$dur" 42 incidents
+python3 "$here/mkpackets.py" "$out/clean.pkts.pcap" "$dur" 41 --warmup="$warm"
+python3 "$here/mkpackets.py" "$out/incidents.pkts.pcap" "$dur" 42 incidents --warmup="$warm"
 ns="fsrx$$"
 pids=()
 cleanup() {
