@@ -75,13 +75,13 @@ impl AlertDoc {
     /// over the interval, score = the grade, reason naming every feature.
     pub fn from_layer3(r: &crate::detect::layer3::AnomalyResult, interval_s: u64) -> AlertDoc {
         let i = r.driver();
-        let actual = r.scored.past.unwrap_or(r.features);
+        let actual = r.judged();
         AlertDoc {
             layer: 3,
             second: r.approx_start(interval_s),
             dimension: "src_ip".into(),
             key: r.entity.to_string(),
-            metric: ["bytes", "packets", "flows", "distinct"][i].into(),
+            metric: crate::detect::layer3::ALERT_METRICS[i].into(),
             kind: "rcf".into(),
             value: actual[i],
             expected: r.scored.expected.map_or(f64::NAN, |e| e[i]),

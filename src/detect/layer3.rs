@@ -45,6 +45,9 @@ pub const FEATURES: usize = 5;
 /// Feature names, in point order (also the `feature_id`s of result documents).
 pub const FEATURE_NAMES: [&str; FEATURES] =
     ["bytes", "packets", "flows", "distinct_dst_endpoints", "distinct_dst_ports"];
+/// The alert `metric` of each feature when it drives an anomaly: layer 1's metric names for the
+/// four it shares with layer 1, `distinct_ports` for the fifth.
+pub const ALERT_METRICS: [&str; FEATURES] = ["bytes", "packets", "flows", "distinct", "distinct_ports"];
 /// The features that are per-second distinct counts (averaged over the interval, not summed).
 const DISTINCT_FEATURES: [usize; 2] = [3, 4];
 
@@ -397,7 +400,7 @@ impl AnomalyResult {
     pub fn share(&self) -> f64 {
         let i = self.driver();
         let (Some(e), total) = (self.scored.expected, self.totals[i]) else { return 0.0 };
-        let actual = self.scored.past.unwrap_or(self.features)[i];
+        let actual = self.judged()[i];
         if total <= 0.0 {
             return 0.0;
         }
@@ -422,7 +425,7 @@ impl AnomalyResult {
     /// Whether the driving feature is above its expected value.
     pub fn rises(&self) -> bool {
         let i = self.driver();
-        self.scored.expected.is_some_and(|e| self.scored.past.unwrap_or(self.features)[i] > e[i])
+        self.scored.expected.is_some_and(|e| self.judged()[i] > e[i])
     }
 
     /// Whether the next interval's point `next` confirms this anomaly: its driving feature is
@@ -432,9 +435,15 @@ impl AnomalyResult {
     pub fn persists(&self, next: &[f64; FEATURES]) -> bool {
         let i = self.driver();
         let Some(e) = self.scored.expected else { return false };
-        let was = self.scored.past.unwrap_or(self.features)[i] - e[i];
+        let was = self.judged()[i] - e[i];
         let now = next[i] - e[i];
         was != 0.0 && now * was > 0.0 && now.abs() >= 0.5 * was.abs()
+    }
+
+    /// The point the forest judged anomalous: the shingle's past point it located the anomaly
+    /// in (`relative_index` < 0), else this interval's features.
+    pub fn judged(&self) -> [f64; FEATURES] {
+        self.scored.past.unwrap_or(self.features)
     }
 
     /// The feature that drove the anomaly (highest attribution; bytes without one).
@@ -465,7 +474,7 @@ impl AnomalyResult {
         if let Some(a) = s.attribution {
             order.sort_by(|&x, &y| a[y].total_cmp(&a[x]));
         }
-        let actual = s.past.unwrap_or(self.features);
+        let actual = self.judged();
         for i in order {
             let _ = write!(r, "; {} {}", FEATURE_NAMES[i], crate::model::fmt_num(actual[i]));
             if let Some(e) = s.expected {
@@ -1147,6 +1156,11 @@ mod tests {
         let confirmed = e.take_confirmed();
         assert_eq!(confirmed.len(), 1, "one alert for one change");
         assert_eq!(FEATURE_NAMES[confirmed[0].driver()], "distinct_dst_ports", "{}", confirmed[0].reason());
+        // the alert every sink sees names the fifth feature (an index past layer 1's four
+        // metric names once panicked here, on the I/O core)
+        let alert = crate::alert::AlertDoc::from_layer3(&confirmed[0], cfg().interval_s);
+        assert_eq!((alert.metric.as_str(), alert.kind.as_str()), ("distinct_ports", "rcf"));
+        assert!(alert.value > alert.expected, "{alert:?}");
     }
 
     #[test]
