@@ -71,6 +71,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod enrich;
 pub mod http;
 pub mod jobs;
 pub mod model;

@@ -90,7 +90,8 @@ impl Row {
 #[serde(deny_unknown_fields, default)]
 pub struct AggConfig {
     /// Dimensions to roll up, in output order: total, src_ip, dst_ip, src_port, dst_port,
-    /// proto, exporter, exporter_in_if, exporter_out_if, src_as, dst_as.
+    /// proto, exporter, exporter_in_if, exporter_out_if, src_as, dst_as, and with `[enrich]`
+    /// tables src_country, dst_country, src_net, dst_net, boundary.
     pub dimensions: Vec<Dimension>,
     /// Keys per dimension per shard per second before evict-to-`other`.
     pub max_keys: usize,

@@ -196,7 +196,7 @@ fn specificity(dimension: &str) -> u8 {
     match dimension {
         "src_ip" | "dst_ip" => 0,
         "dst_port" | "src_port" => 1,
-        "exporter_in_if" | "exporter_out_if" | "src_as" | "dst_as" => 2,
+        "exporter_in_if" | "exporter_out_if" | "src_as" | "dst_as" | "src_net" | "dst_net" => 2,
         "total" => 4,
         _ => 3,
     }

@@ -39,7 +39,14 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("{}: not a labels file", lp.display()))?;
     let data = std::fs::read(&pcap).with_context(|| format!("cannot read {}", pcap.display()))?;
     let mut sink = crate::tools::replay::Collect::default();
-    let sum = crate::tools::replay::replay(&data, &cfg.pipeline(), &super::downstream(&cfg), shards, false, &mut sink)?;
+    let sum = crate::tools::replay::replay(
+        &data,
+        &cfg.pipeline_loaded()?,
+        &super::downstream(&cfg),
+        shards,
+        false,
+        &mut sink,
+    )?;
     let alerts: Vec<_> = sink.seconds.iter().flat_map(|s| s.alerts.iter().cloned()).collect();
     let e = crate::tools::eval::evaluate(&labels, &alerts, sum.seconds);
     if json {

@@ -7,6 +7,7 @@
 pub mod backtest;
 pub mod demo;
 pub mod doctor;
+pub mod enrich;
 pub mod evaluate;
 pub mod feedback;
 pub mod gen;
@@ -81,6 +82,9 @@ enum Cmd {
     /// Feed a pcap/pcapng capture through the pipeline; JSON lines on stdout, a summary line
     /// last on stderr.
     Replay(replay::Args),
+    /// Load the `[enrich]` tables (GeoIP, ASN, networks file) and look addresses up: one JSON
+    /// line per address.
+    Enrich(enrich::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -103,6 +107,7 @@ pub fn main() -> Result<()> {
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Replay(a) => replay::run(a),
+        Cmd::Enrich(a) => enrich::run(a),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn run(a: Args) -> Result<()> {
     let Args { file, shards, realtime, config, quiet } = a;
     let cfg = load(&config)?;
     check(&cfg, &HostInfo::detect())?;
+    let pipeline = cfg.pipeline_loaded()?;
     let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let out: Box<dyn std::io::Write + Send> = if quiet {
         Box::new(std::io::sink())
@@ -39,9 +40,8 @@ pub fn run(a: Args) -> Result<()> {
         Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()))
     };
     let mut sink = crate::sink::jsonl::JsonLines::new("stdout", out, &cfg.general.appliance_id, true, true);
-    let sum =
-        crate::tools::replay::replay(&data, &cfg.pipeline(), &super::downstream(&cfg), shards, realtime, &mut sink)
-            .with_context(|| format!("replay of {}", file.display()))?;
+    let sum = crate::tools::replay::replay(&data, &pipeline, &super::downstream(&cfg), shards, realtime, &mut sink)
+        .with_context(|| format!("replay of {}", file.display()))?;
     eprintln!("{}", crate::tools::replay::summary_line(&sum));
     Ok(())
 }

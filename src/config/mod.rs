@@ -5,7 +5,7 @@
 //! layers are their own types ([`DecoderConfig`], [`AggConfig`], [`DetectConfig`], [`Layer2`], [`Layer3`]);
 //! command-line overrides in [`overrides`].
 //!
-//! May depend on: `model`, `decode`, `aggregate`, `detect`, `pipeline`, `alert` (to build their
+//! May depend on: `model`, `decode`, `enrich`, `aggregate`, `detect`, `pipeline`, `alert` (to build their
 //! settings).
 //! Lives on: the main thread at start-up.
 
@@ -63,6 +63,8 @@ pub struct Config {
     pub layer3: Layer3,
     /// HTTP server (metrics, health, query API) on the I/O core.
     pub http: Http,
+    /// Enrichment tables (GeoIP, ASN, networks file).
+    pub enrich: crate::enrich::EnrichConfig,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             layer2: Layer2::default(),
             layer3: Layer3::default(),
             http: Http::default(),
+            enrich: Default::default(),
         }
     }
 }
@@ -196,7 +199,27 @@ impl Config {
             decode: self.decode.clone(),
             agg: self.aggregate.clone(),
             detect: self.detect.enabled.then(|| self.detect.clone()),
+            enrich: None,
         }
+    }
+
+    /// [`Config::pipeline`] with the `[enrich]` tables loaded (reads files; the error names the
+    /// field and the fix).
+    pub fn pipeline_loaded(&self) -> Result<PipelineConfig, crate::enrich::load::LoadError> {
+        let mut p = self.pipeline();
+        if self.enrich.any() {
+            let t = crate::enrich::load::load(&self.enrich)?;
+            tracing::info!(
+                geoip_networks = t.stats.geoip_networks,
+                asn_networks = t.stats.asn_networks,
+                networks = t.stats.networks,
+                ranges = t.stats.ranges,
+                load_ms = t.stats.load_ms,
+                "enrichment tables loaded"
+            );
+            p.enrich = Some(std::sync::Arc::new(t));
+        }
+        Ok(p)
     }
 }
 

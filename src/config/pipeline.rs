@@ -11,6 +11,21 @@ use super::{err, Config, ConfigError, Sink};
 impl Config {
     /// Checks `[decode]`, `[aggregate]`, `[detect]` and `[layer2]`.
     pub(super) fn validate_pipeline(&self, e: &mut Vec<ConfigError>) {
+        for (i, d) in self.aggregate.dimensions.iter().enumerate() {
+            let missing = match d.needs_table() {
+                Some("geoip") => self.enrich.geoip.is_none(),
+                Some(_) => self.enrich.networks.is_none(),
+                None => false,
+            };
+            if missing {
+                let table = d.needs_table().unwrap_or_default();
+                e.push(err(
+                    format!("aggregate.dimensions[{i}]"),
+                    format!("{:?} needs enrich.{table}, which is not set", d.name()),
+                    format!("set enrich.{table} (see README, Enrichment) or remove {:?}", d.name()),
+                ));
+            }
+        }
         if self.aggregate.dimensions.is_empty() {
             e.push(err("aggregate.dimensions", "no dimension", "add at least \"total\""));
         }

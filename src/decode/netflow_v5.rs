@@ -81,6 +81,7 @@ fn record(r: &mut Cursor<'_>, exporter: Ip) -> Result<FlowRecord, super::cursor:
         dst_as,
         sampling_rate: 1,
         duration_ms: last.wrapping_sub(first).min(u32::MAX / 2),
+        ..FlowRecord::default()
     })
 }
 

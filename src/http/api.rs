@@ -54,6 +54,15 @@ pub fn parse_key(dim: Dimension, s: &str) -> Option<Key> {
             Key::new(Ip::from(ip.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?), i.parse().ok()?)
         }
         Dimension::SrcAs | Dimension::DstAs => Key::new(Ip::UNSPECIFIED, s.trim_start_matches("AS").parse().ok()?),
+        Dimension::SrcCountry | Dimension::DstCountry => match s {
+            "unknown" => Key::new(Ip::UNSPECIFIED, 0),
+            c => Key::new(Ip::UNSPECIFIED, u32::from(crate::model::country_code(c)).checked_sub(1)? + 1),
+        },
+        Dimension::SrcNet | Dimension::DstNet => match s {
+            "unknown" => Key::new(Ip::UNSPECIFIED, 0),
+            n => Key::new(Ip::UNSPECIFIED, u32::from(crate::model::names::id_of(n)?)),
+        },
+        Dimension::Boundary => Key::new(Ip::UNSPECIFIED, (0..=4).find(|&v| crate::model::Boundary::name_of(v) == s)?),
     })
 }
 

@@ -8,6 +8,7 @@
 //! Lives on: every core.
 
 pub mod json;
+pub mod names;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,78 @@ pub struct FlowRecord {
     pub sampling_rate: u32,
     /// Flow duration in milliseconds (last - first switched); 0 for packet samples.
     pub duration_ms: u32,
+    /// Source country ([`country_code`]; 0 = unknown or no GeoIP database). Filled by
+    /// enrichment, like the four fields after it.
+    pub src_country: u16,
+    /// Destination country.
+    pub dst_country: u16,
+    /// Source network's name id ([`names`]; 0 = in no listed network).
+    pub src_net: u16,
+    /// Destination network's name id.
+    pub dst_net: u16,
+    /// Which way the flow crosses the networks file's internal/external boundary
+    /// ([`Boundary`] as `u8`; 0 = no networks file).
+    pub boundary: u8,
+}
+
+/// Two upper-case ASCII letters (an ISO 3166 code) as one number; 0 for anything else.
+pub fn country_code(s: &str) -> u16 {
+    match s.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            u16::from(a.to_ascii_uppercase()) << 8 | u16::from(b.to_ascii_uppercase())
+        }
+        _ => 0,
+    }
+}
+
+/// The letters of a [`country_code`] (`unknown` for 0).
+pub fn country_name(c: u16) -> String {
+    if c == 0 {
+        return "unknown".into();
+    }
+    let b = c.to_be_bytes();
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Which way a flow crosses the boundary between the networks file's internal networks and the
+/// rest (an address in no listed network, or in one marked external, is external).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Boundary {
+    /// No networks file: not known.
+    Unknown = 0,
+    /// Both ends internal.
+    Internal = 1,
+    /// From outside to inside.
+    In = 2,
+    /// From inside to outside.
+    Out = 3,
+    /// Neither end internal (transit).
+    Transit = 4,
+}
+
+impl Boundary {
+    /// The boundary of a flow whose source and destination are internal or not.
+    #[inline]
+    pub const fn of(src_internal: bool, dst_internal: bool) -> Boundary {
+        match (src_internal, dst_internal) {
+            (true, true) => Boundary::Internal,
+            (false, true) => Boundary::In,
+            (true, false) => Boundary::Out,
+            (false, false) => Boundary::Transit,
+        }
+    }
+
+    /// Stable name in outputs.
+    pub const fn name_of(v: u32) -> &'static str {
+        match v {
+            1 => "internal",
+            2 => "in",
+            3 => "out",
+            4 => "transit",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A rollup dimension: what a 1-second aggregate is keyed by.
@@ -173,11 +246,21 @@ pub enum Dimension {
     SrcAs,
     /// Destination AS.
     DstAs,
+    /// Source country (GeoIP enrichment).
+    SrcCountry,
+    /// Destination country.
+    DstCountry,
+    /// Source network by name (networks file).
+    SrcNet,
+    /// Destination network by name.
+    DstNet,
+    /// Direction across the internal/external boundary (networks file).
+    Boundary,
 }
 
 impl Dimension {
     /// Every dimension, in a stable order.
-    pub const ALL: [Dimension; 11] = [
+    pub const ALL: [Dimension; 16] = [
         Dimension::Total,
         Dimension::SrcIp,
         Dimension::DstIp,
@@ -189,6 +272,11 @@ impl Dimension {
         Dimension::ExporterOutIf,
         Dimension::SrcAs,
         Dimension::DstAs,
+        Dimension::SrcCountry,
+        Dimension::DstCountry,
+        Dimension::SrcNet,
+        Dimension::DstNet,
+        Dimension::Boundary,
     ];
 
     /// Stable name, as in the config file and in every output.
@@ -205,6 +293,21 @@ impl Dimension {
             Dimension::ExporterOutIf => "exporter_out_if",
             Dimension::SrcAs => "src_as",
             Dimension::DstAs => "dst_as",
+            Dimension::SrcCountry => "src_country",
+            Dimension::DstCountry => "dst_country",
+            Dimension::SrcNet => "src_net",
+            Dimension::DstNet => "dst_net",
+            Dimension::Boundary => "boundary",
+        }
+    }
+
+    /// Whether this dimension's keys come from enrichment, and which table it needs
+    /// (`"geoip"` or `"networks"`).
+    pub const fn needs_table(self) -> Option<&'static str> {
+        match self {
+            Dimension::SrcCountry | Dimension::DstCountry => Some("geoip"),
+            Dimension::SrcNet | Dimension::DstNet | Dimension::Boundary => Some("networks"),
+            _ => None,
         }
     }
 
@@ -228,6 +331,11 @@ impl Dimension {
             Dimension::ExporterOutIf => Key::new(r.exporter, r.out_if),
             Dimension::SrcAs => Key::new(Ip::UNSPECIFIED, r.src_as),
             Dimension::DstAs => Key::new(Ip::UNSPECIFIED, r.dst_as),
+            Dimension::SrcCountry => Key::new(Ip::UNSPECIFIED, r.src_country as u32),
+            Dimension::DstCountry => Key::new(Ip::UNSPECIFIED, r.dst_country as u32),
+            Dimension::SrcNet => Key::new(Ip::UNSPECIFIED, r.src_net as u32),
+            Dimension::DstNet => Key::new(Ip::UNSPECIFIED, r.dst_net as u32),
+            Dimension::Boundary => Key::new(Ip::UNSPECIFIED, r.boundary as u32),
         }
     }
 
@@ -271,6 +379,13 @@ impl Dimension {
             Dimension::Proto => proto_name(k.num as u8).to_string(),
             Dimension::ExporterInIf | Dimension::ExporterOutIf => format!("{}:{}", k.ip, k.num),
             Dimension::SrcAs | Dimension::DstAs => format!("AS{}", k.num),
+            Dimension::SrcCountry | Dimension::DstCountry => country_name(k.num as u16),
+            Dimension::SrcNet | Dimension::DstNet => match names::name(k.num as u16) {
+                Some(n) => n.to_string(),
+                None if k.num == 0 => "unknown".into(),
+                None => format!("net#{}", k.num),
+            },
+            Dimension::Boundary => Boundary::name_of(k.num).to_string(),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! over bounded channels; [`Engine`] runs the same three roles in one thread for `replay`,
 //! tests and benches. Both call exactly this code.
 //!
-//! May depend on: `model`, `decode`, `aggregate`, `detect`. Lives on: shard cores (ShardCore,
+//! May depend on: `model`, `decode`, `enrich`, `aggregate`, `detect`. Lives on: shard cores (ShardCore,
 //! OwnerCore), I/O core (Assembler), replay thread (Engine).
 
 use crate::aggregate::{AggConfig, OwnedRow, OwnerWindow, PartialBatch, ShardWindow};
@@ -29,6 +29,8 @@ pub struct PipelineConfig {
     pub agg: AggConfig,
     /// Detection settings (`None` disables layer 1).
     pub detect: Option<DetectConfig>,
+    /// Enrichment table applied to every record before aggregation (`None`: no enrichment).
+    pub enrich: Option<std::sync::Arc<crate::enrich::Table>>,
 }
 
 /// Per-shard ingest counters (plain integers; snapshotted off the hot path).
@@ -76,6 +78,7 @@ pub struct ShardCore {
     pub decoder: Decoder,
     window: ShardWindow,
     batch: Vec<FlowRecord>,
+    enrich: Option<std::sync::Arc<crate::enrich::Table>>,
     /// Ingest counters.
     pub counters: IngestCounters,
     /// Per exporter (datagram source): last second seen, datagrams, records. Bounded.
@@ -105,6 +108,7 @@ impl ShardCore {
             decoder: Decoder::new(&cfg.decode),
             window: ShardWindow::new(&cfg.agg),
             batch: Vec::with_capacity(1024),
+            enrich: cfg.enrich.clone(),
             counters: IngestCounters::default(),
             exporters: rustc_hash::FxHashMap::default(),
         }
@@ -116,6 +120,11 @@ impl ShardCore {
         self.batch.clear();
         let mut sink = BatchSink { buf: &mut self.batch, c: &mut self.counters };
         let res = self.decoder.decode(data, source, now, &mut sink);
+        if let Some(t) = &self.enrich {
+            for r in &mut self.batch {
+                t.apply(r);
+            }
+        }
         // Records decoded before an error in a later set still count (they were valid).
         self.window.add_batch(&self.batch);
         let n = self.exporters.len();
@@ -128,6 +137,12 @@ impl ShardCore {
                 .insert(source, ExporterSeen { last_seen: now, datagrams: 1, records: self.batch.len() as u64 });
         }
         res
+    }
+
+    /// Swaps in a new enrichment table (between datagrams: every record of one datagram sees
+    /// one table).
+    pub fn set_enrichment(&mut self, t: Option<std::sync::Arc<crate::enrich::Table>>) {
+        self.enrich = t;
     }
 
     /// The exporters this shard has seen.

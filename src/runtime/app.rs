@@ -3,7 +3,7 @@
 //! everything down in order: stop flag → shards close their windows and drain → jobs stop →
 //! the I/O loop drains, flushes and finishes the sinks → HTTP stops.
 //!
-//! May depend on: everything below the CLI (`config`, `pipeline`, `sink`, `alert`, `jobs`,
+//! May depend on: everything below the CLI (`config`, `enrich`, `pipeline`, `sink`, `alert`, `jobs`,
 //! `http`, `ops`). Lives on: the main thread (it spawns the shard executors and the I/O-core
 //! threads).
 
@@ -44,6 +44,9 @@ pub enum RunError {
         /// Cause.
         reason: String,
     },
+    /// An enrichment table could not be loaded.
+    #[error("enrichment: {0}")]
+    Enrich(#[from] crate::enrich::load::LoadError),
     /// A sink could not be opened.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
@@ -102,7 +105,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&[SocketAddr], Option<SocketAddr>),
 ) -> Result<RunReport, RunError> {
-    let pcfg = cfg.pipeline();
+    let pcfg = cfg.pipeline_loaded()?;
     let n = layout.shards.len().max(1);
     let (sockets, granted, bound) = bind_all(cfg, n)?;
     for (l, g) in cfg.listener.iter().zip(granted.iter().step_by(n)) {

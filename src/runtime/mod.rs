@@ -5,7 +5,7 @@
 //! start-up, plus the I/O message); [`io_loop`] is the I/O core's loop; [`state`] the state
 //! directory's template snapshots.
 //!
-//! May depend on: `model`, `decode`, `aggregate`, `pipeline`, `detect`, `config`, `alert`, `sink`, `jobs`,
+//! May depend on: `model`, `decode`, `enrich`, `aggregate`, `pipeline`, `detect`, `config`, `alert`, `sink`, `jobs`,
 //! `http`, `ops`. Lives on: shard cores, the I/O core and the main
 //! thread, as each module says.
 

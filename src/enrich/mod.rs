@@ -1,0 +1,224 @@
+//! Flow enrichment: country and AS of both ends (MaxMind/DB-IP/IPinfo `.mmdb` files), the
+//! network each end belongs to and the internal/external boundary (a networks file), as one
+//! read-only [`Table`] that shards apply to every decoded record before it is aggregated.
+//!
+//! The table is built off the shards ([`load`]: start-up, reloads) by flattening every source
+//! into one sorted list of address ranges, each with its combined answer, so a lookup is an
+//! index probe plus a short binary search over `u32`s for IPv4 (a binary search over `u128`s for
+//! IPv6) — no allocation, no lock, no tree walk or record decoding per record. Shards hold it
+//! behind an `Arc` and swap it between datagrams ([`pipeline::ShardCore`](crate::pipeline)).
+//!
+//! May depend on: `model`. Lives on: shard cores (lookups), the main thread and the I/O core
+//! (loading).
+
+pub mod load;
+
+use crate::model::{Boundary, FlowRecord, Ip};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[enrich]`: where the tables come from (every file optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    /// A GeoIP `.mmdb` with `country.iso_code` (GeoLite2/GeoIP2 Country or City, DB-IP,
+    /// IPinfo); its `autonomous_system_number` is read too where present.
+    pub geoip: Option<PathBuf>,
+    /// An ASN `.mmdb` (`autonomous_system_number`, e.g. GeoLite2-ASN).
+    pub asn: Option<PathBuf>,
+    /// A networks file: CSV `prefix,name[,boundary[,role[,site[,tenant]]]]` (see the README).
+    pub networks: Option<PathBuf>,
+}
+
+impl EnrichConfig {
+    /// Whether any table is configured.
+    pub fn any(&self) -> bool {
+        self.geoip.is_some() || self.asn.is_some() || self.networks.is_some()
+    }
+}
+
+/// What the table knows about one address range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// Country ([`crate::model::country_code`]; 0 = unknown).
+    pub country: u16,
+    /// Network name id ([`crate::model::names`]; 0 = in no listed network).
+    pub net: u16,
+    /// AS number (0 = unknown).
+    pub asn: u32,
+    /// In an internal network of the networks file.
+    pub internal: bool,
+}
+
+/// One network of the networks file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// Prefix as written.
+    pub prefix: String,
+    /// Name (the `src_net`/`dst_net` key).
+    pub name: String,
+    /// Inside the operator's boundary.
+    pub internal: bool,
+    /// Free-form role, site and tenant (kept for the API; not yet keys of their own).
+    pub role: String,
+    /// Site.
+    pub site: String,
+    /// Tenant.
+    pub tenant: String,
+}
+
+/// The flattened, read-only enrichment table.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// IPv4: range starts (ascending, the first is 0) and their answers.
+    v4_starts: Vec<u32>,
+    v4_answers: Vec<Answer>,
+    /// `v4_index[h]`: the range holding address `h << 16` (65,537 entries).
+    v4_index: Vec<u32>,
+    /// Every other address (IPv6): range starts (ascending, the first is 0) and answers.
+    v6_starts: Vec<u128>,
+    v6_answers: Vec<Answer>,
+    /// Whether a networks file is loaded (the boundary is known).
+    has_networks: bool,
+    /// The networks file's entries, in file order.
+    pub networks: Vec<Network>,
+    /// What was loaded, for logs and counters.
+    pub stats: LoadStats,
+}
+
+/// What a load read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Networks read from the GeoIP database.
+    pub geoip_networks: u64,
+    /// Networks read from the ASN database.
+    pub asn_networks: u64,
+    /// Entries of the networks file.
+    pub networks: u64,
+    /// Ranges of the flattened table (IPv4 + IPv6).
+    pub ranges: u64,
+    /// Milliseconds the load took.
+    pub load_ms: u64,
+}
+
+impl Table {
+    /// The answer for one address.
+    #[inline]
+    pub fn lookup(&self, ip: Ip) -> Answer {
+        if ip.is_v4() {
+            let a = ip.0 as u32;
+            let h = (a >> 16) as usize;
+            let (lo, hi) = (self.v4_index[h] as usize, self.v4_index[h + 1] as usize);
+            // the last start ≤ a among [lo, hi]: lo's start ≤ h << 16 ≤ a
+            let i = lo + self.v4_starts[lo + 1..=hi].partition_point(|&s| s <= a);
+            self.v4_answers[i]
+        } else {
+            let i = self.v6_starts.partition_point(|&s| s <= ip.0) - 1;
+            self.v6_answers[i]
+        }
+    }
+
+    /// Fills a record's enrichment fields: countries, networks, the boundary, and the AS
+    /// numbers where the exporter sent 0 (an exporter's own AS fields win).
+    #[inline]
+    pub fn apply(&self, r: &mut FlowRecord) {
+        let s = self.lookup(r.src);
+        let d = self.lookup(r.dst);
+        r.src_country = s.country;
+        r.dst_country = d.country;
+        r.src_net = s.net;
+        r.dst_net = d.net;
+        if r.src_as == 0 {
+            r.src_as = s.asn;
+        }
+        if r.dst_as == 0 {
+            r.dst_as = d.asn;
+        }
+        r.boundary = if self.has_networks { Boundary::of(s.internal, d.internal) as u8 } else { 0 };
+    }
+
+    /// Builds the lookup structures from flattened ranges over the `u128` address space
+    /// (IPv4 as `::ffff:a.b.c.d`): `ranges` ascending by start, non-overlapping, the first at 0,
+    /// together covering everything.
+    pub(crate) fn from_ranges(ranges: &[(u128, Answer)], has_networks: bool) -> Table {
+        const V4_LO: u128 = 0xffff_0000_0000;
+        const V4_HI: u128 = 0xffff_ffff_ffff;
+        let answer_at = |p: u128| ranges[ranges.partition_point(|r| r.0 <= p) - 1].1;
+        // IPv4: the ranges inside ::ffff:0:0/96, starting with the one that holds 0.0.0.0
+        let mut v4_starts = vec![0u32];
+        let mut v4_answers = vec![answer_at(V4_LO)];
+        for &(s, a) in ranges.iter().filter(|r| r.0 > V4_LO && r.0 <= V4_HI) {
+            v4_starts.push((s - V4_LO) as u32);
+            v4_answers.push(a);
+        }
+        let mut v4_index = Vec::with_capacity(65_537);
+        for h in 0..65_536u32 {
+            v4_index.push((v4_starts.partition_point(|&s| s <= h << 16) - 1) as u32);
+        }
+        v4_index.push((v4_starts.len() - 1) as u32);
+        let (v6_starts, v6_answers) = ranges.iter().copied().unzip();
+        Table {
+            v4_starts,
+            v4_answers,
+            v4_index,
+            v6_starts,
+            v6_answers,
+            has_networks,
+            networks: Vec::new(),
+            stats: LoadStats { ranges: ranges.len() as u64, ..Default::default() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> Ip {
+        Ip::from(s.parse::<std::net::IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn lookups_find_the_range_on_both_sides_of_every_boundary() {
+        let base = 0xffff_0000_0000u128;
+        let a = |c: u16| Answer { country: c, ..Default::default() };
+        let ranges = vec![
+            (0, a(0)),
+            (base + 0x0a00_0000, a(1)),   // 10.0.0.0
+            (base + 0x0a00_0100, a(2)),   // 10.0.1.0
+            (base + 0x0a01_0000, a(0)),   // 10.1.0.0
+            (base + 0xffff_ffff, a(3)),   // 255.255.255.255 alone
+            (base + 0x1_0000_0000, a(4)), // past IPv4
+        ];
+        let t = Table::from_ranges(&ranges, false);
+        assert_eq!(t.lookup(v4("9.255.255.255")).country, 0);
+        assert_eq!(t.lookup(v4("10.0.0.0")).country, 1);
+        assert_eq!(t.lookup(v4("10.0.0.255")).country, 1);
+        assert_eq!(t.lookup(v4("10.0.1.0")).country, 2);
+        assert_eq!(t.lookup(v4("10.0.255.255")).country, 2);
+        assert_eq!(t.lookup(v4("10.1.0.0")).country, 0);
+        assert_eq!(t.lookup(v4("255.255.255.254")).country, 0);
+        assert_eq!(t.lookup(v4("255.255.255.255")).country, 3);
+        assert_eq!(t.lookup(v4("0.0.0.0")).country, 0);
+        assert_eq!(t.lookup(v4("2001:db8::1")).country, 4);
+        assert_eq!(t.lookup(v4("::1")).country, 0);
+    }
+
+    #[test]
+    fn the_exporters_as_wins_and_the_boundary_follows_the_networks() {
+        let base = 0xffff_0000_0000u128;
+        let ranges = vec![
+            (0, Answer { asn: 64_500, ..Default::default() }),
+            (base + 0x0a00_0000, Answer { net: 1, internal: true, asn: 64_501, ..Default::default() }),
+            (base + 0x0b00_0000, Answer { asn: 64_500, ..Default::default() }),
+        ];
+        let t = Table::from_ranges(&ranges, true);
+        let mut r = FlowRecord { src: v4("10.1.2.3"), dst: v4("192.0.2.1"), dst_as: 7, ..Default::default() };
+        t.apply(&mut r);
+        assert_eq!((r.src_as, r.dst_as, r.src_net, r.dst_net), (64_501, 7, 1, 0));
+        assert_eq!(r.boundary, Boundary::Out as u8);
+        std::mem::swap(&mut r.src, &mut r.dst);
+        t.apply(&mut r);
+        assert_eq!(r.boundary, Boundary::In as u8);
+    }
+}

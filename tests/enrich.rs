@@ -1,0 +1,160 @@
+//! Enrichment against independent readers: the flattened GeoIP table answers exactly what
+//! Python's `maxminddb` reads from a real GeoLite2 database, and a real exporter's capture
+//! replayed with country and ASN databases (written by `mmdb-writer`) and a networks file sums
+//! per country, AS, network and boundary to what tshark's records looked up independently give.
+//!
+//! Needs tshark and, under `.cache/py`, the PyPI packages `maxminddb`, `mmdb-writer` and
+//! `maxminddb-geolite2` (`.ci/run` installs them).
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn pydir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/py")
+}
+
+fn helper() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/enrich/independent.py")
+}
+
+/// Runs the independent helper; `input` on its stdin.
+fn py(args: &[&str], input: Option<&str>) -> String {
+    assert!(
+        pydir().join("maxminddb").is_dir(),
+        "{} lacks the Python packages: pip install --target .cache/py maxminddb mmdb-writer maxminddb-geolite2 (.ci/run does)",
+        pydir().display()
+    );
+    let mut c = Command::new("python3")
+        .arg(helper())
+        .args(args)
+        .env("PYTHONPATH", pydir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = c.stdin.take().unwrap();
+    let text = input.unwrap_or_default().to_string();
+    let w = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success(), "independent.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn flowshard(args: &[&str], input: Option<&str>) -> (String, String) {
+    let mut c = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let text = input.unwrap_or_default().to_string();
+    let w = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "flowshard {args:?}: {err}");
+    (String::from_utf8(out.stdout).unwrap(), err)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn a_real_geolite2_database_answers_what_an_independent_reader_says() {
+    let db = pydir().join("_maxminddb_geolite2/GeoLite2-City.mmdb");
+    assert!(db.is_file(), "{} missing (pip install --target .cache/py maxminddb-geolite2)", db.display());
+    let db = db.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &format!("[enrich]\ngeoip = {db:?}\n"));
+    let addrs = py(&["sample", &db, "20000"], None);
+    let theirs = py(&["lookup", &db], Some(&addrs));
+    let (ours, err) = flowshard(&["enrich", "-c", &cfg], Some(&addrs));
+    let (theirs, ours): (Vec<serde_json::Value>, Vec<serde_json::Value>) = (
+        theirs.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        ours.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+    );
+    assert_eq!(theirs.len(), ours.len(), "{err}");
+    assert!(theirs.len() >= 60_000, "{} addresses", theirs.len());
+    let mut with_country = 0;
+    for (t, o) in theirs.iter().zip(&ours) {
+        assert_eq!((&t["ip"], &t["country"]), (&o["ip"], &o["country"]), "{err}");
+        with_country += usize::from(!t["country"].is_null());
+    }
+    assert!(with_country > theirs.len() / 2, "{with_country} of {} have a country", theirs.len());
+    eprintln!("{} addresses, {with_country} with a country, all equal; {}", theirs.len(), err.trim());
+}
+
+#[test]
+fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    py(&["mkdbs", &d], None);
+    let nets = write(
+        dir.path(),
+        "networks.csv",
+        "prefix,name,boundary,role,site,tenant\n\
+         10.1.0.0/16,campus,internal,users,hq,\n\
+         10.1.3.0/24,servers,internal,servers,hq,\n\
+         192.0.2.0/24,dc,internal,servers,dc1,\n\
+         192.0.2.32/27,dmz,external,dmz,dc1,\n\
+         2001:db8::/32,v6lab\n",
+    );
+    let (country, asn) = (format!("{d}/country.mmdb"), format!("{d}/asn.mmdb"));
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[enrich]\ngeoip = {country:?}\nasn = {asn:?}\nnetworks = {nets:?}\n[aggregate]\n\
+             dimensions = [\"total\", \"src_country\", \"dst_country\", \"src_as\", \"dst_as\", \"src_net\", \"dst_net\", \"boundary\"]\n\
+             [layer3]\nenabled = false\n"
+        ),
+    );
+    let pcap = captures().join("softflowd-v5.pcap").display().to_string();
+    let want: BTreeMap<String, u64> = serde_json::from_str(&py(&["sums", &pcap, &country, &asn, &nets], None)).unwrap();
+    assert!(want.len() > 12, "{want:?}");
+    for shards in ["1", "2"] {
+        let (out, _) = flowshard(&["replay", "--quiet", "--shards", shards, "-c", &cfg, &pcap], None);
+        assert!(out.is_empty());
+        let (out, _) = flowshard(&["replay", "--shards", shards, "-c", &cfg, &pcap], None);
+        let s = sum_lines(&out);
+        let got: BTreeMap<String, u64> = s.by_key.iter().map(|((dim, k), b)| (format!("{dim}:{k}"), *b)).collect();
+        assert!(!got.keys().any(|k| k.ends_with(":other")), "nothing folded: {got:?}");
+        assert_eq!(got, want, "{shards} shard(s): flowshard (left) vs tshark + maxminddb + ipaddress (right)");
+        // every dimension accounts for every byte: unknowns are a key of their own
+        let total = want["total:total"];
+        for dim in ["src_country", "dst_country", "src_as", "dst_as", "src_net", "dst_net", "boundary"] {
+            let sum: u64 = got.iter().filter(|(k, _)| k.starts_with(&format!("{dim}:"))).map(|(_, b)| b).sum();
+            assert_eq!(sum, total, "{dim}");
+        }
+    }
+    assert!(want.contains_key("src_country:unknown") && want.contains_key("boundary:in"), "{want:?}");
+}
+
+#[test]
+fn a_dimension_without_its_table_and_a_bad_networks_line_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[aggregate]\ndimensions = [\"total\", \"src_country\"]\n");
+    let out = Command::new(bin()).args(["validate", &cfg]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("aggregate.dimensions[1]") && text.contains("enrich.geoip"), "{text}");
+    let nets = write(dir.path(), "n.csv", "10.0.0.0/8,corp\n10.0.0.0/40,bad\n");
+    let cfg = write(dir.path(), "d.toml", &format!("[enrich]\nnetworks = {nets:?}\n"));
+    let out = Command::new(bin()).args(["enrich", "-c", &cfg, "10.0.0.1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("n.csv:2") && text.contains("prefix length 40") && text.contains("fix:"), "{text}");
+}
