@@ -158,3 +158,61 @@ fn a_dimension_without_its_table_and_a_bad_networks_line_are_named() {
     assert!(!out.status.success());
     assert!(text.contains("n.csv:2") && text.contains("prefix length 40") && text.contains("fix:"), "{text}");
 }
+
+/// Reloads while records arrive: the networks file is rewritten (a network renamed) while a
+/// real exporter's capture is sent in a loop, then a SIGHUP; every record is counted once under
+/// one of the names (per-second sums over `src_net` equal `total`, and the run's totals equal
+/// what was sent), and both names appear.
+#[test]
+fn a_reload_under_load_loses_no_record_and_counts_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nets = dir.path().join("networks.csv");
+    std::fs::write(&nets, "10.1.0.0/16,campus\n192.0.2.0/24,dc\n").unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[enrich]\nnetworks = {:?}\n[aggregate]\ndimensions = [\"total\", \"src_net\", \"boundary\"]\n[layer3]\nenabled = false\n",
+            nets.display().to_string()
+        ),
+    );
+    let state = dir.path().join("state");
+    let run = Running::start(2, &state, &["--config", &cfg]);
+    let http = run.http.clone().unwrap();
+    let reloads = || metric(&http, "flowshard_sink_records_total", "sink=\"enrich\",result=\"delivered\"");
+    let pcap = captures().join("softflowd-v5.pcap");
+    let t = &truth()["softflowd-v5.pcap"];
+    let (per_loop_bytes, per_loop_records) = (t["octets"].as_u64().unwrap(), t["flow_records"].as_u64().unwrap());
+    let mut loops = 0u64;
+    let mut send = |n: usize| {
+        for _ in 0..n {
+            send_capture(&pcap, &run.addr, "127.0.0.1", |_| true);
+            loops += 1;
+        }
+    };
+    send(3);
+    assert_eq!(reloads(), 0.0);
+    // rewritten in place (not renamed): the reloader must wait for the write to settle
+    std::fs::write(&nets, "10.1.0.0/16,campus-renamed\n192.0.2.0/24,dc\n").unwrap();
+    send(3);
+    wait_until("the file-change reload", 20, || reloads() >= 1.0);
+    send(3);
+    // SIGHUP reloads the same files again
+    let pid = run.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until("the SIGHUP reload", 20, || reloads() >= 2.0);
+    send(3);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (ok, out, err) = run.stop();
+    assert!(ok, "{}", err.join("\n"));
+    let s = sum_lines(&out);
+    let sum = summary(&err);
+    assert_eq!(sum["records"].as_u64(), Some(loops * per_loop_records), "{sum}");
+    assert_eq!(s.total_bytes, loops * per_loop_bytes);
+    let net_sum: u64 = s.by_key.iter().filter(|((d, _), _)| d == "src_net").map(|(_, b)| b).sum();
+    let boundary_sum: u64 = s.by_key.iter().filter(|((d, _), _)| d == "boundary").map(|(_, b)| b).sum();
+    assert_eq!((net_sum, boundary_sum), (s.total_bytes, s.total_bytes));
+    let key = |k: &str| s.by_key.get(&("src_net".to_string(), k.to_string())).copied().unwrap_or(0);
+    assert!(key("campus") > 0 && key("campus-renamed") > 0, "{:?}", s.by_key);
+    assert!(err.iter().any(|l| l.contains("enrichment tables reloaded") && l.contains("SIGHUP")), "{}", err.join("\n"));
+}

@@ -298,12 +298,23 @@ pub struct GateCounters {
     pub feedback_reloads: u64,
 }
 
-/// What tells one saved version of the suppression store from another.
+/// What tells one saved version of a file from another (the suppression store, the
+/// enrichment tables): modification time, inode and length. A file replaced by a rename gets a
+/// new inode, so a change the file system's coarse modification time (one clock tick) would
+/// hide is still seen. One `stat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct StoreVersion {
+pub struct FileVersion {
     modified: Option<SystemTime>,
     inode: u64,
     len: u64,
+}
+
+impl FileVersion {
+    /// The version of `path` now (`None`: missing or unreadable).
+    pub fn of(path: &Path) -> Option<FileVersion> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| FileVersion { modified: m.modified().ok(), inode: m.ino(), len: m.len() })
+    }
 }
 
 /// Suppression + de-duplication + cooldown.
@@ -312,7 +323,7 @@ pub struct AlertGate {
     state_dir: PathBuf,
     cooldown_s: u64,
     store: Suppressions,
-    store_version: Option<StoreVersion>,
+    store_version: Option<FileVersion>,
     last: HashMap<(u8, String, String), u64>,
     seen: HashMap<(u8, String, String, String, u64), u64>,
     /// Counters.
@@ -335,17 +346,10 @@ impl AlertGate {
         g
     }
 
-    /// Re-reads the suppression store when its file changed (cheap: one `stat`). The store is
-    /// replaced by a rename on every save, so a new inode tells a change that the file system's
-    /// coarse modification time (one clock tick) would hide.
+    /// Re-reads the suppression store when its file changed (cheap: one `stat`; the store is
+    /// replaced by a rename on every save, see [`FileVersion`]).
     pub fn reload(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        let path = Suppressions::path(&self.state_dir);
-        let m = std::fs::metadata(&path).ok().map(|m| StoreVersion {
-            modified: m.modified().ok(),
-            inode: m.ino(),
-            len: m.len(),
-        });
+        let m = FileVersion::of(&Suppressions::path(&self.state_dir));
         if m == self.store_version {
             return;
         }

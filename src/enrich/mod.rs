@@ -37,6 +37,35 @@ impl EnrichConfig {
     }
 }
 
+/// Where a reloaded table is published for the shards: a generation number they compare once
+/// per tick (one atomic load) and the table behind a mutex taken only when the generation
+/// moved — never per record or per datagram. A shard swaps the table between datagrams, so
+/// every record of a datagram, and every record of a second's window, is counted once.
+#[derive(Debug, Default)]
+pub struct Slot {
+    generation: std::sync::atomic::AtomicU64,
+    table: std::sync::Mutex<Option<std::sync::Arc<Table>>>,
+}
+
+impl Slot {
+    /// Publishes a new table (generation + 1).
+    pub fn publish(&self, t: std::sync::Arc<Table>) {
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The current generation (0: nothing published since start).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The table last published.
+    pub fn current(&self) -> Option<std::sync::Arc<Table>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// What the table knows about one address range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Answer {

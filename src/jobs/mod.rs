@@ -1,11 +1,13 @@
 //! Periodic work on the I/O core, each job on a thread of its own pinned there: the layer-2
 //! Holt-Winters job ([`layer2`]), the layer-3 Random Cut Forest ([`layer3`], on `[cores]
-//! layer3` when set) and the Kafka feedback consumer ([`feedback`]). Jobs hand the
+//! layer3` when set), the Kafka feedback consumer ([`feedback`]) and the enrichment tables'
+//! reloader ([`enrich`]). Jobs hand the
 //! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
 //! not know the runtime's message type.
 //!
-//! May depend on: `detect`, `alert`, `sink`, `config`, `model`. Lives on: I/O cores.
+//! May depend on: `detect`, `enrich`, `alert`, `sink`, `config`, `model`. Lives on: I/O cores.
 
+pub mod enrich;
 pub mod feedback;
 pub mod layer2;
 pub mod layer3;
@@ -30,6 +32,7 @@ pub fn start(
     cpu: Option<usize>,
     alerts: AlertOut,
     results: layer3::ResultsOut,
+    enrich_slot: Option<Arc<crate::enrich::Slot>>,
     stop: &Arc<AtomicBool>,
     stats: &mut Vec<Arc<SinkStats>>,
 ) -> Result<(Vec<JoinHandle<()>>, Option<layer3::Feed>), SinkError> {
@@ -61,6 +64,15 @@ pub fn start(
         stats.push(st.clone());
         let (l2, ready, stop) = (cfg.layer2.clone(), feedback_ready.clone(), stop.clone());
         jobs.push(spawn_on("layer2", cpu, move || layer2::run(&client, &l2, &alerts, &st, &ready, &stop))?);
+    }
+    if let Some(slot) = enrich_slot {
+        let st = SinkStats::new("enrich", None);
+        stats.push(st.clone());
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+            .map_err(|e| SinkError::Io { sink: "enrich", source: e })?;
+        let (ecfg, stop) = (cfg.enrich.clone(), stop.clone());
+        jobs.push(spawn_on("enrich", cpu, move || enrich::run(&ecfg, &slot, &hup, &st, &stop))?);
     }
     if let Some(k) = feedback {
         let st = SinkStats::new("feedback", None);

@@ -133,7 +133,10 @@ pub fn run(
     let job_alerts: jobs::AlertOut = Box::new(move |docs| to_io.send(IoMsg::Alerts(docs)).is_ok());
     let job_results: jobs::layer3::ResultsOut =
         Box::new(move |batch| to_io3.send(IoMsg::Layer3(Box::new(batch))).is_ok());
-    let (jobs, layer3) = jobs::start(cfg, io_pin, job_alerts, job_results, &jobs_stop, &mut sink_stats)?;
+    // reloaded enrichment tables reach the shards through this slot (they start with pcfg's)
+    let enrich_slot = cfg.enrich.any().then(|| Arc::new(crate::enrich::Slot::default()));
+    let (jobs, layer3) =
+        jobs::start(cfg, io_pin, job_alerts, job_results, enrich_slot.clone(), &jobs_stop, &mut sink_stats)?;
     let published = http::shared(n);
     if let Ok(mut p) = published.lock() {
         p.feedback = Some(http::feedback::FeedbackTarget {
@@ -195,6 +198,7 @@ pub fn run(
         let pcfg = pcfg.clone();
         let stop = stop.clone();
         let snapshot = snapshot.clone();
+        let slot = enrich_slot.clone();
         let status_tx = status_tx.clone();
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{shard}"))
@@ -202,7 +206,7 @@ pub fn run(
             // the window tick must not wait behind a busy receive loop
             .preempt_timer(Duration::from_millis(5))
             .spawn(move || async move {
-                let last = shard::shard_main(shard, n, pcfg, ep, fds, stop, snapshot).await;
+                let last = shard::shard_main(shard, n, pcfg, ep, fds, stop, snapshot, slot).await;
                 let _ = status_tx.send(last);
             })
             .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;

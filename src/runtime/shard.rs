@@ -16,7 +16,7 @@
 //! send final status and templates → executors end → the I/O thread drains, flushes the sinks
 //! and returns.
 //!
-//! May depend on: `pipeline`, `decode`, `model`, `ops`. Lives on: shard cores (one executor
+//! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`. Lives on: shard cores (one executor
 //! each; everything here is built on its core and never moves).
 
 use super::exchange::{Endpoints, IoMsg};
@@ -111,6 +111,7 @@ pub(super) async fn shard_main(
     fds: Vec<i32>,
     stop: Arc<AtomicBool>,
     snapshot: Arc<Snapshot>,
+    enrich: Option<Arc<crate::enrich::Slot>>,
 ) -> ShardStatus {
     let mut core = ShardCore::new(&pcfg, shard as u16, n);
     core.decoder.templates.restore(&snapshot);
@@ -197,6 +198,7 @@ pub(super) async fn shard_main(
 
     // Tick loop.
     let mut open = now_s.get();
+    let mut enrich_seen = 0u64;
     let mut last_status = 0u64;
     let close_and_send = |second: u64| {
         let mut s = sh.borrow_mut();
@@ -216,6 +218,14 @@ pub(super) async fn shard_main(
         }
         let cur = unix_now().0;
         now_s.set(cur);
+        // a reloaded enrichment table: swapped between datagrams (one atomic load per tick)
+        if let Some(slot) = &enrich {
+            let g = slot.generation();
+            if g != enrich_seen {
+                enrich_seen = g;
+                sh.borrow_mut().core.set_enrichment(slot.current());
+            }
+        }
         if cur > open {
             let mut batches = close_and_send(open);
             for (owner, tx) in &senders {
