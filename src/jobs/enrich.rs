@@ -8,7 +8,7 @@
 
 use crate::alert::FileVersion;
 use crate::enrich::{load::load, EnrichConfig, Slot};
-use crate::sink::delivery::SinkStats;
+use crate::sink::delivery::{pause, SinkStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,14 +25,14 @@ pub fn run(cfg: &EnrichConfig, slot: &Slot, hup: &AtomicBool, st: &SinkStats, st
     let mut seen = versions(&files);
     st.up.store(true, Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
+        pause(Duration::from_millis(250));
         let now = versions(&files);
         let signalled = hup.swap(false, Ordering::Relaxed);
         if !signalled && now == seen {
             continue;
         }
         // a file being written shows several versions: wait until it holds still for a moment
-        std::thread::sleep(Duration::from_millis(200));
+        pause(Duration::from_millis(200));
         let settled = versions(&files);
         if settled != now && !signalled {
             continue;

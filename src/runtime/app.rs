@@ -206,7 +206,8 @@ pub fn run(
             // the window tick must not wait behind a busy receive loop
             .preempt_timer(Duration::from_millis(5))
             .spawn(move || async move {
-                let last = shard::shard_main(shard, n, pcfg, ep, fds, stop, snapshot, slot).await;
+                let last =
+                    shard::shard_main(shard, n, pcfg, ep, fds, stop, shard::Handed { snapshot, enrich: slot }).await;
                 let _ = status_tx.send(last);
             })
             .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;

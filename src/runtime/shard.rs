@@ -101,6 +101,15 @@ fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {
     }
 }
 
+/// What a shard starts from besides its sockets: the state directory's template snapshot, and
+/// the slot reloaded enrichment tables arrive through (when `[enrich]` is configured).
+pub(super) struct Handed {
+    /// Templates to restore.
+    pub snapshot: Arc<Snapshot>,
+    /// Enrichment reloads.
+    pub enrich: Option<Arc<crate::enrich::Slot>>,
+}
+
 /// One shard's life: connect the exchange, receive and decode until `stop`, close a window
 /// every second, then shut down in order; returns the final status.
 pub(super) async fn shard_main(
@@ -110,9 +119,9 @@ pub(super) async fn shard_main(
     ep: Endpoints,
     fds: Vec<i32>,
     stop: Arc<AtomicBool>,
-    snapshot: Arc<Snapshot>,
-    enrich: Option<Arc<crate::enrich::Slot>>,
+    handed: Handed,
 ) -> ShardStatus {
+    let Handed { snapshot, enrich } = handed;
     let mut core = ShardCore::new(&pcfg, shard as u16, n);
     core.decoder.templates.restore(&snapshot);
     core.decoder.templates.take_dirty();
