@@ -65,12 +65,14 @@ pub fn start(
         let (l2, ready, stop) = (cfg.layer2.clone(), feedback_ready.clone(), stop.clone());
         jobs.push(spawn_on("layer2", cpu, move || layer2::run(&client, &l2, &alerts, &st, &ready, &stop))?);
     }
+    // SIGHUP (`systemctl reload`) re-reads the enrichment tables; without any it is caught
+    // and ignored rather than ending the process (the signal's default)
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| SinkError::Io { sink: "enrich", source: e })?;
     if let Some(slot) = enrich_slot {
         let st = SinkStats::new("enrich", None);
         stats.push(st.clone());
-        let hup = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-            .map_err(|e| SinkError::Io { sink: "enrich", source: e })?;
         let (ecfg, stop) = (cfg.enrich.clone(), stop.clone());
         jobs.push(spawn_on("enrich", cpu, move || enrich::run(&ecfg, &slot, &hup, &st, &stop))?);
     }
