@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(net("2001:db8:1:ffff::1").as_deref(), Some("v6lab"));
         assert_eq!(net("2001:db8:2::1").as_deref(), Some("v6corp"));
         assert_eq!(net("2001:db9::1"), None);
-        assert_eq!(t.networks.len(), 7);
+        assert_eq!(t.networks.len(), 6);
     }
 
     #[test]
