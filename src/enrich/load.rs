@@ -105,7 +105,7 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     let ranges = layer(&sources);
     let mut t = Table::from_ranges(&ranges, cfg.networks.is_some());
     t.networks = networks;
-    stats.ranges = ranges.len() as u64;
+    stats.ranges = t.stats.ranges;
     stats.load_ms = t0.elapsed().as_millis() as u64;
     t.stats = stats;
     Ok(t)
@@ -135,9 +135,10 @@ fn read_mmdb(path: &Path, field: &'static str) -> Result<Vec<Span<Answer>>, Load
                     continue;
                 }
             }
-            let answer = match item.offset() {
-                Some(off) if cache.contains_key(&off) => cache[&off],
-                off => {
+            let off = item.offset();
+            let answer = match off.and_then(|o| cache.get(&o)) {
+                Some(&a) => a,
+                None => {
                     let cc: Option<&str> =
                         item.decode_path(&[PathElement::Key("country"), PathElement::Key("iso_code")]).map_err(bad)?;
                     // GeoLite2 stores it as uint32; other writers pick the smallest type

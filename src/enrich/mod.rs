@@ -97,7 +97,7 @@ pub struct Network {
 }
 
 /// The flattened, read-only enrichment table.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Table {
     /// IPv4: range starts (ascending, the first is 0) and their answers.
     v4_starts: Vec<u32>,
@@ -113,6 +113,13 @@ pub struct Table {
     pub networks: Vec<Network>,
     /// What was loaded, for logs and counters.
     pub stats: LoadStats,
+}
+
+impl std::fmt::Debug for Table {
+    /// A summary: what was loaded, not the hundreds of thousands of ranges.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("stats", &self.stats).field("networks", &self.networks.len()).finish()
+    }
 }
 
 /// What a load read.

@@ -56,7 +56,10 @@ pub fn parse_key(dim: Dimension, s: &str) -> Option<Key> {
         Dimension::SrcAs | Dimension::DstAs => Key::new(Ip::UNSPECIFIED, s.trim_start_matches("AS").parse().ok()?),
         Dimension::SrcCountry | Dimension::DstCountry => match s {
             "unknown" => Key::new(Ip::UNSPECIFIED, 0),
-            c => Key::new(Ip::UNSPECIFIED, u32::from(crate::model::country_code(c)).checked_sub(1)? + 1),
+            c => match crate::model::country_code(c) {
+                0 => return None,
+                code => Key::new(Ip::UNSPECIFIED, u32::from(code)),
+            },
         },
         Dimension::SrcNet | Dimension::DstNet => match s {
             "unknown" => Key::new(Ip::UNSPECIFIED, 0),
