@@ -30,6 +30,7 @@ fn window() -> HotWindow {
                 flows: 1,
                 distinct: None,
                 distinct_ports: None,
+                sketch: None,
             });
         }
         h.push(&so, &[]);

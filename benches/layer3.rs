@@ -7,7 +7,7 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flowshard::detect::layer3::{Forest, Layer3, Layer3Engine, FEATURES};
+use flowshard::detect::layer3::{Forest, Layer3, Layer3Engine, SourceRow, FEATURES};
 use flowshard::model::Ip;
 use std::hint::black_box;
 
@@ -51,10 +51,10 @@ fn checkpoints(c: &mut Criterion) {
     let mut eng = Layer3Engine::new(&cfg);
     let mut out = Vec::new();
     for i in 0..50u64 {
-        let rows: Vec<(Ip, [f64; FEATURES])> = (0..MODELS)
+        let rows: Vec<SourceRow> = (0..MODELS)
             .map(|h| {
                 let p = point(i * 131 + h as u64);
-                (Ip(0xc000_0200 + h), p.map(f64::from))
+                SourceRow::new(Ip(0xc000_0200 + h), p.map(f64::from))
             })
             .collect();
         eng.observe_interval(1_800_000_000 + i * cfg.interval_s, &rows, 0, &mut out).expect("observe");

@@ -11,7 +11,8 @@ mod common;
 
 use common::{opensearch, opensearch_cleanup, unique, wait_until};
 use flowshard::config::{Layer3, OpensearchSink};
-use flowshard::detect::layer3::{Layer3Engine, FEATURES};
+use flowshard::detect::layer3::{Layer3Engine, SourceRow, FEATURES};
+use flowshard::model::hll::Sketch;
 use flowshard::model::Ip;
 use flowshard::sink::Sink;
 
@@ -93,7 +94,7 @@ fn results_reach_opensearch_in_the_plugins_schema() {
     for s in 30_000u64..31_500 {
         let wobble = ((s * 7919) % 13) as f64 / 13.0;
         let distinct = if s >= 31_400 { 80.0 } else { 3.0 + wobble };
-        let rows = [(ip, [40_000.0 * (1.0 + 0.1 * wobble), 40.0, 12.0, distinct, 1.0 + wobble / 4.0])];
+        let rows = [SourceRow::new(ip, [40_000.0 * (1.0 + 0.1 * wobble), 40.0, 12.0, distinct, 1.0 + wobble / 4.0])];
         eng.observe(s, &rows, s * 1000, &mut results).unwrap();
     }
     let anomalies: Vec<_> = results.iter().filter(|r| r.is_anomaly()).cloned().collect();
@@ -162,15 +163,23 @@ fn results_reach_opensearch_in_the_plugins_schema() {
     opensearch_cleanup(&opensearch(), &prefix);
 }
 
-/// Per-second `src_ip` rollups of a few steady hosts (and the `other` row); host 0's
-/// destination endpoints jump at `jump` at the same volume.
+/// Per-second `src_ip` rollups of a few steady hosts (and the `other` row), with their
+/// sketches as the owners hand them on: each host reaches a few of its 8 usual endpoints a
+/// second; host 0 reaches 90 new ones a second from `jump` on, at the same volume.
 fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
     use flowshard::model::{Dimension, Key, Rollup};
     let mut rollups = Vec::new();
     for h in 0..5u64 {
         let wobble = ((s * 7919 + h * 104_729) % 13) as f64 / 13.0;
         let bytes = (20_000.0 * (h + 1) as f64 * (1.0 + 0.1 * wobble)) as u64;
-        let distinct = if h == 0 && s >= jump { 90 } else { 3 + (wobble * 3.0) as u64 };
+        let jumped = h == 0 && s >= jump;
+        let n = if jumped { 90 } else { 3 + (wobble * 3.0) as u64 };
+        let mut sk = Sketch::default();
+        for i in 0..n as u128 {
+            let endpoint = if jumped { ((s as u128) << 20) | i } else { ((h as u128) << 20) | ((s as u128 + i) % 8) };
+            sk.add([endpoint, 6 << 16 | 443]);
+        }
+        let [distinct, ports] = sk.estimates();
         rollups.push(Rollup {
             second: s,
             dimension: Dimension::SrcIp,
@@ -179,9 +188,13 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
             packets: bytes / 700 + 1,
             flows: 6 + h,
             distinct: Some(distinct),
-            distinct_ports: Some(1),
+            distinct_ports: Some(ports),
+            sketch: Some(Box::new(sk)),
         });
     }
+    let mut other = Sketch::default();
+    other.add([s as u128, 17 << 16 | 53]);
+    other.add([s as u128 + 1, 17 << 16 | 123]);
     rollups.push(Rollup {
         second: s,
         dimension: Dimension::SrcIp,
@@ -191,6 +204,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         flows: 4,
         distinct: Some(2),
         distinct_ports: Some(2),
+        sketch: Some(Box::new(other)),
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

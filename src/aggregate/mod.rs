@@ -18,7 +18,7 @@
 //!
 //! May depend on: `model`. Lives on: shard cores (and replay, tests, benches).
 
-pub mod hll;
+pub use crate::model::hll;
 pub mod table;
 
 pub use table::{key_hash, KeyTable};
@@ -236,6 +236,9 @@ pub struct OwnedRow {
     pub distinct: Option<u64>,
     /// Distinct destination ports, where the dimension tracks distinct counts.
     pub distinct_ports: Option<u64>,
+    /// Index of the row's sketch in the sketches handed on with the rows, or [`NO_SKETCH`]
+    /// (kept for `src_ip` rows only: layer 3 unions them over its interval).
+    pub sketch: u32,
 }
 
 /// The owner's merge of all shards' partials for one second.
@@ -270,10 +273,16 @@ impl OwnerWindow {
 
     /// Finishes the second: `observe` sees every merged row first (detection must see keys the
     /// top-K cut is about to fold away), then the top rows per dimension (plus `other`) are
-    /// appended to `out`; tables are emptied.
-    pub fn finish_with(&mut self, mut observe: impl FnMut(u8, &Row, Option<u64>), out: &mut Vec<OwnedRow>) {
+    /// appended to `out`, the `src_ip` rows' sketches to `sketches`; tables are emptied.
+    pub fn finish_with(
+        &mut self,
+        mut observe: impl FnMut(u8, &Row, Option<u64>),
+        out: &mut Vec<OwnedRow>,
+        sketches: &mut Vec<Sketch>,
+    ) {
         for (di, t) in self.tables.iter_mut().enumerate() {
             let has = self.dims[di].distinct_names().is_some();
+            let keep = self.dims[di] == Dimension::SrcIp;
             t.for_each(|row, sk| {
                 let d = if has { sk.map(|s| s.main_estimate()) } else { None };
                 observe(di as u8, row, d);
@@ -281,19 +290,27 @@ impl OwnerWindow {
             t.truncate_top(self.top_k);
             t.drain(|row, sk| {
                 let [distinct, ports] = sk.map_or([0; 2], |s| s.estimates());
+                let sketch = match sk {
+                    Some(s) if keep && !s.is_empty() => {
+                        sketches.push(*s);
+                        (sketches.len() - 1) as u32
+                    }
+                    _ => NO_SKETCH,
+                };
                 out.push(OwnedRow {
                     dim: di as u8,
                     row: *row,
                     distinct: has.then_some(distinct),
                     distinct_ports: has.then_some(ports),
+                    sketch,
                 })
             });
         }
     }
 
     /// [`OwnerWindow::finish_with`] without an observer.
-    pub fn finish(&mut self, out: &mut Vec<OwnedRow>) {
-        self.finish_with(|_, _, _| {}, out)
+    pub fn finish(&mut self, out: &mut Vec<OwnedRow>, sketches: &mut Vec<Sketch>) {
+        self.finish_with(|_, _, _| {}, out, sketches)
     }
 
     /// Rows folded into `other` by the owner's bounds.
@@ -351,7 +368,7 @@ mod tests {
             let mut ow = OwnerWindow::new(&cfg, 3);
             ow.merge(b);
             let mut out = Vec::new();
-            ow.finish(&mut out);
+            ow.finish(&mut out, &mut Vec::new());
             for r in out.iter().filter(|r| cfg.dimensions[r.dim as usize] == Dimension::SrcIp) {
                 assert_eq!(owner_of(&r.row.key, 3), o);
                 total += r.row.bytes;

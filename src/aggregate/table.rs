@@ -10,8 +10,8 @@
 //!
 //! Lives on: shard cores.
 
-use super::hll::{Sketch, LANES};
 use super::Row;
+use crate::model::hll::{Sketch, LANES};
 use crate::model::{FlowRecord, Key};
 
 const EMPTY: u8 = 0;

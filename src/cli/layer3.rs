@@ -81,12 +81,13 @@ pub fn run(a: Args) -> Result<()> {
     std::io::Write::flush(&mut out)?;
     let c = &eng.counters;
     eprintln!(
-        "layer 3: {} intervals with data ({} rows, {} searches, {} bad keys) of {app} in [{from}, {to}); \
-         {} entities, {} results, {} anomalies, {} alerts; {:.1} s",
+        "layer 3: {} intervals with data ({} rows, {} searches, {} bad keys, {} unreadable sketches) of {app} \
+         in [{from}, {to}); {} entities, {} results, {} anomalies, {} alerts; {:.1} s",
         read.intervals,
         read.rows,
         read.pages,
         read.bad_keys,
+        read.bad_sketches,
         eng.entities(),
         c.results,
         c.anomalies,

@@ -4,10 +4,14 @@
 //!
 //! **Input.** The per-second `src_ip` rollups the owners already produce; each interval
 //! (`interval_s`, default 60 s like the plugin, down to 10 s) becomes one point per tracked
-//! source: bytes, packets and flows summed over the interval, and the mean per-second counts of
-//! distinct destination endpoints (address:port) and of distinct destination ports, so a host
-//! whose port mix changes at the same volume and the same number of peers shows. A tracked
-//! source absent from an interval sent nothing: its point is zeros.
+//! source: bytes, packets and flows summed over the interval, and the numbers of distinct
+//! destination endpoints (address:port) and of distinct destination ports *over the interval*
+//! — the union of the rows' per-second HyperLogLog sketches, as the plugin's `cardinality`
+//! feature counts over its interval. So a host whose port mix changes at the same volume and the
+//! same number of connections shows even when it opens one connection a second (each second
+//! then has one endpoint and one port, before and during the change). A row without a sketch
+//! contributes its per-second count as a lower bound. A tracked source absent from an interval
+//! sent nothing: its point is zeros.
 //!
 //! **Model.** Per entity one forest (shingle 8, 50 trees, sample 256 by default) behind the
 //! crate's thresholder and predictor-corrector (`core_process`, the engine of its `BasicTRCF`).
@@ -29,6 +33,7 @@
 //! May depend on: `model`. Lives on: the layer-3 job thread (on the I/O core unless `[cores]
 //! layer3` names one), replay and backtest (main thread).
 
+use crate::model::hll::Sketch;
 use crate::model::Ip;
 use rcflib::common::descriptor::Descriptor;
 use rcflib::rcf::{AugmentedRCF, RCFLarge, RCFOptionsBuilder};
@@ -48,8 +53,56 @@ pub const FEATURE_NAMES: [&str; FEATURES] =
 /// The alert `metric` of each feature when it drives an anomaly: layer 1's metric names for the
 /// four it shares with layer 1, `distinct_ports` for the fifth.
 pub const ALERT_METRICS: [&str; FEATURES] = ["bytes", "packets", "flows", "distinct", "distinct_ports"];
-/// The features that are per-second distinct counts (averaged over the interval, not summed).
+/// The features that are distinct counts over the interval (the union of the rows' sketches,
+/// at least the largest per-second count), in the order of the sketch's lanes.
 const DISTINCT_FEATURES: [usize; 2] = [3, 4];
+
+/// One source's row as layer 3 takes it: a second of `src_ip` rollup live, an interval read
+/// back from history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceRow {
+    /// The source (`::` for `other`: it counts in the interval's totals, never as an entity).
+    pub ip: Ip,
+    /// Bytes, packets, flows, distinct destination endpoints, distinct destination ports.
+    pub v: [f64; FEATURES],
+    /// The sketch behind the two distinct counts, when the row has one.
+    pub sketch: Option<Sketch>,
+}
+
+impl SourceRow {
+    /// A row without a sketch (its distinct counts are lower bounds of the interval's).
+    pub fn new(ip: Ip, v: [f64; FEATURES]) -> SourceRow {
+        SourceRow { ip, v, sketch: None }
+    }
+}
+
+impl From<(Ip, [f64; FEATURES])> for SourceRow {
+    fn from((ip, v): (Ip, [f64; FEATURES])) -> SourceRow {
+        SourceRow::new(ip, v)
+    }
+}
+
+/// Adds a row's values to an interval's: counters are summed, distinct counts keep the
+/// largest (the union of the sketches is taken at the close, [`union_distinct`]).
+fn accumulate(acc: &mut [f64; FEATURES], v: &[f64; FEATURES]) {
+    for (i, (a, x)) in acc.iter_mut().zip(v).enumerate() {
+        if DISTINCT_FEATURES.contains(&i) {
+            *a = a.max(*x);
+        } else {
+            *a += x;
+        }
+    }
+}
+
+/// Raises an interval's distinct counts to the estimates of its sketches' union.
+fn union_distinct(f: &mut [f64; FEATURES], s: &Sketch) {
+    if s.is_empty() {
+        return;
+    }
+    for (&i, e) in DISTINCT_FEATURES.iter().zip(s.estimates()) {
+        f[i] = f[i].max(e as f64);
+    }
+}
 
 /// `[layer3]`: the per-source Random Cut Forest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -590,8 +643,10 @@ pub struct Layer3Counters {
 #[derive(Clone, Serialize, Deserialize)]
 struct Entity {
     forest: Forest,
-    /// This interval's sums: bytes, packets, flows, Σ per-second distinct.
+    /// This interval's values so far ([`accumulate`]).
     acc: [f64; FEATURES],
+    /// The union of this interval's sketches.
+    sketch: Sketch,
     /// Last second with traffic.
     last_seen: u64,
     /// ln of the time-decayed priority (Σ e^{λ (t − landmark)} over intervals seen).
@@ -659,6 +714,7 @@ struct Snapshot {
     door: Door,
     counters: Layer3Counters,
     totals: [f64; FEATURES],
+    totals_sketch: Sketch,
 }
 
 /// The same, written from borrowed models (the same bytes: serde writes `&T` as `T`), so that a
@@ -673,13 +729,14 @@ struct SnapshotRef<'a> {
     door: &'a Door,
     counters: &'a Layer3Counters,
     totals: [f64; FEATURES],
+    totals_sketch: Sketch,
 }
 
 /// Buffer between the serialiser's many small writes and the deflater (each write into the
 /// deflater costs a call over its whole working buffer).
 const CHECKPOINT_BUFFER: usize = 1 << 20;
 
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 
 /// Layer 3 for one appliance: entities, the door-keeper and the interval clock.
 pub struct Layer3Engine {
@@ -697,8 +754,11 @@ pub struct Layer3Engine {
     model_bytes: usize,
     /// Anomalies confirmed by the interval after them, not yet taken.
     confirmed: Vec<AnomalyResult>,
-    /// All sources' sums of the open interval.
+    /// All sources' values of the open interval: counters summed, distinct counts the largest
+    /// per-second sum over the sources.
     totals: [f64; FEATURES],
+    /// The union of all sources' sketches of the open interval (`other` included).
+    totals_sketch: Sketch,
     /// Counters.
     pub counters: Layer3Counters,
 }
@@ -716,6 +776,7 @@ impl Layer3Engine {
             model_bytes: 0,
             confirmed: Vec::new(),
             totals: [0.0; FEATURES],
+            totals_sketch: Sketch::default(),
             counters: Layer3Counters::default(),
         }
     }
@@ -743,13 +804,12 @@ impl Layer3Engine {
         ((self.cfg.memory_mb as usize) << 20) / self.model_bytes
     }
 
-    /// Feeds one second of `src_ip` rows — (source, bytes, packets, flows, distinct) — closing
-    /// every interval that ended before `second` first (its results appended to `out`; `now_ms`
-    /// stamps their execution times).
+    /// Feeds one second of `src_ip` rows, closing every interval that ended before `second`
+    /// first (its results appended to `out`; `now_ms` stamps their execution times).
     pub fn observe(
         &mut self,
         second: u64,
-        rows: &[(Ip, [f64; FEATURES])],
+        rows: &[SourceRow],
         now_ms: u64,
         out: &mut Vec<AnomalyResult>,
     ) -> Result<(), Layer3Error> {
@@ -759,8 +819,11 @@ impl Layer3Engine {
             self.interval_start = second - second % self.cfg.interval_s;
             self.entities.values_mut().for_each(|e| {
                 e.acc = [0.0; FEATURES];
+                e.sketch = Sketch::default();
                 e.seen_now = false;
             });
+            self.totals = [0.0; FEATURES];
+            self.totals_sketch = Sketch::default();
         }
         self.advance(second, now_ms, out)?;
         if self.interval_start == 0 {
@@ -769,10 +832,15 @@ impl Layer3Engine {
                 self.landmark = self.interval_start;
             }
         }
-        for &(ip, v) in rows {
-            for (t, x) in self.totals.iter_mut().zip(v) {
+        let mut sums = [0.0; FEATURES];
+        for r in rows {
+            for (t, x) in sums.iter_mut().zip(r.v) {
                 *t += x;
             }
+            if let Some(s) = &r.sketch {
+                self.totals_sketch.merge(s);
+            }
+            let ip = r.ip;
             if ip == Ip::UNSPECIFIED {
                 continue;
             }
@@ -780,8 +848,9 @@ impl Layer3Engine {
                 continue;
             }
             if let Some(e) = self.entities.get_mut(&ip) {
-                for (a, x) in e.acc.iter_mut().zip(v) {
-                    *a += x;
+                accumulate(&mut e.acc, &r.v);
+                if let Some(s) = &r.sketch {
+                    e.sketch.merge(s);
                 }
                 e.last_seen = second;
                 if !e.seen_now {
@@ -792,17 +861,19 @@ impl Layer3Engine {
                 }
             }
         }
+        accumulate(&mut self.totals, &sums);
         Ok(())
     }
 
-    /// Feeds one whole interval read back from history (the rows summed over the interval, the
-    /// distinct column as the sum of the per-second counts, as the live accumulators hold it).
+    /// Feeds one whole interval read back from history (each source's rows summed over the
+    /// interval, its distinct counts the largest per-second ones and its sketch their union, as
+    /// the live accumulators hold them).
     /// An interval that does not follow the open one restarts the clock after closing the open
     /// one: a hole in the history (the appliance was down) is not an interval without traffic.
     pub fn observe_interval(
         &mut self,
         start: u64,
-        rows: &[(Ip, [f64; FEATURES])],
+        rows: &[SourceRow],
         now_ms: u64,
         out: &mut Vec<AnomalyResult>,
     ) -> Result<(), Layer3Error> {
@@ -902,6 +973,7 @@ impl Layer3Engine {
             Entity {
                 forest,
                 acc: [0.0; FEATURES],
+                sketch: Sketch::default(),
                 last_seen: second,
                 log_priority: f64::NEG_INFINITY,
                 seen_now: false,
@@ -924,15 +996,11 @@ impl Layer3Engine {
         let mut cold = 0;
         let mut errors = Vec::new();
         let mut totals = std::mem::take(&mut self.totals);
-        for i in DISTINCT_FEATURES {
-            totals[i] /= iv as f64;
-        }
+        union_distinct(&mut totals, &std::mem::take(&mut self.totals_sketch));
         for ip in ips {
             let Some(e) = self.entities.get_mut(&ip) else { continue };
             let mut f = e.acc;
-            for i in DISTINCT_FEATURES {
-                f[i] /= iv as f64; // mean distinct per second
-            }
+            union_distinct(&mut f, &std::mem::take(&mut e.sketch));
             let point: [f32; FEATURES] = f.map(|x| x as f32);
             match e.forest.process(&point, start, &self.cfg) {
                 Ok(scored) => {
@@ -994,6 +1062,7 @@ impl Layer3Engine {
             door: &self.door,
             counters: &self.counters,
             totals: self.totals,
+            totals_sketch: self.totals_sketch,
         };
         let enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut buf = std::io::BufWriter::with_capacity(CHECKPOINT_BUFFER, enc);
@@ -1018,6 +1087,7 @@ impl Layer3Engine {
         self.door = snap.door;
         self.counters = snap.counters;
         self.totals = snap.totals;
+        self.totals_sketch = snap.totals_sketch;
         self.entities = snap.entities.into_iter().map(|(k, v)| (Ip(k), v)).collect();
         self.model_bytes = self.entities.values().next().map(|e| e.forest.size()).unwrap_or(0);
         self.resumed = true;
@@ -1047,11 +1117,14 @@ fn log_add(a: f64, b: f64) -> f64 {
     hi + (lo - hi).exp().ln_1p()
 }
 
-/// A `src_ip` rollup's point contribution: bytes, packets, flows, distinct endpoints, distinct
-/// ports.
-pub fn row_of(r: &crate::model::Rollup) -> (Ip, [f64; FEATURES]) {
+/// A `src_ip` rollup as layer 3 takes it.
+pub fn row_of(r: &crate::model::Rollup) -> SourceRow {
     let d = |x: Option<u64>| x.unwrap_or(0) as f64;
-    (r.key.ip, [r.bytes as f64, r.packets as f64, r.flows as f64, d(r.distinct), d(r.distinct_ports)])
+    SourceRow {
+        ip: r.key.ip,
+        v: [r.bytes as f64, r.packets as f64, r.flows as f64, d(r.distinct), d(r.distinct_ports)],
+        sketch: r.sketch.as_deref().copied(),
+    }
 }
 
 #[cfg(test)]
@@ -1068,6 +1141,10 @@ mod tests {
         to: u64,
         f: impl Fn(u64) -> Vec<(Ip, [f64; FEATURES])>,
     ) -> Vec<AnomalyResult> {
+        feed_rows(e, from, to, |s| f(s).into_iter().map(|(ip, v)| SourceRow::new(ip, v)).collect())
+    }
+
+    fn feed_rows(e: &mut Layer3Engine, from: u64, to: u64, f: impl Fn(u64) -> Vec<SourceRow>) -> Vec<AnomalyResult> {
         let mut out = Vec::new();
         for s in from..to {
             e.observe(s, &f(s), 0, &mut out).expect("observe");
@@ -1162,6 +1239,34 @@ mod tests {
     }
 
     #[test]
+    fn a_port_mix_change_at_one_connection_a_second_is_flagged_on_ports() {
+        // one connection a second, to 40 servers on 443 in turn, then to 40 ports of one
+        // server: every second has one endpoint and one port before and during the change;
+        // only the interval's union of the sketches shows the port mix moving
+        let mut e = Layer3Engine::new(&cfg());
+        let a = Ip::from_v4(0x0a00_0006);
+        let poll = |s: u64, by_port: bool| {
+            let (server, port) = if by_port { (7u128, 8000 + (s % 40) as u128) } else { ((s % 40) as u128, 443) };
+            let mut sk = Sketch::default();
+            sk.add([(server << 16) | port, (6 << 16) | port]);
+            let b = 5_000.0 * (1.0 + 0.2 * noise(s, 1));
+            vec![SourceRow { ip: a, v: [b, 8.0 + noise(s, 2), 1.0, 1.0, 1.0], sketch: Some(sk) }]
+        };
+        let out = feed_rows(&mut e, 50_000, 50_000 + 10 * 250, |s| poll(s, false));
+        assert!(out.iter().all(|r| !r.is_anomaly()), "steady poller: {:?}", out.iter().find(|r| r.is_anomaly()));
+        let f = out.last().expect("results").features;
+        assert!((8.0..=12.0).contains(&f[3]) && f[4] == 1.0, "≈10 servers on one port an interval: {f:?}");
+        let out = feed_rows(&mut e, 52_500, 52_500 + 10 * 6, |s| poll(s, true));
+        let f = out.iter().find(|r| r.data_start == 52_500).expect("the first changed interval").features;
+        assert!((8.0..=12.0).contains(&f[3]) && f[4] >= 7.0, "≈10 ports of one server: {f:?}");
+        let hit = out.iter().find(|r| r.is_anomaly()).expect("flagged");
+        assert_eq!(FEATURE_NAMES[hit.driver()], "distinct_dst_ports", "{}", hit.reason());
+        let confirmed = e.take_confirmed();
+        assert_eq!(confirmed.len(), 1, "one alert for one change");
+        assert_eq!(ALERT_METRICS[confirmed[0].driver()], "distinct_ports", "{}", confirmed[0].reason());
+    }
+
+    #[test]
     fn a_young_model_scores_but_does_not_alert() {
         // 120 points of 10 s (1,200 s < min_history_s): the jump is scored as an anomaly and
         // written, but pages nobody
@@ -1240,10 +1345,10 @@ mod tests {
         // 1 M spoofed sources, each seen once, over 100 s (10 000 per second)
         let mut n = 0u32;
         for s in 10_100..10_200 {
-            let mut rows: Vec<(Ip, [f64; FEATURES])> = real.iter().map(|&ip| host(s, ip, 2.0)).collect();
+            let mut rows: Vec<SourceRow> = real.iter().map(|&ip| host(s, ip, 2.0).into()).collect();
             for _ in 0..10_000 {
                 n += 1;
-                rows.push((Ip::from_v4(0x6400_0000 + n), [60.0, 1.0, 1.0, 1.0, 1.0]));
+                rows.push(SourceRow::new(Ip::from_v4(0x6400_0000 + n), [60.0, 1.0, 1.0, 1.0, 1.0]));
             }
             e.observe(s, &rows, 0, &mut Vec::new()).expect("observe");
         }

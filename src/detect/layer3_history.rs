@@ -7,15 +7,19 @@
 //! (`date_histogram` of `second`, `fixed_interval` = the layer-3 interval, so buckets align as
 //! the live clock aligns) and then the `src_ip` key, so pages arrive in time order and a caller
 //! can feed intervals as they complete without holding the range. Each bucket sums bytes,
-//! packets, flows and the per-second distinct destination endpoints — exactly what the live
-//! engine accumulates from the per-second rollups, so a range read back scores as it scored
-//! live. The `other` row (sources past the top-K) becomes the unspecified address: it counts in
+//! packets and flows, takes the largest per-second distinct counts, and merges the rows'
+//! distinct-count sketches (field `hll`, [`Sketch::write_text`]) with a Painless
+//! `scripted_metric` ([`MERGE_SCRIPT`]) — exactly what the live engine accumulates from the
+//! per-second rollups, so a range read back scores as it scored live. Rollups written before
+//! the sketches were kept have none: their distinct counts are then the per-second maxima (lower
+//! bounds of the interval's). The `other` row (sources past the top-K) becomes the unspecified address: it counts in
 //! the interval's totals, never as an entity, as it does live.
 //!
 //! May depend on: `model`, `detect` (layer 3's point layout; `serde_json` for the bodies).
 //! Lives on: the layer-3 job thread and the main thread (`flowshard layer3`).
 
-use crate::detect::layer3::FEATURES;
+use crate::detect::layer3::SourceRow;
+use crate::model::hll::{Sketch, MERGE_SCRIPT};
 use crate::model::Ip;
 use serde_json::{json, Value};
 
@@ -35,6 +39,8 @@ pub fn query(appliance: &str, from: u64, to: u64, interval_s: u64, after: Option
     if let Some(a) = after {
         composite["after"] = a.clone();
     }
+    let merge: serde_json::Map<String, Value> =
+        MERGE_SCRIPT.iter().map(|(k, v)| ((*k).to_string(), Value::from(*v))).collect();
     json!({
         "size": 0,
         "track_total_hits": false,
@@ -49,8 +55,9 @@ pub fn query(appliance: &str, from: u64, to: u64, interval_s: u64, after: Option
                 "bytes": {"sum": {"field": "bytes"}},
                 "packets": {"sum": {"field": "packets"}},
                 "flows": {"sum": {"field": "flows"}},
-                "distinct": {"sum": {"field": "distinct_dst_endpoints"}},
-                "ports": {"sum": {"field": "distinct_dst_ports"}}
+                "distinct": {"max": {"field": "distinct_dst_endpoints"}},
+                "ports": {"max": {"field": "distinct_dst_ports"}},
+                "hll": {"scripted_metric": merge}
             }
         }}
     })
@@ -59,9 +66,10 @@ pub fn query(appliance: &str, from: u64, to: u64, interval_s: u64, after: Option
 /// One page of the answer.
 #[derive(Debug, Default)]
 pub struct Page {
-    /// (interval start, source, bytes, packets, flows, Σ per-second distinct endpoints and
-    /// ports), in time order.
-    pub rows: Vec<(u64, Ip, [f64; FEATURES])>,
+    /// (interval start, the source's interval), in time order.
+    pub rows: Vec<(u64, SourceRow)>,
+    /// Merged sketches that were not a sketch's text (counted; the row keeps its maxima).
+    pub bad_sketches: u64,
     /// Keys that are neither an address nor `other` (counted, skipped).
     pub bad_keys: u64,
     /// Where the next page starts; `None` on the last page.
@@ -85,8 +93,17 @@ pub fn read_page(v: &Value) -> Result<Page, String> {
             page.bad_keys += 1;
             continue;
         };
-        let sum = |f: &str| b[f]["value"].as_f64().unwrap_or(0.0);
-        page.rows.push((t, ip, [sum("bytes"), sum("packets"), sum("flows"), sum("distinct"), sum("ports")]));
+        let val = |f: &str| b[f]["value"].as_f64().unwrap_or(0.0);
+        let sketch = match b["hll"]["value"].as_str() {
+            None => None,
+            Some(text) => {
+                let s = Sketch::from_text(text);
+                page.bad_sketches += u64::from(s.is_none());
+                s
+            }
+        };
+        let v = [val("bytes"), val("packets"), val("flows"), val("distinct"), val("ports")];
+        page.rows.push((t, SourceRow { ip, v, sketch }));
     }
     if buckets.len() == PAGE {
         page.after = agg.get("after_key").cloned();
@@ -105,22 +122,30 @@ mod tests {
 
     #[test]
     fn answer_pages_are_read_in_time_order() {
+        let mut sk = Sketch::default();
+        sk.add([1, 2]);
+        let mut text = String::new();
+        sk.write_text(&mut text);
         let v = json!({"aggregations": {"h": {"after_key": {"t": 120_000, "k": "10.0.0.2"}, "buckets": [
             {"key": {"t": 60_000, "k": "10.0.0.1"}, "bytes": {"value": 100.0}, "packets": {"value": 2.0},
-             "flows": {"value": 1.0}, "distinct": {"value": 30.0}, "ports": {"value": 4.0}},
+             "flows": {"value": 1.0}, "distinct": {"value": 30.0}, "ports": {"value": 4.0}, "hll": {"value": text}},
             {"key": {"t": 60_000, "k": "other"}, "bytes": {"value": 5.0}, "packets": {"value": 1.0},
-             "flows": {"value": 1.0}, "distinct": {"value": 0.0}},
+             "flows": {"value": 1.0}, "distinct": {"value": 0.0}, "hll": {"value": "zz"}},
             {"key": {"t": 120_000, "k": "not an address"}, "bytes": {"value": 1.0}}
         ]}}});
         let p = read_page(&v).unwrap();
         assert_eq!(p.rows.len(), 2);
-        assert_eq!(p.rows[0], (60, Ip::from_v4(0x0a00_0001), [100.0, 2.0, 1.0, 30.0, 4.0]));
-        assert_eq!(p.rows[1].1, Ip::UNSPECIFIED);
+        let want = SourceRow { ip: Ip::from_v4(0x0a00_0001), v: [100.0, 2.0, 1.0, 30.0, 4.0], sketch: Some(sk) };
+        assert_eq!(p.rows[0], (60, want));
+        assert_eq!(p.rows[1].1.ip, Ip::UNSPECIFIED);
+        assert_eq!(p.rows[1].1.sketch, None, "not a sketch's text: counted, the maxima kept");
+        assert_eq!(p.bad_sketches, 1);
         assert_eq!(p.bad_keys, 1);
         assert!(p.after.is_none(), "a short page is the last");
         assert!(read_page(&json!({"error": "x"})).is_err());
         let q = query("a", 0, 600, 60, Some(&json!({"t": 1, "k": "x"})));
         assert_eq!(q["aggs"]["h"]["composite"]["sources"][0]["t"]["date_histogram"]["fixed_interval"], "60s");
         assert_eq!(q["aggs"]["h"]["composite"]["after"]["k"], "x");
+        assert!(q["aggs"]["h"]["aggs"]["hll"]["scripted_metric"]["reduce_script"].is_string());
     }
 }

@@ -17,9 +17,8 @@
 //!
 //! May depend on: `detect`, `sink` (counters, the OpenSearch client), `model`. Lives on: its own thread.
 
-use crate::detect::layer3::{Layer3, Layer3Batch, Layer3Counters, Layer3Engine, Layer3Error, FEATURES};
+use crate::detect::layer3::{Layer3, Layer3Batch, Layer3Counters, Layer3Engine, Layer3Error, SourceRow};
 use crate::detect::layer3_history::{query, read_page};
-use crate::model::Ip;
 use crate::sink::delivery::{DropReason, SinkStats};
 use crate::sink::opensearch::{Client, OsError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -29,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One second of `src_ip` rows, as the I/O loop hands them on ([`crate::pipeline::layer3_rows`]).
-pub type Second = (u64, Vec<(Ip, [f64; FEATURES])>);
+pub type Second = (u64, Vec<SourceRow>);
 
 /// Where the job's results go (the I/O loop); false once the loop is gone.
 pub type ResultsOut = Box<dyn Fn(Layer3Batch) -> bool + Send>;
@@ -115,37 +114,40 @@ pub struct HistoryRead {
     pub pages: u64,
     /// Keys that were neither an address nor `other` (skipped).
     pub bad_keys: u64,
+    /// Merged sketches that could not be read (the rows kept their per-second maxima).
+    pub bad_sketches: u64,
 }
 
 /// Reads `appliance`'s `src_ip` rollups of [from, to) back from OpenSearch, interval by
-/// interval in time order, and hands each complete interval to `f` as (start, rows) — rows
-/// summed over the interval as the live accumulators hold them.
+/// interval in time order, and hands each complete interval to `f` as (start, rows) — each
+/// source's interval as the live accumulators hold it.
 pub fn history(
     client: &Client,
     appliance: &str,
     interval_s: u64,
     from: u64,
     to: u64,
-    mut f: impl FnMut(u64, &[(Ip, [f64; FEATURES])]) -> Result<(), Layer3Error>,
+    mut f: impl FnMut(u64, &[SourceRow]) -> Result<(), Layer3Error>,
 ) -> Result<HistoryRead, HistoryError> {
     let path = format!("/{}-rollups-*/_search?ignore_unavailable=true", client.cfg.index_prefix);
     let mut read = HistoryRead::default();
     let mut after = None;
-    let (mut open, mut rows): (Option<u64>, Vec<(Ip, [f64; FEATURES])>) = (None, Vec::new());
+    let (mut open, mut rows): (Option<u64>, Vec<SourceRow>) = (None, Vec::new());
     loop {
         let body = query(appliance, from, to, interval_s, after.as_ref());
         let (_, v) = client.json(reqwest::Method::POST, &path, Some(&body), &[])?;
         let page = read_page(&v).map_err(HistoryError::Answer)?;
         read.pages += 1;
         read.bad_keys += page.bad_keys;
-        for (t, ip, x) in page.rows {
+        read.bad_sketches += page.bad_sketches;
+        for (t, row) in page.rows {
             if let Some(o) = open.filter(|&o| o != t) {
                 f(o, &rows)?;
                 read.intervals += 1;
                 rows.clear();
             }
             open = Some(t);
-            rows.push((ip, x));
+            rows.push(row);
             read.rows += 1;
         }
         after = page.after;
@@ -201,10 +203,11 @@ pub fn run(
         let t = Instant::now();
         match cold_start(&mut eng, &client, &appliance, crate::model::time::now_s()) {
             Ok(r) if r.pages > 0 => tracing::info!(
-                "layer 3: cold start from history: {} models from {} intervals ({} rows) in {:?}",
+                "layer 3: cold start from history: {} models from {} intervals ({} rows, {} unreadable sketches) in {:?}",
                 eng.entities(),
                 r.intervals,
                 r.rows,
+                r.bad_sketches,
                 t.elapsed()
             ),
             Ok(_) => {}

@@ -7,6 +7,7 @@
 //!
 //! Lives on: every core.
 
+pub mod hll;
 pub mod json;
 pub mod names;
 pub mod time;
@@ -340,7 +341,7 @@ impl Dimension {
     }
 
     /// The items whose distinct counts this dimension tracks per key, if any (one per
-    /// [`Sketch`](crate::aggregate::hll::Sketch) lane): destination endpoints (address, port and
+    /// [`Sketch`](crate::model::hll::Sketch) lane): destination endpoints (address, port and
     /// protocol) and destination ports per source address (scans; a host's port mix), sources
     /// and destination ports per destination address (fan-in; ports served or probed).
     #[inline]
@@ -482,6 +483,9 @@ pub struct Rollup {
     pub distinct: Option<u64>,
     /// Distinct destination ports (with protocol) of the key, where `distinct` is tracked.
     pub distinct_ports: Option<u64>,
+    /// The second's distinct-count sketch (`src_ip` rows only): layer 3 unions them over its
+    /// interval, and the OpenSearch rollups keep it so a range read back counts the same way.
+    pub sketch: Option<Box<hll::Sketch>>,
 }
 
 /// The metric a detector watches.

@@ -17,6 +17,7 @@
 use crate::aggregate::{AggConfig, OwnedRow, OwnerWindow, PartialBatch, ShardWindow};
 use crate::decode::{DecodeError, Decoded, Decoder, DecoderConfig, FlowSink, InterfaceCounters};
 use crate::detect::{DetectConfig, Detectors};
+use crate::model::hll::Sketch;
 use crate::model::{Alert, Dimension, FlowRecord, Ip, Rollup};
 use std::collections::VecDeque;
 
@@ -171,6 +172,8 @@ pub struct OwnerOutput {
     pub owner: u16,
     /// Rows (top-K per dimension plus `other`).
     pub rows: Vec<OwnedRow>,
+    /// The `src_ip` rows' sketches ([`OwnedRow::sketch`] indexes them).
+    pub sketches: Vec<Sketch>,
     /// Layer-1 alerts.
     pub alerts: Vec<Alert>,
 }
@@ -264,10 +267,14 @@ impl OwnerCore {
                 det.end_second(s, &mut o.alerts);
             }
             det.begin_second(second);
-            self.window.finish_with(|dim, row, distinct| det.observe(dim, row, distinct, second), &mut o.rows);
+            self.window.finish_with(
+                |dim, row, distinct| det.observe(dim, row, distinct, second),
+                &mut o.rows,
+                &mut o.sketches,
+            );
             det.end_second(second, &mut o.alerts);
         } else {
-            self.window.finish_with(|_, _, _| {}, &mut o.rows);
+            self.window.finish(&mut o.rows, &mut o.sketches);
         }
         self.counters.seconds += 1;
         self.counters.alerts += o.alerts.len() as u64;
@@ -312,7 +319,7 @@ pub struct SecondOutput {
 
 /// The `src_ip` rows of a finished second, as layer 3 takes them (`other` as the unspecified
 /// address: it counts in the interval's totals, never as an entity).
-pub fn layer3_rows(so: &SecondOutput) -> (u64, Vec<(crate::model::Ip, [f64; crate::detect::layer3::FEATURES])>) {
+pub fn layer3_rows(so: &SecondOutput) -> (u64, Vec<crate::detect::layer3::SourceRow>) {
     let rows = so
         .rollups
         .iter()
@@ -352,6 +359,7 @@ impl Assembler {
         let so = &mut entry.2;
         for r in o.rows {
             let dimension = self.dims[r.dim as usize];
+            let sketch = o.sketches.get(r.sketch as usize);
             if r.row.key.is_other() {
                 if let Some(x) = so.rollups.iter_mut().find(|x| x.dimension == dimension && x.key.is_other()) {
                     x.bytes += r.row.bytes;
@@ -363,6 +371,10 @@ impl Assembler {
                     };
                     x.distinct = max(x.distinct, r.distinct);
                     x.distinct_ports = max(x.distinct_ports, r.distinct_ports);
+                    match (&mut x.sketch, sketch) {
+                        (Some(a), Some(b)) => a.merge(b),
+                        (a, b) => *a = a.take().or(b.map(|b| Box::new(*b))),
+                    }
                     continue;
                 }
             }
@@ -375,6 +387,7 @@ impl Assembler {
                 flows: r.row.flows,
                 distinct: r.distinct,
                 distinct_ports: r.distinct_ports,
+                sketch: sketch.map(|s| Box::new(*s)),
             });
         }
         so.alerts.extend(o.alerts);

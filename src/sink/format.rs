@@ -47,6 +47,7 @@ mod tests {
             flows: 1,
             distinct: Some(3),
             distinct_ports: Some(1),
+            sketch: None,
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);

@@ -157,7 +157,8 @@ pub fn rollup_mappings() -> serde_json::Value {
             "flows": {"type": "long"},
             "distinct_dst_endpoints": {"type": "long"},
             "distinct_src_ips": {"type": "long"},
-            "distinct_dst_ports": {"type": "long"}
+            "distinct_dst_ports": {"type": "long"},
+            "hll": {"type": "keyword", "index": false, "doc_values": false}
     }))
 }
 
@@ -556,9 +557,12 @@ pub fn start(
 }
 
 /// OpenSearch documents of one second: id `appliance:dimension:key:second` (alerts:
-/// [`AlertDoc::id`]), value the rollup/alert JSON plus an `ip` field for address keys.
+/// [`AlertDoc::id`]), value the rollup/alert JSON plus an `ip` field for address keys and, on
+/// `src_ip` rows, the second's distinct-count sketch as text (`hll`, kept in `_source` only): layer
+/// 3 reads a range back and unions them per interval as it does live.
 pub fn render(appliance: &str, so: &SecondOutput, alerts: &[AlertDoc], fb: &mut FrameBuilder, s: &mut String) {
     let mut id = String::new();
+    let mut text = String::new();
     for r in &so.rollups {
         s.clear();
         format::rollup(s, appliance, r);
@@ -568,6 +572,14 @@ pub fn render(appliance: &str, so: &SecondOutput, alerts: &[AlertDoc], fb: &mut 
             s.push_str(",\"ip\":\"");
             s.push_str(&key);
             s.push_str("\"}");
+        }
+        if let Some(sk) = &r.sketch {
+            s.pop();
+            s.push_str(",\"hll\":");
+            text.clear();
+            sk.write_text(&mut text);
+            crate::model::json::esc(s, &text);
+            s.push('}');
         }
         id.clear();
         let _ = write!(id, "{appliance}:{}:{key}:{}", r.dimension.name(), r.second);

@@ -5,11 +5,15 @@
 //!
 //! [`Sketch`] is what a table row carries: one counter per distinct item of the dimension (see
 //! [`Dimension::distinct_items`](crate::model::Dimension::distinct_items)) — the main item in
-//! 128 registers, destination ports in 32 (160 bytes a row).
+//! 128 registers, destination ports in 32 (160 bytes a row). The owners hand the `src_ip` rows'
+//! sketches on with the rollups, so layer 3 counts distinct items over a whole interval (the
+//! union of its seconds) and the OpenSearch rollups keep them ([`Sketch::write_text`]) for a
+//! range read back to count the same way.
 //!
-//! Lives on: shard cores.
+//! May depend on: `model`. Lives on: shard cores, the I/O core and the layer-3 thread.
 
 use crate::model::mix64;
+use serde::{Deserialize, Serialize};
 
 /// Registers of the main counter.
 pub const REGISTERS: usize = 128;
@@ -79,8 +83,9 @@ impl<const N: usize> Hll<N> {
 /// source, sources of a destination), then destination ports (with protocol).
 pub const LANES: usize = 2;
 
-/// The distinct-count sketches of one row (160 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+/// The distinct-count sketches of one row (160 bytes; serialised as its register bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(into = "Vec<u8>", try_from = "Vec<u8>")]
 pub struct Sketch {
     main: Hll<REGISTERS>,
     ports: Hll<PORT_REGISTERS>,
@@ -115,7 +120,66 @@ impl Sketch {
     pub fn estimates(&self) -> [u64; LANES] {
         [self.main.estimate(), self.ports.estimate()]
     }
+
+    /// Appends the registers as text, one character per register (`'0'` + rank; ranks are at
+    /// most 60, so every character is ASCII — a JSON writer must still escape the backslash, rank 44).
+    /// Painless merges these strings in a search ([`MERGE_SCRIPT`]).
+    pub fn write_text(&self, out: &mut String) {
+        out.extend(self.main.regs.iter().chain(self.ports.regs.iter()).map(|&r| char::from(b'0' + r)));
+    }
+
+    /// Reads [`Sketch::write_text`]'s text back; `None` if it is not a sketch's.
+    pub fn from_text(s: &str) -> Option<Sketch> {
+        let b = s.as_bytes();
+        if b.len() != SKETCH_BYTES || b.iter().any(|&c| !(b'0'..=b'0' + 64).contains(&c)) {
+            return None;
+        }
+        Sketch::try_from(b.iter().map(|&c| c - b'0').collect::<Vec<u8>>()).ok()
+    }
 }
+
+/// Registers of a [`Sketch`].
+pub const SKETCH_BYTES: usize = REGISTERS + PORT_REGISTERS;
+
+impl From<Sketch> for Vec<u8> {
+    fn from(s: Sketch) -> Vec<u8> {
+        s.main.regs.iter().chain(s.ports.regs.iter()).copied().collect()
+    }
+}
+
+impl TryFrom<Vec<u8>> for Sketch {
+    type Error = String;
+    fn try_from(v: Vec<u8>) -> Result<Sketch, String> {
+        if v.len() != SKETCH_BYTES {
+            return Err(format!("a sketch has {SKETCH_BYTES} registers, not {}", v.len()));
+        }
+        let mut s = Sketch::default();
+        s.main.regs.copy_from_slice(&v[..REGISTERS]);
+        s.ports.regs.copy_from_slice(&v[REGISTERS..]);
+        Ok(s)
+    }
+}
+
+/// A search's `scripted_metric` that merges the [`Sketch::write_text`] strings of a bucket's
+/// documents (field `hll` of `_source`) register by register into one such string (`null`
+/// when no document has one).
+pub const MERGE_SCRIPT: [(&str, &str); 4] = [
+    ("init_script", "state.r = null"),
+    (
+        "map_script",
+        "def s = params._source.hll; if (s != null) { if (state.r == null) { state.r = new int[s.length()]; } \
+         for (int i = 0; i < s.length() && i < state.r.length; ++i) { int v = s.charAt(i) - 48; \
+         if (v > state.r[i]) { state.r[i] = v; } } }",
+    ),
+    ("combine_script", "return state.r"),
+    (
+        "reduce_script",
+        "int[] m = null; for (r in states) { if (r != null) { if (m == null) { m = new int[r.length]; } \
+         for (int i = 0; i < r.length && i < m.length; ++i) { if (r[i] > m[i]) { m[i] = r[i]; } } } } \
+         if (m == null) { return null; } StringBuilder b = new StringBuilder(); \
+         for (int i = 0; i < m.length; ++i) { b.append((char)(m[i] + 48)); } return b.toString()",
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +224,22 @@ mod tests {
         }
         let e = p.estimate() as f64;
         assert!((e - 1000.0).abs() / 1000.0 < 0.4, "32 registers: {e}");
+    }
+
+    #[test]
+    fn text_and_bytes_round_trip() {
+        let mut s = Sketch::default();
+        for i in 0..500u128 {
+            s.add([i * 7919, i % 40]);
+        }
+        let mut t = String::new();
+        s.write_text(&mut t);
+        assert_eq!(t.len(), SKETCH_BYTES);
+        assert_eq!(Sketch::from_text(&t), Some(s));
+        assert_eq!(Sketch::from_text("01"), None);
+        assert_eq!(Sketch::try_from(Vec::<u8>::from(s)), Ok(s));
+        let bytes = bincode::serialize(&s).unwrap();
+        assert_eq!(bincode::deserialize::<Sketch>(&bytes).unwrap(), s);
     }
 
     #[test]
