@@ -73,6 +73,10 @@ pub struct IncidentEvent {
     pub opened: u64,
     /// Second of this event (the evidence's, or the resolve's).
     pub second: u64,
+    /// Data time at which this event was raised (the newest second of data then). Equals
+    /// `second` for layer 1; a layer-3 alert is raised when the interval after the anomaly
+    /// confirms it, up to two intervals after the evidence's `second` (the anomaly's start).
+    pub raised: u64,
     /// Second of the latest evidence.
     pub last_evidence: u64,
     /// Primary dimension.
@@ -106,7 +110,7 @@ impl IncidentEvent {
     }
 
     /// Appends the JSON object (no newline): `{"type":"incident","appliance","id","state",
-    /// "layer","opened","opened_time","second","time","last_evidence","dimension","key",
+    /// "layer","opened","opened_time","second","time","raised","last_evidence","dimension","key",
     /// "related","kinds","metrics","direction","score","value","expected","evidence","reason"}`.
     pub fn write_json(&self, out: &mut String, appliance: &str) {
         use crate::model::json::{esc, num};
@@ -117,13 +121,14 @@ impl IncidentEvent {
         esc(out, &self.full_id(appliance));
         let _ = write!(
             out,
-            ",\"state\":\"{}\",\"layer\":{},\"opened\":{},\"opened_time\":\"{}\",\"second\":{},\"time\":\"{}\",\"last_evidence\":{},\"dimension\":",
+            ",\"state\":\"{}\",\"layer\":{},\"opened\":{},\"opened_time\":\"{}\",\"second\":{},\"time\":\"{}\",\"raised\":{},\"last_evidence\":{},\"dimension\":",
             self.state.name(),
             self.layer,
             self.opened,
             rfc3339(self.opened),
             self.second,
             rfc3339(self.second),
+            self.raised,
             self.last_evidence
         );
         esc(out, &self.dimension);
@@ -294,6 +299,7 @@ impl Incidents {
                 layer: a.layer,
                 opened: a.second,
                 second: a.second,
+                raised: now,
                 last_evidence: a.second,
                 dimension: a.dimension.clone(),
                 key: a.key.clone(),
@@ -339,6 +345,7 @@ impl Incidents {
         if up && !o.dirty {
             o.ev.state = IncidentState::Update;
             o.ev.second = a.second;
+            o.ev.raised = now;
             o.dirty = true;
         }
     }
@@ -382,6 +389,7 @@ impl Incidents {
         }
         o.ev.state = IncidentState::Resolve;
         o.ev.second = now;
+        o.ev.raised = now;
         out.push(o.ev);
     }
 }

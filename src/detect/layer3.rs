@@ -280,7 +280,7 @@ pub struct Forest {
 }
 
 /// What one point gave.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
     /// Anomaly grade in [0, 1] (0 = normal).
     pub grade: f64,
@@ -415,7 +415,7 @@ pub fn relevant_attribution(
 }
 
 /// One layer-3 result, in the shape of the plugin's anomaly-result documents.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyResult {
     /// The entity (source address).
     pub entity: Ip,
@@ -653,9 +653,8 @@ struct Entity {
     log_priority: f64,
     /// Whether it was seen in the current interval (priority counts once per interval).
     seen_now: bool,
-    /// An anomaly that matters, waiting for the next interval to confirm it persists (not
-    /// checkpointed: a restart forgets at most one interval's pending anomaly).
-    #[serde(skip)]
+    /// An anomaly that matters, waiting for the next interval to confirm it persists
+    /// (checkpointed: a restart between an anomaly and its confirmation does not lose it).
     pending: Option<Box<AnomalyResult>>,
 }
 
@@ -754,6 +753,10 @@ pub struct Layer3Engine {
     model_bytes: usize,
     /// Anomalies confirmed by the interval after them, not yet taken.
     confirmed: Vec<AnomalyResult>,
+    /// Eviction candidates when the budget is full: the lowest-priority entities (priority,
+    /// address), lowest last; rebuilt when used up and after every interval, so a newcomer
+    /// costs O(1), not a scan of every model.
+    victims: Vec<(f64, Ip)>,
     /// All sources' values of the open interval: counters summed, distinct counts the largest
     /// per-second sum over the sources.
     totals: [f64; FEATURES],
@@ -775,6 +778,7 @@ impl Layer3Engine {
             landmark: 0,
             model_bytes: 0,
             confirmed: Vec::new(),
+            victims: Vec::new(),
             totals: [0.0; FEATURES],
             totals_sketch: Sketch::default(),
             counters: Layer3Counters::default(),
@@ -951,9 +955,9 @@ impl Layer3Engine {
             // so a stream of one-off sources cannot churn the models
             let lam = std::f64::consts::LN_2 / self.cfg.priority_half_life_s as f64;
             let mine = lam * (self.interval_start.saturating_sub(self.landmark)) as f64;
-            let lowest = self.entities.iter().min_by(|a, b| a.1.log_priority.total_cmp(&b.1.log_priority));
-            match lowest {
-                Some((&victim, e)) if e.log_priority + std::f64::consts::LN_2 <= mine => {
+            match self.lowest() {
+                Some((p, victim)) if p + std::f64::consts::LN_2 <= mine => {
+                    self.victims.pop();
                     self.entities.remove(&victim);
                     self.counters.evicted_priority += 1;
                 }
@@ -984,11 +988,40 @@ impl Layer3Engine {
         Ok(true)
     }
 
+    /// The entity of lowest priority (ties: lowest address), from [`Layer3Engine::victims`].
+    fn lowest(&mut self) -> Option<(f64, Ip)> {
+        const CANDIDATES: usize = 64;
+        let mut refilled = false;
+        loop {
+            if let Some(&(p, ip)) = self.victims.last() {
+                // still current unless evicted or seen since (its priority rose)
+                if self.entities.get(&ip).is_some_and(|e| e.log_priority == p) {
+                    return Some((p, ip));
+                }
+                self.victims.pop();
+                continue;
+            }
+            if refilled || self.entities.is_empty() {
+                return None;
+            }
+            refilled = true;
+            let mut all: Vec<(f64, Ip)> = self.entities.iter().map(|(&ip, e)| (e.log_priority, ip)).collect();
+            let order = |a: &(f64, Ip), b: &(f64, Ip)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if all.len() > CANDIDATES {
+                all.select_nth_unstable_by(CANDIDATES, order);
+                all.truncate(CANDIDATES);
+            }
+            all.sort_unstable_by(|a, b| order(b, a));
+            self.victims = all;
+        }
+    }
+
     /// Scores the open interval for every entity.
     fn close(&mut self, now_ms: u64, out: &mut Vec<AnomalyResult>) -> Result<(), Layer3Error> {
         let (start, iv) = (self.interval_start, self.cfg.interval_s);
         let ttl = self.cfg.idle_ttl_s;
         let before = self.entities.len();
+        self.victims.clear();
         self.entities.retain(|_, e| start + iv <= e.last_seen + ttl);
         self.counters.evicted_idle += (before - self.entities.len()) as u64;
         let mut ips: Vec<Ip> = self.entities.keys().copied().collect();
@@ -1333,6 +1366,27 @@ mod tests {
         assert_eq!(diff, None, "first difference: {:?} vs {:?}", diff.map(|i| g1[i]), diff.map(|i| g2[i]));
         assert_eq!(g1.len(), g2.len());
         assert!(first.iter().any(|r| r.is_anomaly()), "the surge is flagged");
+    }
+
+    #[test]
+    fn a_pending_anomaly_survives_a_restart() {
+        // the checkpoint is taken between the anomalous interval and the one that confirms it
+        let c = cfg();
+        let a = Ip::from_v4(0x0a00_0007);
+        let f = |s: u64| vec![host(s, a, if s >= 12_500 { 60.0 } else { 3.0 })];
+        let mut straight = Layer3Engine::new(&c);
+        feed(&mut straight, 10_000, 12_600, f);
+        let want = straight.take_confirmed();
+        assert_eq!(want.len(), 1, "control: confirmed without a restart");
+        let mut before = Layer3Engine::new(&c);
+        let out = feed(&mut before, 10_000, 12_511, f);
+        assert!(out.last().is_some_and(|r| r.data_start == 12_500 && r.is_anomaly()), "pending at the checkpoint");
+        assert!(before.take_confirmed().is_empty());
+        let bytes = before.checkpoint().expect("checkpoint");
+        let mut after = Layer3Engine::new(&c);
+        after.restore(&bytes).expect("restore");
+        feed(&mut after, 12_511, 12_600, f);
+        assert_eq!(after.take_confirmed(), want, "the same alert after the restart");
     }
 
     #[test]

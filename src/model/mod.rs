@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An IPv4 or IPv6 address as one `u128`: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so keys
 /// hash and compare as one integer and v4/v6 share one code path.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Ip(pub u128);
 
 const V4_MAPPED_PREFIX: u128 = 0xffff_0000_0000;

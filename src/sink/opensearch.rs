@@ -229,6 +229,7 @@ pub fn incident_mappings() -> serde_json::Value {
             "state": {"type": "keyword"},
             "layer": {"type": "integer"},
             "opened": {"type": "date", "format": "epoch_second"},
+            "raised": {"type": "date", "format": "epoch_second"},
             "last_evidence": {"type": "date", "format": "epoch_second"},
             "related": {"type": "keyword"},
             "kinds": {"type": "keyword"},
