@@ -35,7 +35,7 @@ fn table() -> Option<flowshard::enrich::Table> {
     nets.push_str("10.0.0.0/8,corp\n");
     let np = dir.join("networks.csv");
     std::fs::write(&np, nets).ok()?;
-    let t = load(&EnrichConfig { geoip: Some(db), asn: None, networks: Some(np) }).ok()?;
+    let t = load(&EnrichConfig { geoip: Some(db), networks: Some(np), ..EnrichConfig::default() }).ok()?;
     eprintln!("enrich bench: {} ranges, loaded in {} ms", t.stats.ranges, t.stats.load_ms);
     Some(t)
 }

@@ -31,6 +31,7 @@ fn window() -> HotWindow {
                 distinct: None,
                 distinct_ports: None,
                 sketch: None,
+                interface: None,
             });
         }
         h.push(&so, &[]);

@@ -190,6 +190,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
             distinct: Some(distinct),
             distinct_ports: Some(ports),
             sketch: Some(Box::new(sk)),
+            interface: None,
         });
     }
     let mut other = Sketch::default();
@@ -205,6 +206,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         distinct: Some(2),
         distinct_ports: Some(2),
         sketch: Some(Box::new(other)),
+        interface: None,
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

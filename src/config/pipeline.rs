@@ -26,6 +26,39 @@ impl Config {
                 ));
             }
         }
+        for (i, s) in self.enrich.interface.iter().enumerate() {
+            if s.exporter.parse::<std::net::IpAddr>().is_err() {
+                e.push(err(
+                    format!("enrich.interface[{i}].exporter"),
+                    format!("{:?} is not an address", s.exporter),
+                    "give the exporter's address as it sends flows, e.g. \"192.0.2.1\"",
+                ));
+            }
+            if s.name.is_empty() {
+                e.push(err(format!("enrich.interface[{i}].name"), "empty", "name the interface, e.g. \"xe-0/0/1\""));
+            }
+        }
+        let snmp = &self.enrich.snmp;
+        if snmp.enabled && snmp.community.is_empty() {
+            e.push(err("enrich.snmp.community", "empty", "set the agents' SNMP v2c read community"));
+        }
+        if snmp.enabled && (snmp.timeout_ms == 0 || snmp.timeout_ms > 60_000) {
+            e.push(err(
+                "enrich.snmp.timeout_ms",
+                format!("{} out of range", snmp.timeout_ms),
+                "use 1..=60000 (default 2000)",
+            ));
+        }
+        for (k, v) in &snmp.agents {
+            let addr_ok = v.parse::<std::net::SocketAddr>().is_ok() || v.parse::<std::net::IpAddr>().is_ok();
+            if k.parse::<std::net::IpAddr>().is_err() || !addr_ok {
+                e.push(err(
+                    format!("enrich.snmp.agents.{k:?}"),
+                    format!("{k:?} = {v:?}: needs an exporter address = an agent address[:port]"),
+                    "e.g. \"192.0.2.1\" = \"10.0.0.1:161\"",
+                ));
+            }
+        }
         if self.aggregate.dimensions.is_empty() {
             e.push(err("aggregate.dimensions", "no dimension", "add at least \"total\""));
         }

@@ -12,6 +12,7 @@
 //! (loading).
 
 pub mod load;
+pub mod snmp;
 
 use crate::model::{Boundary, FlowRecord, Ip};
 use serde::{Deserialize, Serialize};
@@ -28,10 +29,19 @@ pub struct EnrichConfig {
     pub asn: Option<PathBuf>,
     /// A networks file: CSV `prefix,name[,boundary[,role[,site[,tenant]]]]` (see the README).
     pub networks: Option<PathBuf>,
+    /// `[enrich.snmp]`: interface names, descriptions and speeds from the exporters' agents.
+    pub snmp: snmp::SnmpConfig,
+    /// `[[enrich.interface]]`: static interface entries (win over SNMP).
+    pub interface: Vec<snmp::StaticInterface>,
 }
 
 impl EnrichConfig {
-    /// Whether any table is configured.
+    /// Whether interface names are wanted (SNMP polling or static entries).
+    pub fn interfaces(&self) -> bool {
+        self.snmp.enabled || !self.interface.is_empty()
+    }
+
+    /// Whether any table the shards apply is configured.
     pub fn any(&self) -> bool {
         self.geoip.is_some() || self.asn.is_some() || self.networks.is_some()
     }

@@ -236,6 +236,14 @@ pub fn metrics(p: &Published) -> String {
         &mut std::iter::once((String::new(), l3.model_bytes as f64)),
     );
     family(
+        "flowshard_interfaces",
+        "gauge",
+        "Exporter interfaces with a name from SNMP or the config (state=named), and interfaces seen in the flows that nothing names (unresolved).",
+        &mut [("named", p.io.interfaces_named), ("unresolved", p.io.interfaces_unresolved)]
+            .into_iter()
+            .map(|(k, n)| (format!("state=\"{k}\""), n as f64)),
+    );
+    family(
         "flowshard_process_resident_memory_bytes",
         "gauge",
         "Resident memory of the process.",

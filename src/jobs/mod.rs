@@ -1,7 +1,7 @@
 //! Periodic work on the I/O core, each job on a thread of its own pinned there: the layer-2
 //! Holt-Winters job ([`layer2`]), the layer-3 Random Cut Forest ([`layer3`], on `[cores]
-//! layer3` when set), the Kafka feedback consumer ([`feedback`]) and the enrichment tables'
-//! reloader ([`enrich`]). Jobs hand the
+//! layer3` when set), the Kafka feedback consumer ([`feedback`]), the enrichment tables'
+//! reloader ([`enrich`]) and the SNMP interface poller ([`snmp`]). Jobs hand the
 //! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
 //! not know the runtime's message type.
 //!
@@ -11,6 +11,7 @@ pub mod enrich;
 pub mod feedback;
 pub mod layer2;
 pub mod layer3;
+pub mod snmp;
 
 use crate::alert::AlertDoc;
 use crate::config::{Config, Sink as S};
@@ -24,9 +25,11 @@ use std::thread::JoinHandle;
 pub type AlertOut = Box<dyn Fn(Vec<AlertDoc>) -> bool + Send>;
 
 /// Starts the jobs a configuration asks for: the layer-2 job (when enabled), the layer-3 job
-/// (when enabled; its feed is returned for the I/O loop) and the Kafka feedback consumer (when
-/// a Kafka sink and a feedback topic are configured). Their counters are appended to `stats`;
-/// they run until `stop`.
+/// (when enabled; its feed is returned for the I/O loop), the Kafka feedback consumer (when
+/// a Kafka sink and a feedback topic are configured), the enrichment reloader and the SNMP
+/// poller (its [`Annotator`](crate::enrich::snmp::Annotator) is returned for the I/O loop;
+/// with static interface entries only, the annotator alone). Their counters are appended to
+/// `stats`; they run until `stop`.
 pub fn start(
     cfg: &Config,
     cpu: Option<usize>,
@@ -35,7 +38,7 @@ pub fn start(
     enrich_slot: Option<Arc<crate::enrich::Slot>>,
     stop: &Arc<AtomicBool>,
     stats: &mut Vec<Arc<SinkStats>>,
-) -> Result<(Vec<JoinHandle<()>>, Option<layer3::Feed>), SinkError> {
+) -> Result<Started, SinkError> {
     let mut jobs = Vec::new();
     let mut feed = None;
     let kafka = cfg.sink.iter().find_map(|s| if let S::Kafka(k) = s { Some(k.clone()) } else { None });
@@ -88,5 +91,34 @@ pub fn start(
         );
         jobs.push(spawn_on("feedback", cpu, move || feedback::consume(&k, &app, &topic, &dir, &st, &ready, &stop))?);
     }
-    Ok((jobs, feed))
+    let mut interfaces = None;
+    if cfg.enrich.interfaces() {
+        let slot = Arc::new(crate::enrich::snmp::IfSlot::default());
+        let e = &cfg.enrich;
+        if e.snmp.enabled {
+            let st = SinkStats::new("snmp", None);
+            stats.push(st.clone());
+            let (tx, rx) = snmp::channel();
+            let (scfg, statics, dir, slot2, stop) =
+                (e.snmp.clone(), e.interface.clone(), cfg.general.state_dir.clone(), slot.clone(), stop.clone());
+            // the persisted names are there from the first second, before the first poll
+            snmp::restore(&dir, &statics, &slot);
+            jobs.push(spawn_on("snmp", cpu, move || snmp::run(&scfg, &statics, &dir, &rx, &slot2, &st, &stop))?);
+            interfaces = Some(crate::enrich::snmp::Annotator::new(slot, Some(tx)));
+        } else {
+            snmp::restore(&cfg.general.state_dir, &e.interface, &slot);
+            interfaces = Some(crate::enrich::snmp::Annotator::new(slot, None));
+        }
+    }
+    Ok(Started { jobs, layer3: feed, interfaces })
+}
+
+/// What [`start`] started.
+pub struct Started {
+    /// The job threads.
+    pub jobs: Vec<JoinHandle<()>>,
+    /// The layer-3 job's input.
+    pub layer3: Option<layer3::Feed>,
+    /// Names the interface rollups (SNMP or static entries configured).
+    pub interfaces: Option<crate::enrich::snmp::Annotator>,
 }

@@ -486,6 +486,20 @@ pub struct Rollup {
     /// The second's distinct-count sketch (`src_ip` rows only): layer 3 unions them over its
     /// interval, and the OpenSearch rollups keep it so a range read back counts the same way.
     pub sketch: Option<Box<hll::Sketch>>,
+    /// The interface's name, description and speed (`exporter_in_if` / `exporter_out_if` rows,
+    /// set on the I/O core where SNMP or the config knows them).
+    pub interface: Option<std::sync::Arc<Interface>>,
+}
+
+/// What is known of one exporter interface (SNMP IF-MIB or the config).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Interface {
+    /// `ifName` (or the configured name).
+    pub name: String,
+    /// `ifAlias`: the operator's description.
+    pub alias: String,
+    /// `ifHighSpeed`, Mbit/s (0 = unknown).
+    pub speed_mbps: u64,
 }
 
 /// The metric a detector watches.

@@ -47,6 +47,10 @@ pub struct IoCounters {
     pub incidents_open: u64,
     /// Layer 3's counters (entities, results, anomalies, model memory), as its job last sent them.
     pub layer3: crate::detect::layer3::Layer3Counters,
+    /// Exporter interfaces with a name (SNMP or the config).
+    pub interfaces_named: u64,
+    /// Exporter interfaces seen in the flows that nothing names.
+    pub interfaces_unresolved: u64,
 }
 
 /// One shard's counters at one moment.

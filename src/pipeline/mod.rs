@@ -388,6 +388,7 @@ impl Assembler {
                 distinct: r.distinct,
                 distinct_ports: r.distinct_ports,
                 sketch: sketch.map(|s| Box::new(*s)),
+                interface: None,
             });
         }
         so.alerts.extend(o.alerts);

@@ -135,7 +135,7 @@ pub fn run(
         Box::new(move |batch| to_io3.send(IoMsg::Layer3(Box::new(batch))).is_ok());
     // reloaded enrichment tables reach the shards through this slot (they start with pcfg's)
     let enrich_slot = cfg.enrich.any().then(|| Arc::new(crate::enrich::Slot::default()));
-    let (jobs, layer3) =
+    let jobs::Started { jobs, layer3, interfaces } =
         jobs::start(cfg, io_pin, job_alerts, job_results, enrich_slot.clone(), &jobs_stop, &mut sink_stats)?;
     let published = http::shared(n);
     if let Ok(mut p) = published.lock() {
@@ -177,6 +177,7 @@ pub fn run(
         incidents: Incidents::new(&cfg.incidents),
         layer3,
         layer3_cfg: cfg.layer3.clone(),
+        interfaces,
         appliance: cfg.general.appliance_id.clone(),
     };
     let io_thread = std::thread::Builder::new()

@@ -9,7 +9,7 @@
 //! it ([`crate::jobs::layer3::Feed`], never blocking), and its results come back as
 //! [`IoMsg::Layer3`]: written to every sink, anomalies turned into alerts through the gate.
 //!
-//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`, `detect`, `jobs`. Lives on: the I/O core
+//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`, `detect`, `jobs`, `enrich` (interface names). Lives on: the I/O core
 //! (thread `flowshard-io`).
 
 use super::exchange::IoMsg;
@@ -47,6 +47,8 @@ pub struct IoLoop {
     pub layer3: Option<crate::jobs::layer3::Feed>,
     /// Layer-3 settings (interval, alert grade).
     pub layer3_cfg: crate::detect::layer3::Layer3,
+    /// Names the interface rollups, when SNMP or static interface entries are configured.
+    pub interfaces: Option<crate::enrich::snmp::Annotator>,
     /// Appliance id (result documents).
     pub appliance: String,
 }
@@ -71,6 +73,7 @@ impl IoLoop {
             mut incidents,
             layer3,
             layer3_cfg,
+            mut interfaces,
             appliance,
         } = self;
         let mut events: Vec<IncidentEvent> = Vec::new();
@@ -142,6 +145,12 @@ impl IoLoop {
                 oldest_pending = None;
             }
             if !finished.is_empty() {
+                if let Some(a) = &mut interfaces {
+                    for so in &mut finished {
+                        a.annotate(&mut so.rollups);
+                    }
+                    (c.interfaces_named, c.interfaces_unresolved) = (a.named(), a.unresolved());
+                }
                 gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
                 emit(&mut sinks, &done, &mut c);
                 if let Some(f) = &layer3 {

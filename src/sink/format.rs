@@ -1,7 +1,8 @@
 //! The JSON shapes of rollups and alerts — written once here and used by every sink.
 //!
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
-//! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…,"distinct_dst_ports":…]}`
+//! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…,"distinct_dst_ports":…]
+//! [,"if_name":…,"if_alias":…,"if_speed_mbps":…]}` (interface fields on named interface rows)
 //!
 //! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
@@ -28,6 +29,13 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
             let _ = write!(out, ",\"{ports}\":{d}");
         }
     }
+    if let Some(i) = &r.interface {
+        out.push_str(",\"if_name\":");
+        esc(out, &i.name);
+        out.push_str(",\"if_alias\":");
+        esc(out, &i.alias);
+        let _ = write!(out, ",\"if_speed_mbps\":{}", i.speed_mbps);
+    }
     out.push('}');
 }
 
@@ -48,6 +56,7 @@ mod tests {
             distinct: Some(3),
             distinct_ports: Some(1),
             sketch: None,
+            interface: None,
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);

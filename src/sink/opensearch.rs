@@ -158,7 +158,10 @@ pub fn rollup_mappings() -> serde_json::Value {
             "distinct_dst_endpoints": {"type": "long"},
             "distinct_src_ips": {"type": "long"},
             "distinct_dst_ports": {"type": "long"},
-            "hll": {"type": "keyword", "index": false, "doc_values": false}
+            "hll": {"type": "keyword", "index": false, "doc_values": false},
+            "if_name": {"type": "keyword"},
+            "if_alias": {"type": "keyword", "ignore_above": 512},
+            "if_speed_mbps": {"type": "long"}
     }))
 }
 
