@@ -45,7 +45,7 @@ impl HotWindow {
             self.alerts.push_back(a.clone());
         }
         // kept sorted by dimension, so a query touches only its dimension's rows
-        let mut rollups = so.rollups.clone();
+        let mut rollups: Vec<_> = so.rollups.iter().map(crate::model::Rollup::without_sketch).collect();
         rollups.sort_by_key(|r| r.dimension);
         self.seconds.push_back(SecondOutput { second: so.second, rollups, alerts: Vec::new() });
         while self.seconds.front().is_some_and(|f| f.second + HOT_SECONDS <= so.second) {
