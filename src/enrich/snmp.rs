@@ -12,7 +12,7 @@
 //! May depend on: `model`. Lives on: the SNMP job thread (polling), the I/O core (lookups,
 //! [`Annotator`]).
 
-use crate::model::{Dimension, Interface, Ip, Rollup};
+use crate::model::{Interface, Ip, Rollup};
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -218,7 +218,7 @@ impl Annotator {
             self.unresolved.clear();
         }
         for r in rollups {
-            if !matches!(r.dimension, Dimension::ExporterInIf | Dimension::ExporterOutIf) || r.key.is_other() {
+            if !r.dimension.is_interface() || r.key.is_other() {
                 continue;
             }
             let e = r.key.ip;
@@ -368,6 +368,7 @@ pub fn poll(cfg: &SnmpConfig, agent: SocketAddr) -> Result<Vec<(u32, Interface)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Dimension;
 
     #[test]
     fn static_entries_win_and_the_table_round_trips() {

@@ -172,6 +172,16 @@ pub fn exporters(p: &Published) -> String {
     s
 }
 
+/// Appends `,"interface":{"name":…,"alias":…,"speed_mbps":…}`.
+fn interface_json(s: &mut String, f: &crate::model::Interface) {
+    use crate::model::json::esc;
+    s.push_str(",\"interface\":{\"name\":");
+    esc(s, &f.name);
+    s.push_str(",\"alias\":");
+    esc(s, &f.alias);
+    let _ = write!(s, ",\"speed_mbps\":{}}}", f.speed_mbps);
+}
+
 /// Answers one request: (status, content type, body).
 pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
     let path = url.split('?').next().unwrap_or("");
@@ -209,6 +219,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             let n = q.get("n").and_then(|s| s.parse().ok()).unwrap_or(10usize).clamp(1, 1000);
             let m = metric_of(&q);
             let rows = p.hot.top(dim, m, secs, n);
+            let names = if dim.is_interface() { p.hot.interfaces(dim) } else { FxHashMap::default() };
             let mut s = format!(
                 "{{\"dimension\":\"{}\",\"seconds\":{secs},\"newest\":{},\"top\":[",
                 dim.name(),
@@ -217,13 +228,17 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             for (i, (k, t)) in rows.iter().enumerate() {
                 let _ = write!(
                     s,
-                    "{}{{\"key\":{:?},\"bytes\":{},\"packets\":{},\"flows\":{}}}",
+                    "{}{{\"key\":{:?},\"bytes\":{},\"packets\":{},\"flows\":{}",
                     if i > 0 { "," } else { "" },
                     dim.format_key(k),
                     t[0],
                     t[1],
                     t[2]
                 );
+                if let Some(f) = names.get(k) {
+                    interface_json(&mut s, f);
+                }
+                s.push('}');
             }
             s.push_str("]}");
             (200, json, s)
@@ -239,9 +254,20 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
                 );
             };
             let secs = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(HOT_SECONDS).clamp(1, HOT_SECONDS);
-            let mut s = format!("{{\"dimension\":\"{}\",\"key\":{:?},\"series\":[", dim.name(), dim.format_key(&key));
+            let mut s = format!("{{\"dimension\":\"{}\",\"key\":{:?}", dim.name(), dim.format_key(&key));
+            let iface = if dim.is_interface() { p.hot.interfaces(dim).remove(&key) } else { None };
+            if let Some(f) = &iface {
+                interface_json(&mut s, f);
+            }
+            // with a known speed, each point also gives the link's use: % of its capacity
+            let capacity_bps = iface.map_or(0.0, |f| f.speed_mbps as f64 * 1e6);
+            s.push_str(",\"series\":[");
             for (i, (sec, t)) in p.hot.series(dim, &key, secs).iter().enumerate() {
-                let _ = write!(s, "{}[{sec},{},{},{}]", if i > 0 { "," } else { "" }, t[0], t[1], t[2]);
+                let _ = write!(s, "{}[{sec},{},{},{}", if i > 0 { "," } else { "" }, t[0], t[1], t[2]);
+                if capacity_bps > 0.0 {
+                    let _ = write!(s, ",{:.3}", t[0] as f64 * 8.0 * 100.0 / capacity_bps);
+                }
+                s.push(']');
             }
             s.push_str("]}");
             (200, json, s)
@@ -268,5 +294,49 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             "not found: / /metrics /healthz /readyz /api/overview /api/top /api/series /api/alerts /api/incidents /api/exporters\n"
                 .into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interface, Ip, Rollup};
+
+    /// Interface rows carry their name in the top list, and with a known speed each series point
+    /// gives the link's use in % of its capacity.
+    #[test]
+    fn interface_names_and_link_use() {
+        let s = super::super::shared(1);
+        let mut p = s.lock().unwrap_or_else(|e| e.into_inner());
+        let f = Interface { name: "xe-0/0/7".into(), alias: "transit \"A\"".into(), speed_mbps: 100 };
+        let key = Key::new(Ip::from_v4(0xc000_0201), 7);
+        for second in 100..102 {
+            let row = Rollup {
+                second,
+                dimension: Dimension::ExporterInIf,
+                key,
+                bytes: 6_250_000, // 50 Mbit/s
+                packets: 5_000,
+                flows: 10,
+                distinct: None,
+                distinct_ports: None,
+                sketch: None,
+                interface: Some(std::sync::Arc::new(f.clone())),
+            };
+            let so = crate::pipeline::SecondOutput { second, rollups: vec![row], alerts: Vec::new() };
+            p.hot.push(&so, &[]);
+        }
+        let (code, _, body) = route(&p, "/api/top?dimension=exporter_in_if&n=5");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["top"][0]["interface"]["name"], "xe-0/0/7", "{body}");
+        assert_eq!(v["top"][0]["interface"]["alias"], "transit \"A\"");
+        let (_, _, body) = route(&p, "/api/series?dimension=exporter_in_if&key=192.0.2.1:7&seconds=2");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["interface"]["speed_mbps"], 100, "{body}");
+        assert_eq!(v["series"][1][4], 50.0, "50 Mbit/s on a 100 Mbit/s link: {body}");
+        let (_, _, body) = route(&p, "/api/series?dimension=dst_ip&key=192.0.2.1&seconds=2");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(v.get("interface").is_none() && v["series"][0].as_array().is_some_and(|a| a.len() == 4), "{body}");
     }
 }

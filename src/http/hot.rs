@@ -6,10 +6,11 @@
 //! May depend on: `pipeline`, `alert`, `model`. Lives on: the I/O core.
 
 use crate::alert::{AlertDoc, IncidentEvent, IncidentState};
-use crate::model::{Dimension, Key};
+use crate::model::{Dimension, Interface, Key};
 use crate::pipeline::SecondOutput;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Seconds the hot window keeps.
 pub const HOT_SECONDS: u64 = 300;
@@ -126,6 +127,22 @@ impl HotWindow {
             }
         }
         out
+    }
+}
+
+impl HotWindow {
+    /// The newest name, description and speed known for each key of an interface dimension
+    /// (SNMP or the config, as the I/O core set them on the rollups).
+    pub fn interfaces(&self, dim: Dimension) -> FxHashMap<Key, Arc<Interface>> {
+        let mut m = FxHashMap::default();
+        for s in self.seconds.iter().rev() {
+            for r in dim_rows(&s.rollups, dim) {
+                if let Some(i) = &r.interface {
+                    m.entry(r.key).or_insert_with(|| i.clone());
+                }
+            }
+        }
+        m
     }
 }
 

@@ -302,6 +302,12 @@ impl Dimension {
         }
     }
 
+    /// Whether the keys are exporter interfaces (`exporter:ifIndex`), which SNMP or the config
+    /// can name.
+    pub const fn is_interface(self) -> bool {
+        matches!(self, Dimension::ExporterInIf | Dimension::ExporterOutIf)
+    }
+
     /// Whether this dimension's keys come from enrichment, and which table it needs
     /// (`"geoip"` or `"networks"`).
     pub const fn needs_table(self) -> Option<&'static str> {
