@@ -1,7 +1,7 @@
 //! The HTTP routes: health and readiness, the live view page, and the JSON query API over the
 //! hot window (top keys, series, alerts, overview, exporters).
 //!
-//! May depend on: `ops`, `model`, `alert`. Lives on: the I/O core (HTTP thread).
+//! May depend on: `ops`, `model`, `alert`, `pipeline` (its tests build a second). Lives on: the I/O core (HTTP thread).
 
 use super::{metrics, Published, HOT_SECONDS, RECENT_ALERTS};
 use crate::model::{Dimension, Key};
