@@ -99,11 +99,10 @@ pub fn start(
             let st = SinkStats::new("snmp", None);
             stats.push(st.clone());
             let (tx, rx) = snmp::channel();
-            let (scfg, statics, dir, slot2, stop) =
-                (e.snmp.clone(), e.interface.clone(), cfg.general.state_dir.clone(), slot.clone(), stop.clone());
+            let (ecfg, dir, slot2, stop) = (e.clone(), cfg.general.state_dir.clone(), slot.clone(), stop.clone());
             // the persisted names are there from the first second, before the first poll
-            snmp::restore(&dir, &statics, &slot);
-            jobs.push(spawn_on("snmp", cpu, move || snmp::run(&scfg, &statics, &dir, &rx, &slot2, &st, &stop))?);
+            let learnt = snmp::restore(&dir, &e.interface, &slot);
+            jobs.push(spawn_on("snmp", cpu, move || snmp::run(learnt, &ecfg, &dir, &rx, &slot2, &st, &stop))?);
             interfaces = Some(crate::enrich::snmp::Annotator::new(slot, Some(tx)));
         } else {
             snmp::restore(&cfg.general.state_dir, &e.interface, &slot);

@@ -8,7 +8,8 @@
 //!
 //! Lives on: the I/O core (its own thread; the polls block only it).
 
-use crate::enrich::snmp::{agent_of, poll, state_path, IfSlot, Interfaces, SnmpConfig, StaticInterface};
+use crate::enrich::snmp::{agent_of, poll, state_path, IfSlot, Interfaces, StaticInterface};
+use crate::enrich::EnrichConfig;
 use crate::model::Ip;
 use crate::sink::delivery::{pause, SinkStats};
 use crossbeam_channel::{Receiver, Sender};
@@ -41,17 +42,18 @@ pub fn restore(state_dir: &Path, statics: &[StaticInterface], slot: &IfSlot) -> 
     learnt
 }
 
-/// Runs until `stop`.
+/// Runs until `stop`, from the table [`restore`] read (`learnt`: what SNMP gave, without
+/// the static entries).
 pub fn run(
-    cfg: &SnmpConfig,
-    statics: &[StaticInterface],
+    mut learnt: Interfaces,
+    enrich: &EnrichConfig,
     state_dir: &Path,
     exporters: &Receiver<Ip>,
     slot: &IfSlot,
     st: &SinkStats,
     stop: &AtomicBool,
 ) {
-    let mut learnt = restore(state_dir, statics, slot);
+    let (cfg, statics) = (&enrich.snmp, &enrich.interface[..]);
     let mut due: HashMap<Ip, Instant> = HashMap::new();
     let mut full_logged = false;
     st.up.store(true, Ordering::Relaxed);
