@@ -203,6 +203,14 @@ impl Config {
         }
     }
 
+    /// The Kafka sink that writes raw flows (the first with `flows = true`).
+    pub fn flows_sink(&self) -> Option<&KafkaSink> {
+        self.sink.iter().find_map(|s| match s {
+            Sink::Kafka(k) if k.flows => Some(k),
+            _ => None,
+        })
+    }
+
     /// [`Config::pipeline`] with the `[enrich]` tables loaded (reads files; the error names the
     /// field and the fix).
     pub fn pipeline_loaded(&self) -> Result<PipelineConfig, crate::enrich::load::LoadError> {

@@ -76,6 +76,16 @@ pub struct KafkaSink {
     /// Write alerts.
     #[serde(default = "yes")]
     pub alerts: bool,
+    /// Write every decoded (and enriched) flow record to `flows_topic` (protobuf
+    /// `proto/flow.proto`; off by default: it is the biggest stream flowshard can produce).
+    #[serde(default)]
+    pub flows: bool,
+    /// Raw flows topic.
+    #[serde(default = "flows_topic")]
+    pub flows_topic: String,
+    /// 1-in-N output sampling of the raw flows topic (1 = every record; replay is exact only then).
+    #[serde(default = "one_u32")]
+    pub flows_sample: u32,
 }
 
 /// Kafka compression codec (`compression.type`).
@@ -177,6 +187,12 @@ impl Default for Spool {
     }
 }
 
+fn flows_topic() -> String {
+    "flowshard.flows".into()
+}
+fn one_u32() -> u32 {
+    1
+}
 fn rollups_topic() -> String {
     "flowshard.rollups".into()
 }
@@ -223,6 +239,9 @@ impl KafkaSink {
             properties: Default::default(),
             rollups: yes(),
             alerts: yes(),
+            flows: false,
+            flows_topic: flows_topic(),
+            flows_sample: 1,
         }
     }
 }
@@ -287,6 +306,7 @@ impl Config {
                     ("alerts_topic", &k.alerts_topic),
                     ("incidents_topic", &k.incidents_topic),
                     ("anomaly_results_topic", &k.anomaly_results_topic),
+                    ("flows_topic", &k.flows_topic),
                 ] {
                     if t.is_empty()
                         || t.len() > 249
@@ -298,6 +318,13 @@ impl Config {
                             "use letters, digits, '.', '_' and '-' (at most 249)",
                         ));
                     }
+                }
+                if k.flows_sample == 0 || k.flows_sample > 1_000_000 {
+                    e.push(err(
+                        f("flows_sample"),
+                        format!("{} is not a 1-in-N sampling rate", k.flows_sample),
+                        "use 1 (every record) up to 1000000",
+                    ));
                 }
                 if k.partitions < 1 || k.replication_factor < 1 {
                     e.push(err(

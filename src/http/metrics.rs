@@ -167,6 +167,19 @@ pub fn metrics(p: &Published) -> String {
         &mut std::iter::once((String::new(), p.io.incomplete_seconds as f64)),
     );
     sink_metrics(&mut family, &p.sinks);
+    if let Some(f) = &p.flows {
+        use std::sync::atomic::Ordering::Relaxed;
+        family(
+            "flowshard_flows_encoded_total",
+            "counter",
+            "Raw-flows topic: records and Kafka messages encoded (drops: flowshard_sink_records_total{sink=\"kafka_flows\"}).",
+            &mut [
+                ("unit=\"records\"".to_string(), f.records.load(Relaxed) as f64),
+                ("unit=\"messages\"".to_string(), f.messages.load(Relaxed) as f64),
+            ]
+            .into_iter(),
+        );
+    }
     let g = &p.io.gate;
     family(
         "flowshard_alert_gate_total",

@@ -33,6 +33,8 @@ pub struct Published {
     pub hot: HotWindow,
     /// Remote sinks' counters.
     pub sinks: Vec<Arc<SinkStats>>,
+    /// Raw-flows topic counters (records and messages encoded), when it is on.
+    pub flows: Option<Arc<crate::sink::flows::FlowsStats>>,
     /// Where operator feedback from the API goes (None: read-only API).
     pub feedback: Option<feedback::FeedbackTarget>,
 }
@@ -47,6 +49,7 @@ pub fn shared(n: usize) -> Shared {
         io: IoCounters::default(),
         hot: HotWindow::default(),
         sinks: Vec::new(),
+        flows: None,
         feedback: None,
     }))
 }

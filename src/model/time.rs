@@ -59,9 +59,52 @@ pub fn rfc3339(sec: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{:02}Z", sec % 60)
 }
 
+/// A time given on a command line: Unix seconds, or RFC 3339 UTC (`2026-11-25T01:31:39Z`,
+/// also without the seconds or with a space instead of `T`).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<u64>() {
+        return Ok(v);
+    }
+    let bad = || format!("{s:?} is not a time: use Unix seconds or e.g. 2026-11-25T01:31:39Z");
+    let t = s.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, clock) = t.split_once(['T', ' ']).ok_or_else(bad)?;
+    let num = |x: Option<&str>| x.and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
+    let mut d = date.split('-');
+    let (y, m, dd) = (num(d.next())?, num(d.next())?, num(d.next())?);
+    let mut c = clock.split(':');
+    let (h, mi) = (num(c.next())?, num(c.next())?);
+    let sec = match c.next() {
+        Some(v) => num(Some(v))?,
+        None => 0,
+    };
+    if d.next().is_some()
+        || c.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&dd)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
+        return Err(bad());
+    }
+    let v = days_from_civil(y, m, dd) * 86_400 + h * 3600 + mi * 60 + sec;
+    u64::try_from(v).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_times() {
+        assert_eq!(parse_time("1795570299"), Ok(1_795_570_299));
+        assert_eq!(parse_time("2026-11-25T01:31:39Z"), Ok(1_795_570_299));
+        assert_eq!(parse_time("2026-11-25 01:31Z"), Ok(1_795_570_260));
+        for bad in ["yesterday", "2026-13-01T00:00Z", "2026-11-25T01:31:39", "-5"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips() {

@@ -84,6 +84,69 @@ pub struct ShardCore {
     pub counters: IngestCounters,
     /// Per exporter (datagram source): last second seen, datagrams, records. Bounded.
     exporters: rustc_hash::FxHashMap<Ip, ExporterSeen>,
+    /// Copies of the records for the raw-flows topic (`None`: off).
+    tap: Option<Tap>,
+}
+
+/// Records a shard copied for the raw-flows topic: all of one arrival second, in arrival order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TapBatch {
+    /// Shard that decoded them.
+    pub shard: u16,
+    /// Arrival second.
+    pub second: u64,
+    /// 1-in-N output sampling applied (1 = every record).
+    pub sampling: u32,
+    /// The records, enriched, in arrival order.
+    pub records: Vec<FlowRecord>,
+}
+
+/// Records per [`TapBatch`] at most (one allocation per this many records).
+pub const TAP_BATCH: usize = 4096;
+
+/// The shard side of the raw-flows topic: a systematic 1-in-N sample of the records, copied
+/// after enrichment into batches of one second. The runtime takes finished batches with
+/// [`ShardCore::take_tapped`] and hands them to the I/O core, which encodes and produces them.
+#[derive(Debug)]
+struct Tap {
+    every: u32,
+    skip: u32,
+    open: TapBatch,
+    ready: Vec<TapBatch>,
+}
+
+impl Tap {
+    #[inline]
+    fn add(&mut self, recs: &[FlowRecord], now: u64, shard: u16) {
+        if self.open.second != now && !self.open.records.is_empty() {
+            self.seal();
+        }
+        self.open.second = now;
+        for r in recs {
+            if self.skip == 0 {
+                self.open.records.push(*r);
+                if self.open.records.len() >= TAP_BATCH {
+                    self.seal();
+                    self.open.second = now;
+                }
+            }
+            self.skip += 1;
+            if self.skip >= self.every {
+                self.skip = 0;
+            }
+        }
+        self.open.shard = shard;
+    }
+
+    fn seal(&mut self) {
+        let fresh = TapBatch {
+            shard: self.open.shard,
+            second: self.open.second,
+            sampling: self.every,
+            records: Vec::with_capacity(TAP_BATCH),
+        };
+        self.ready.push(std::mem::replace(&mut self.open, fresh));
+    }
 }
 
 /// What a shard knows of one exporter.
@@ -112,7 +175,41 @@ impl ShardCore {
             enrich: cfg.enrich.clone(),
             counters: IngestCounters::default(),
             exporters: rustc_hash::FxHashMap::default(),
+            tap: None,
         }
+    }
+
+    /// Copies a 1-in-`every` sample of the records (after enrichment) for the raw-flows topic
+    /// (`every` = 0: off).
+    pub fn set_tap(&mut self, every: u32) {
+        self.tap = (every > 0).then(|| Tap {
+            every,
+            skip: 0,
+            open: TapBatch { shard: self.id, second: 0, sampling: every, records: Vec::with_capacity(TAP_BATCH) },
+            ready: Vec::new(),
+        });
+    }
+
+    /// Takes the finished raw-flow batches; `all` also takes the open one (at a second's end
+    /// and at shutdown).
+    pub fn take_tapped(&mut self, all: bool, out: &mut Vec<TapBatch>) {
+        if let Some(t) = &mut self.tap {
+            if all && !t.open.records.is_empty() {
+                t.seal();
+            }
+            out.append(&mut t.ready);
+        }
+    }
+
+    /// Adds records that were decoded before (replay from the raw-flows topic): counted and
+    /// aggregated exactly as a datagram's records, without decoding or enrichment (they carry it).
+    pub fn ingest_records(&mut self, recs: &[FlowRecord]) {
+        for r in recs {
+            self.counters.records += 1;
+            self.counters.bytes += r.bytes;
+            self.counters.packets += r.packets;
+        }
+        self.window.add_batch(recs);
     }
 
     /// Decodes one datagram from `source` at Unix second `now` into the open window.
@@ -128,6 +225,9 @@ impl ShardCore {
         }
         // Records decoded before an error in a later set still count (they were valid).
         self.window.add_batch(&self.batch);
+        if let Some(t) = &mut self.tap {
+            t.add(&self.batch, now, self.id);
+        }
         let n = self.exporters.len();
         if let Some(e) = self.exporters.get_mut(&source) {
             e.last_seen = now;
@@ -456,6 +556,27 @@ impl Engine {
     /// Feeds one datagram that arrived at Unix second `now` from `source`; seconds that ended
     /// before `now` are closed first and their output appended to `done`.
     pub fn feed(&mut self, data: &[u8], source: Ip, source_port: u16, now: u64, done: &mut Vec<SecondOutput>) {
+        self.advance(now, done);
+        let n = self.shards.len();
+        let shard = (crate::model::mix64(source.0 as u64 ^ (source_port as u64) << 48) % n as u64) as usize;
+        self.datagrams += 1;
+        if self.shards[shard].ingest(data, source, now).is_err() {
+            self.decode_errors += 1;
+        }
+    }
+
+    /// Feeds records decoded before (the raw-flows topic) that arrived at Unix second `now`
+    /// from one exporter, to the shard that exporter's datagrams would go to.
+    pub fn feed_records(&mut self, recs: &[FlowRecord], now: u64, done: &mut Vec<SecondOutput>) {
+        self.advance(now, done);
+        let Some(first) = recs.first() else { return };
+        let n = self.shards.len();
+        let shard = (crate::model::mix64(first.exporter.0 as u64) % n as u64) as usize;
+        self.shards[shard].ingest_records(recs);
+    }
+
+    /// Closes the open second when `now` is past it.
+    fn advance(&mut self, now: u64, done: &mut Vec<SecondOutput>) {
         match self.open {
             Some(s) if now > s => {
                 self.close(s, done);
@@ -463,12 +584,6 @@ impl Engine {
             }
             None => self.open = Some(now),
             _ => {}
-        }
-        let n = self.shards.len();
-        let shard = (crate::model::mix64(source.0 as u64 ^ (source_port as u64) << 48) % n as u64) as usize;
-        self.datagrams += 1;
-        if self.shards[shard].ingest(data, source, now).is_err() {
-            self.decode_errors += 1;
         }
     }
 

@@ -65,6 +65,8 @@ pub struct RunReport {
     pub bound: Vec<SocketAddr>,
     /// Remote sinks' final counters.
     pub sinks: Vec<Arc<SinkStats>>,
+    /// Raw-flows topic counters, when it was on.
+    pub flows: Option<Arc<crate::sink::flows::FlowsStats>>,
 }
 
 /// Binds every listener for every shard; returns per shard its sockets.
@@ -126,6 +128,17 @@ pub fn run(
     let io_cpu = layout.io.first().copied();
     let io_pin = io_cpu.filter(|_| layout.pin);
     let (sinks, mut sink_stats) = sink::from_config(cfg, io_pin)?;
+    // raw flows: their own encoder thread and spool, fed by the shards directly
+    let mut flows_sink = None;
+    let mut flows_tx = None;
+    if let Some(k) = cfg.flows_sink() {
+        let dir = cfg.spool.dir.clone().unwrap_or_else(|| cfg.general.state_dir.join("spool"));
+        let (fs, tx) =
+            sink::flows::FlowsSink::start(k, &cfg.general.appliance_id, &dir, cfg.spool.max_mib << 20, io_pin)?;
+        sink_stats.push(fs.delivery.clone());
+        flows_tx = Some((tx, k.flows_sample));
+        flows_sink = Some(fs);
+    }
     let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
     let jobs_stop = Arc::new(AtomicBool::new(false));
     let to_io = endpoints[0].to_io.clone();
@@ -144,8 +157,10 @@ pub fn run(
             false_positive_silence_s: cfg.alerts.false_positive_silence_s,
         });
     }
+    let flows_stats = flows_sink.as_ref().map(|f| f.stats.clone());
     if let Ok(mut p) = published.lock() {
         p.sinks = sink_stats.clone();
+        p.flows = flows_stats.clone();
     }
     // HTTP server on the I/O core (its own thread, pinned there too), on the listener bound
     // here: the port is never released in between.
@@ -201,6 +216,7 @@ pub fn run(
         let snapshot = snapshot.clone();
         let slot = enrich_slot.clone();
         let status_tx = status_tx.clone();
+        let flows = flows_tx.clone();
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{shard}"))
             .io_memory(2 << 20)
@@ -208,16 +224,21 @@ pub fn run(
             .preempt_timer(Duration::from_millis(5))
             .spawn(move || async move {
                 let last =
-                    shard::shard_main(shard, n, pcfg, ep, fds, stop, shard::Handed { snapshot, enrich: slot }).await;
+                    shard::shard_main(shard, n, pcfg, ep, fds, stop, shard::Handed { snapshot, enrich: slot, flows })
+                        .await;
                 let _ = status_tx.send(last);
             })
             .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;
         handles.push(h);
     }
     drop(status_tx);
+    drop(flows_tx);
     ready(&bound, http_addr);
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(f) = flows_sink {
+        f.finish();
     }
     let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
     shards.sort_by_key(|s| s.shard);
@@ -231,7 +252,7 @@ pub fn run(
     if let Some(h) = http_thread {
         let _ = h.join();
     }
-    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound, sinks: sink_stats })
+    Ok(RunReport { io, shards, granted_rcvbuf: granted, bound, sinks: sink_stats, flows: flows_stats })
 }
 
 impl RunReport {
@@ -268,6 +289,7 @@ impl RunReport {
             "rollups": self.io.rollups,
             "alerts": self.io.alerts,
             "sink_errors": self.io.sink_errors,
+            "flows_encoded": self.flows.as_ref().map_or(0, |f| f.records.load(Relaxed)),
         })
         .to_string()
     }

@@ -8,6 +8,9 @@
 //! * shard → I/O: one crossbeam bounded MPSC channel of [`IoMsg`]; shards only `try_send`
 //!   (policy `drop_newest`, every drop counted), so a slow sink never stalls a shard.
 //!
+//! The one other cross-core queue, shards → the raw-flows encoder, is
+//! [`crate::sink::flows::FlowsTx`] (bounded, `try_send`, drops counted in records).
+//!
 //! Lives on: created on the main thread; ends live on shard cores and the I/O core.
 
 use crate::aggregate::PartialBatch;

@@ -16,7 +16,8 @@
 //! send final status and templates → executors end → the I/O thread drains, flushes the sinks
 //! and returns.
 //!
-//! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`. Lives on: shard cores (one executor
+//! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`, `sink` (only the raw-flows hand-off,
+//! `sink::flows::FlowsTx`). Lives on: shard cores (one executor
 //! each; everything here is built on its core and never moves).
 
 use super::exchange::{Endpoints, IoMsg};
@@ -45,6 +46,9 @@ fn unix_now() -> (u64, Duration) {
 
 struct Shared {
     core: ShardCore,
+    /// The raw-flows queue, when a Kafka sink writes flows.
+    flows: Option<crate::sink::flows::FlowsTx>,
+    tapped: Vec<crate::pipeline::TapBatch>,
     owner: OwnerCore,
     out: Vec<OwnerOutput>,
     lag: Histogram<u64>,
@@ -53,6 +57,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Hands the raw-flow batches on (never waits); `all` includes the open one.
+    fn hand_off_flows(&mut self, all: bool) {
+        if let Some(f) = &self.flows {
+            self.core.take_tapped(all, &mut self.tapped);
+            for b in self.tapped.drain(..) {
+                f.send(b);
+            }
+        }
+    }
+
     /// Hands finished owner outputs to the I/O core (never waits).
     fn hand_off(&mut self, to_io: &crossbeam_channel::Sender<IoMsg>) {
         let (_, now) = unix_now();
@@ -108,6 +122,8 @@ pub(super) struct Handed {
     pub snapshot: Arc<Snapshot>,
     /// Enrichment reloads.
     pub enrich: Option<Arc<crate::enrich::Slot>>,
+    /// The raw-flows queue and its 1-in-N sampling, when a Kafka sink writes flows.
+    pub flows: Option<(crate::sink::flows::FlowsTx, u32)>,
 }
 
 /// One shard's life: connect the exchange, receive and decode until `stop`, close a window
@@ -121,12 +137,17 @@ pub(super) async fn shard_main(
     stop: Arc<AtomicBool>,
     handed: Handed,
 ) -> ShardStatus {
-    let Handed { snapshot, enrich } = handed;
+    let Handed { snapshot, enrich, flows } = handed;
     let mut core = ShardCore::new(&pcfg, shard as u16, n);
+    if let Some((_, every)) = &flows {
+        core.set_tap(*every);
+    }
     core.decoder.templates.restore(&snapshot);
     core.decoder.templates.take_dirty();
     let sh = Rc::new(RefCell::new(Shared {
         core,
+        flows: flows.map(|f| f.0),
+        tapped: Vec::new(),
         owner: OwnerCore::new(&pcfg, shard as u16, n),
         out: Vec::new(),
         lag: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid"),
@@ -197,6 +218,7 @@ pub(super) async fn shard_main(
                                 break;
                             }
                         }
+                        s.hand_off_flows(false);
                     }
                 }
                 glommio::yield_if_needed().await;
@@ -211,6 +233,7 @@ pub(super) async fn shard_main(
     let mut last_status = 0u64;
     let close_and_send = |second: u64| {
         let mut s = sh.borrow_mut();
+        s.hand_off_flows(true);
         let mut batches = s.core.close(second);
         let own = std::mem::take(&mut batches[shard]);
         let s = &mut *s;
@@ -286,6 +309,8 @@ pub(super) async fn shard_main(
         to_io.send_timeout(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()), Duration::from_secs(1));
     let st = status_of(&s, shard, &fds);
     let _ = to_io.send_timeout(IoMsg::Status(Box::new(st.clone())), Duration::from_secs(1));
+    // the raw-flows encoder ends once every shard has let go of its queue
+    s.flows = None;
     drop(socks);
     st
 }

@@ -37,12 +37,14 @@ pub enum DropReason {
     QueueFull,
     /// Still queued in memory when flowshard stopped while the sink was unreachable (Valkey).
     Shutdown,
+    /// The shards' hand-off queue to the sink was full (raw flows: counted in records).
+    Handoff,
 }
 
 impl DropReason {
     /// Every reason, for the metrics page.
-    pub const ALL: [DropReason; 4] =
-        [DropReason::Rejected, DropReason::Stale, DropReason::QueueFull, DropReason::Shutdown];
+    pub const ALL: [DropReason; 5] =
+        [DropReason::Rejected, DropReason::Stale, DropReason::QueueFull, DropReason::Shutdown, DropReason::Handoff];
     /// Label value.
     pub const fn name(self) -> &'static str {
         match self {
@@ -50,6 +52,7 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::QueueFull => "queue_full",
             DropReason::Shutdown => "shutdown",
+            DropReason::Handoff => "handoff",
         }
     }
 }
@@ -215,7 +218,8 @@ impl Spooled {
         self.stats.clone()
     }
 
-    fn append(&mut self, fb: FrameBuilder) -> Result<(), SinkError> {
+    /// Appends a rendered frame to the spool (nothing for an empty one).
+    pub fn append(&mut self, fb: FrameBuilder) -> Result<(), SinkError> {
         if fb.is_empty() {
             return Ok(());
         }

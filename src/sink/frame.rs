@@ -3,7 +3,8 @@
 //! have been sent at the time.
 //!
 //! Encoding: `[u32 count]` then per record `[u8 kind][u64 second][u16 key len][key][u32 value
-//! len][value]`, little endian. Decoding is bounds-checked and never panics.
+//! len][value]`, little endian. Values are JSON text, except raw-flow batches (protobuf bytes).
+//! Decoding is bounds-checked and never panics.
 //!
 //! Lives on: I/O cores.
 
@@ -19,6 +20,8 @@ pub enum Kind {
     Incident = 2,
     /// A layer-3 anomaly result (the anomaly-detection plugin's result schema).
     AnomalyResult = 3,
+    /// A batch of raw flow records (protobuf `FlowBatch`, [`super::flows`]).
+    Flows = 4,
 }
 
 /// One record of a frame, borrowed from the frame's bytes.
@@ -30,8 +33,8 @@ pub struct Record<'a> {
     pub second: u64,
     /// Kafka message key or OpenSearch document id.
     pub key: &'a str,
-    /// JSON document.
-    pub value: &'a str,
+    /// JSON document (protobuf bytes for [`Kind::Flows`]).
+    pub value: &'a [u8],
 }
 
 /// A frame that does not decode (should not happen: frames are CRC-checked).
@@ -54,13 +57,18 @@ impl FrameBuilder {
 
     /// Appends a record. Keys longer than 65,535 bytes are cut (keys are short by construction).
     pub fn push(&mut self, kind: Kind, second: u64, key: &str, value: &str) {
+        self.push_bytes(kind, second, key, value.as_bytes());
+    }
+
+    /// Appends a record whose value is bytes (protobuf).
+    pub fn push_bytes(&mut self, kind: Kind, second: u64, key: &str, value: &[u8]) {
         let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
         self.buf.push(kind as u8);
         self.buf.extend_from_slice(&second.to_le_bytes());
         self.buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.extend_from_slice(value);
         self.count += 1;
     }
 
@@ -97,13 +105,14 @@ pub fn decode(b: &[u8]) -> Result<Vec<Record<'_>>, Malformed> {
             1 => Kind::Alert,
             2 => Kind::Incident,
             3 => Kind::AnomalyResult,
+            4 => Kind::Flows,
             _ => return Err(Malformed(p - 1)),
         };
         let second = u64::from_le_bytes(take(&mut p, 8)?.try_into().map_err(|_| Malformed(p))?);
         let kl = u16::from_le_bytes(take(&mut p, 2)?.try_into().map_err(|_| Malformed(p))?) as usize;
         let key = std::str::from_utf8(take(&mut p, kl)?).map_err(|_| Malformed(p))?;
         let vl = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| Malformed(p))?) as usize;
-        let value = std::str::from_utf8(take(&mut p, vl)?).map_err(|_| Malformed(p))?;
+        let value = take(&mut p, vl)?;
         out.push(Record { kind, second, key, value });
     }
     Ok(out)

@@ -119,8 +119,9 @@ fn permanent(c: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Starts the Kafka sink: its spool and its delivery thread.
-pub fn start(
+/// Starts a Kafka sink's delivery: a spool `dir/name` and a thread producing its frames.
+pub fn start_named(
+    name: &'static str,
     k: &KafkaSink,
     appliance: &str,
     dir: &Path,
@@ -129,7 +130,7 @@ pub fn start(
 ) -> Result<Spooled, SinkError> {
     let (k, a) = (k.clone(), appliance.to_string());
     Spooled::start(
-        "kafka",
+        name,
         appliance,
         dir,
         max_bytes,
@@ -140,6 +141,17 @@ pub fn start(
             delivery::drive(&mut b, reader, &stats)
         },
     )
+}
+
+/// Starts the Kafka sink: its spool and its delivery thread.
+pub fn start(
+    k: &KafkaSink,
+    appliance: &str,
+    dir: &Path,
+    max_bytes: u64,
+    cpu: Option<usize>,
+) -> Result<Spooled, SinkError> {
+    start_named("kafka", k, appliance, dir, max_bytes, cpu)
 }
 
 /// Kafka records of one second: key `dimension:key`, value the rollup/alert JSON.
@@ -195,7 +207,10 @@ impl Backend for KafkaBackend {
             return Ok(());
         }
         self.topic_tries += 1;
-        create_topics(&self.k, &self.appliance, &[]).map(|_| ()).map_err(|e| format!("cannot check/create topics: {e}"))
+        let flows: &[&str] = if self.k.flows { &[&self.k.flows_topic] } else { &[] };
+        create_topics(&self.k, &self.appliance, flows)
+            .map(|_| ())
+            .map_err(|e| format!("cannot check/create topics: {e}"))
     }
 
     fn tick(&mut self, _stats: &SinkStats) {
@@ -217,8 +232,13 @@ impl Backend for KafkaBackend {
                 Kind::Alert => &self.k.alerts_topic,
                 Kind::Incident => &self.k.incidents_topic,
                 Kind::AnomalyResult => &self.k.anomaly_results_topic,
+                Kind::Flows => &self.k.flows_topic,
             };
             let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i)).key(r.key).payload(r.value);
+            if r.kind == Kind::Flows {
+                // data time, so that consumers (and `replay --kafka --from`) seek by it
+                rec = rec.timestamp((r.second * 1000).min(i64::MAX as u64) as i64);
+            }
             loop {
                 match p.send(rec) {
                     Ok(()) => break,

@@ -2,7 +2,9 @@
 //! factory ([`from_config`]), one delivery layer ([`delivery`]: the on-disk spool front for
 //! Kafka and OpenSearch, the bounded queue front for Valkey, counters per sink and drop reason,
 //! and the one retry driver every spooled backend runs), and per service only its protocol code:
-//! [`jsonl`], [`kafka`], [`valkey`], [`opensearch`], [`webhook`].
+//! [`jsonl`], [`kafka`], [`valkey`], [`opensearch`], [`webhook`]. The raw-flows topic
+//! ([`flows`]) is fed by the shards directly (its own queue, encoder thread and spool), not
+//! through the I/O loop.
 //!
 //! A sink never blocks the I/O loop: `write` renders and hands on; delivery runs on a thread of
 //! the sink's own, pinned to the I/O core.
@@ -11,6 +13,7 @@
 
 pub mod alertmanager;
 pub mod delivery;
+pub mod flows;
 pub mod format;
 pub mod frame;
 pub mod jsonl;

@@ -510,6 +510,8 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
             index.clear();
             let _ = write!(index, "{prefix}-anomaly-results");
         }
+        // raw flows go to Kafka only; an OpenSearch spool never holds them
+        Kind::Flows => return,
     }
     out.extend_from_slice(b"{\"index\":{\"_index\":\"");
     out.extend_from_slice(index.as_bytes());
@@ -519,7 +521,7 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
     crate::model::json::esc(&mut id, r.key);
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"}}\n");
-    out.extend_from_slice(r.value.as_bytes());
+    out.extend_from_slice(r.value);
     out.push(b'\n');
 }
 

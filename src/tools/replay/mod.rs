@@ -7,6 +7,7 @@
 //!
 //! Lives on: the main thread (a replay is single-threaded and deterministic).
 
+pub mod kafka;
 pub mod pcap;
 
 use crate::alert::{AlertDoc, IncidentConfig, IncidentEvent, Incidents};
@@ -52,6 +53,10 @@ pub struct Summary {
     pub skipped_frames: u64,
     /// Shards used.
     pub shards: usize,
+    /// Replay from the raw-flows topic: Kafka messages read, and those that did not decode
+    /// or came later than the reorder window (both counted, never fed silently).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<kafka::KafkaCounts>,
 }
 
 /// Replay errors.
@@ -63,6 +68,9 @@ pub enum ReplayError {
     /// Writing output failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Reading the raw-flows topic failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// What runs after the pipeline: incidents, layer 3, and the appliance id of documents.
@@ -86,16 +94,7 @@ pub fn replay(
     sink: &mut dyn Sink,
 ) -> Result<Summary, ReplayError> {
     let mut rd = PcapReader::new(data)?;
-    let mut inc = Out {
-        incidents: Incidents::new(down.incidents),
-        events: Vec::new(),
-        layer3: down.layer3.enabled.then(|| Layer3Engine::new(down.layer3)),
-        appliance: down.appliance.to_string(),
-        results: Vec::new(),
-    };
-    let mut engine = Engine::new(cfg, shards);
-    let mut done: Vec<SecondOutput> = Vec::new();
-    let mut sum = Summary { shards: engine.shards.len(), ..Default::default() };
+    let mut run = Session::new(cfg, down, shards, sink);
     let start = Instant::now();
     let mut first_ts: Option<u64> = None;
     while let Some(p) = rd.next_udp()? {
@@ -107,45 +106,101 @@ pub fn replay(
                 std::thread::sleep(wait);
             }
         }
-        engine.feed(p.payload, p.src, p.src_port, p.ts_ns / 1_000_000_000, &mut done);
-        write_out(&mut done, sink, &mut sum, &mut inc)?;
+        run.engine.feed(p.payload, p.src, p.src_port, p.ts_ns / 1_000_000_000, &mut run.done);
+        run.write_out()?;
     }
-    engine.finish(&mut done);
-    let last = done.last().map(|so| so.second);
-    write_out(&mut done, sink, &mut sum, &mut inc)?;
-    if let Some(last) = last.or(inc.incidents.open().map(|e| e.last_evidence).max()) {
-        inc.incidents.resolve_all(last, &mut inc.events);
-        sink.write_incidents(&inc.events)?;
-    }
-    sum.incidents = inc.incidents.counters.opened;
-    if let Some(l3) = &inc.layer3 {
-        sum.anomaly_results = l3.counters.results;
-        sum.layer3_anomalies = l3.counters.anomalies;
-        sum.layer3_entities = l3.entities() as u64;
-    }
-    sink.flush()?;
-    let t = engine.ingest_totals();
-    sum.datagrams = engine.datagrams;
-    sum.records = t.records;
-    sum.bytes = t.bytes;
-    sum.packets = t.packets;
-    sum.decode_errors = engine.decode_errors;
-    let mut dec = crate::decode::DecodeCounters::default();
-    for s in &engine.shards {
-        dec.add(&s.decoder.counters);
-    }
-    for r in crate::decode::ErrorReason::ALL {
-        if dec.errors[r.index()] > 0 {
-            sum.errors_by_reason.insert(r.label().to_string(), dec.errors[r.index()]);
-        }
-    }
-    for p in crate::model::Protocol::ALL {
-        if dec.records[p.index()] > 0 {
-            sum.records_by_protocol.insert(p.label().to_string(), dec.records[p.index()]);
-        }
-    }
+    let mut sum = run.finish()?;
     sum.skipped_frames = rd.stats.not_udp;
     Ok(sum)
+}
+
+/// Replays the raw-flows topic (a time range of it) through `shards` shards into `sink`.
+pub fn replay_kafka(
+    src: &kafka::KafkaSource,
+    cfg: &PipelineConfig,
+    down: &Downstream<'_>,
+    shards: usize,
+    sink: &mut dyn Sink,
+) -> Result<Summary, ReplayError> {
+    let mut run = Session::new(cfg, down, shards, sink);
+    let counts = kafka::feed(src, &mut run)?;
+    let mut sum = run.finish()?;
+    sum.kafka = Some(counts);
+    Ok(sum)
+}
+
+/// One replay in progress, whatever feeds it (a capture, the raw-flows topic): the engine,
+/// what runs after it, and the summary.
+pub struct Session<'s> {
+    /// The pipeline.
+    pub engine: Engine,
+    /// Seconds the engine finished and `write_out` has not written yet.
+    pub done: Vec<SecondOutput>,
+    sum: Summary,
+    inc: Out,
+    sink: &'s mut dyn Sink,
+}
+
+impl<'s> Session<'s> {
+    /// A replay through `shards` shards into `sink`.
+    pub fn new(cfg: &PipelineConfig, down: &Downstream<'_>, shards: usize, sink: &'s mut dyn Sink) -> Session<'s> {
+        let engine = Engine::new(cfg, shards);
+        let sum = Summary { shards: engine.shards.len(), ..Default::default() };
+        let inc = Out {
+            incidents: Incidents::new(down.incidents),
+            events: Vec::new(),
+            layer3: down.layer3.enabled.then(|| Layer3Engine::new(down.layer3)),
+            appliance: down.appliance.to_string(),
+            results: Vec::new(),
+        };
+        Session { engine, done: Vec::new(), sum, inc, sink }
+    }
+
+    /// Writes the finished seconds, with layer 3 and incidents.
+    pub fn write_out(&mut self) -> Result<(), ReplayError> {
+        write_out(&mut self.done, self.sink, &mut self.sum, &mut self.inc)
+    }
+
+    /// Ends the input: closes the open second, resolves open incidents, flushes the sink and
+    /// returns the summary.
+    pub fn finish(mut self) -> Result<Summary, ReplayError> {
+        self.engine.finish(&mut self.done);
+        let last = self.done.last().map(|so| so.second);
+        self.write_out()?;
+        let Session { engine, mut sum, mut inc, sink, .. } = self;
+        if let Some(last) = last.or(inc.incidents.open().map(|e| e.last_evidence).max()) {
+            inc.incidents.resolve_all(last, &mut inc.events);
+            sink.write_incidents(&inc.events)?;
+        }
+        sum.incidents = inc.incidents.counters.opened;
+        if let Some(l3) = &inc.layer3 {
+            sum.anomaly_results = l3.counters.results;
+            sum.layer3_anomalies = l3.counters.anomalies;
+            sum.layer3_entities = l3.entities() as u64;
+        }
+        sink.flush()?;
+        let t = engine.ingest_totals();
+        sum.datagrams = engine.datagrams;
+        sum.records = t.records;
+        sum.bytes = t.bytes;
+        sum.packets = t.packets;
+        sum.decode_errors = engine.decode_errors;
+        let mut dec = crate::decode::DecodeCounters::default();
+        for s in &engine.shards {
+            dec.add(&s.decoder.counters);
+        }
+        for r in crate::decode::ErrorReason::ALL {
+            if dec.errors[r.index()] > 0 {
+                sum.errors_by_reason.insert(r.label().to_string(), dec.errors[r.index()]);
+            }
+        }
+        for p in crate::model::Protocol::ALL {
+            if dec.records[p.index()] > 0 {
+                sum.records_by_protocol.insert(p.label().to_string(), dec.records[p.index()]);
+            }
+        }
+        Ok(sum)
+    }
 }
 
 /// The incident tracker, its events' buffer, and layer 3.
