@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
-#                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks]
+#                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks] [--enrich] [--flows]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -11,13 +11,19 @@
 # --quick: seven 6-second steps, about 2 minutes on a 2-core box.
 # --sinks: also write everything to Kafka, Valkey and OpenSearch (scripts/services.sh up) and
 #          report each sink's delivery lag and drops in sinks.txt, to compare with a run without.
+# --enrich: GeoIP (GeoLite2-City from .cache/py, as .ci/run installs it) and a networks file on
+#          every record.
+# --flows: every record also to the raw-flows Kafka topic (flows = true); records encoded,
+#          delivered and dropped (by reason) go to flows.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0; sinks=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""
+quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --sinks) sinks=1 ;;
+    --enrich) enrich=1 ;;
+    --flows) flows=1 ;;
     --protocol) proto="$2"; shift ;;
     --rates) rates="$2"; shift ;;
     --step-seconds) step="$2"; shift ;;
@@ -86,10 +92,30 @@ url = "$FLOWSHARD_OPENSEARCH"
 index_prefix = "capacity$port"
 CONF
 fi
+if [ $enrich = 1 ]; then
+  geo=$(ls .cache/py/_maxminddb_geolite2/GeoLite2-City.mmdb 2>/dev/null || true)
+  [ -n "$geo" ] || { echo "--enrich needs .cache/py/_maxminddb_geolite2/GeoLite2-City.mmdb (see .ci/run)" >&2; exit 2; }
+  printf '10.0.0.0/8,lan,internal,hosts,dc1,acme\n198.18.0.0/15,bench,external\n100.64.0.0/10,cgnat,external\n' > "$out/networks.csv"
+  printf '[enrich]\ngeoip = "%s"\nnetworks = "%s"\n' "$(realpath "$geo")" "$(realpath "$out/networks.csv")" >> "$out/flowshard.toml"
+fi
+if [ $flows = 1 ]; then
+  [ $sinks = 1 ] || { scripts/services.sh up kafka >&2; eval "$(scripts/services.sh env)"; }
+  grep -q '^\[http\]' "$out/flowshard.toml" || printf '[http]\naddress = "127.0.0.1:%s"\n' $((port + 1)) >> "$out/flowshard.toml"
+  cat >> "$out/flowshard.toml" <<CONF
+[[sink]]
+type = "kafka"
+brokers = "$FLOWSHARD_KAFKA"
+rollups_topic = "capacity$port.flows-rollups"
+alerts_topic = "capacity$port.flows-alerts"
+flows = true
+flows_topic = "capacity$port.flows"
+CONF
+fi
 $bin run --config "$out/flowshard.toml" 2> "$out/flowshard.log" &
 fs=$!
 trap 'kill -INT $fs 2>/dev/null || true; wait $fs 2>/dev/null || true' EXIT
-sleep 1.5
+# ready once the first status line is out (loading enrichment tables takes a moment)
+for _ in $(seq 100); do grep -q 'flowshard status' "$out/flowshard.log" 2>/dev/null && break; sleep 0.2; done
 
 status() { grep 'flowshard status' "$out/flowshard.log" | tail -1; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<< "$2"; }
@@ -151,6 +177,11 @@ if [ $sinks = 1 ]; then
   echo "CPU per thread:"; cat "$out/threads.txt"
   curl -s "127.0.0.1:$((port + 1))/metrics" | grep -E '^flowshard_(sink_|spool_|rollups_total)' > "$out/sinks.txt" || true
   echo "sinks (delivery lag p50/p99 s, records by result, spool):"; cat "$out/sinks.txt"
+fi
+if [ $flows = 1 ]; then
+  sleep 5
+  curl -s "127.0.0.1:$((port + 1))/metrics" | grep -E '^flowshard_(flows_encoded|sink_records_total\{sink="kafka_flows"|spool_(bytes|frames_total)\{sink="kafka_flows")' > "$out/flows.txt" || true
+  echo "raw flows (encoded, delivered messages, dropped by reason):"; cat "$out/flows.txt"
 fi
 kill -INT $fs; wait $fs || true; trap - EXIT
 

@@ -60,6 +60,9 @@ impl Shared {
     /// Hands the raw-flow batches on (never waits); `all` includes the open one.
     fn hand_off_flows(&mut self, all: bool) {
         if let Some(f) = &self.flows {
+            while let Some(v) = f.spare() {
+                self.core.recycle_tapped(v);
+            }
             self.core.take_tapped(all, &mut self.tapped);
             for b in self.tapped.drain(..) {
                 f.send(b);

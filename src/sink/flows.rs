@@ -8,8 +8,8 @@
 //!   batch, counted as `dropped_handoff` in records: a slow topic never stalls a shard.
 //! * [`FlowsSink`]'s encoder thread (on the I/O core) writes each batch as Kafka messages —
 //!   one per run of one exporter's records (at most [`MAX_PER_MESSAGE`]), key the exporter's
-//!   address so one exporter's records keep their order — into one spool frame, by hand
-//!   ([`encode_batch`]: no allocation per record). The frames go through a spool of their own
+//!   address so one exporter's records keep their order — by hand ([`encode_batch`]: no
+//!   allocation per record), into spool frames of up to [`FRAME_BYTES`] or [`FRAME_AGE`]. The frames go through a spool of their own
 //!   (`<spool>/kafka_flows`) to a producer of their own, so a backlog of raw flows never delays
 //!   the rollups and alerts; a full spool drops its oldest frames, counted (`spool_full`).
 //! * [`decode_batch`] reads a message back into [`FlowRecord`]s (prost types [`FlowBatchPb`],
@@ -325,10 +325,16 @@ pub struct FlowsStats {
 #[derive(Clone, Debug)]
 pub struct FlowsTx {
     tx: Sender<TapBatch>,
+    back: Receiver<Vec<FlowRecord>>,
     stats: Arc<SinkStats>,
 }
 
 impl FlowsTx {
+    /// An emptied buffer of an encoded batch, for the shard to fill again (none: allocate).
+    pub fn spare(&self) -> Option<Vec<FlowRecord>> {
+        self.back.try_recv().ok()
+    }
+
     /// Hands a batch on without waiting; a full queue drops it, counted in records.
     pub fn send(&self, b: TapBatch) {
         match self.tx.try_send(b) {
@@ -363,10 +369,11 @@ impl FlowsSink {
         let delivery = spooled.stats();
         let stats = Arc::new(FlowsStats::default());
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+        let (back_tx, back) = crossbeam_channel::bounded(QUEUE_BATCHES);
         let (st, app) = (stats.clone(), appliance.to_string());
-        let encoder = spawn_on("flows-encode", cpu, move || encode_loop(rx, spooled, &app, &st))?;
+        let encoder = spawn_on("flows-encode", cpu, move || encode_loop(rx, &back_tx, spooled, &app, &st))?;
         let sink = FlowsSink { encoder: Some(encoder), delivery: delivery.clone(), stats };
-        Ok((sink, FlowsTx { tx, stats: delivery }))
+        Ok((sink, FlowsTx { tx, back, stats: delivery }))
     }
 
     /// Waits for the encoder (it ends when every shard has dropped its [`FlowsTx`]) and the
@@ -378,18 +385,50 @@ impl FlowsSink {
     }
 }
 
-fn encode_loop(rx: Receiver<TapBatch>, mut spooled: Spooled, appliance: &str, st: &FlowsStats) {
+/// A spool frame of raw flows is appended once it holds this many bytes, or [`FRAME_AGE`]
+/// after its first batch: the delivery commits a frame when Kafka acknowledged all of it, so
+/// frames must be big for the producer to batch well.
+pub const FRAME_BYTES: usize = 4 << 20;
+/// See [`FRAME_BYTES`].
+pub const FRAME_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn encode_loop(
+    rx: Receiver<TapBatch>,
+    back: &Sender<Vec<FlowRecord>>,
+    mut spooled: Spooled,
+    appliance: &str,
+    st: &FlowsStats,
+) {
+    use crossbeam_channel::RecvTimeoutError;
+    use std::time::Instant;
     let mut bufs = (Vec::with_capacity(1 << 16), Vec::with_capacity(256), String::new());
     let mut names = NameCache::default();
-    for b in rx.iter() {
-        let mut fb = FrameBuilder::new();
-        let n = encode_batch(&mut fb, &b, appliance, &mut bufs, &mut names);
-        st.records.fetch_add(b.records.len() as u64, Ordering::Relaxed);
-        st.messages.fetch_add(n as u64, Ordering::Relaxed);
-        if let Err(e) = spooled.append(fb) {
-            // counted like a refused record: the spool could not take it
-            spooled.stats().drop_n(DropReason::Rejected, n as u64);
-            tracing::warn!(sink = "kafka_flows", "{e}");
+    let mut fb = FrameBuilder::new();
+    let mut opened: Option<Instant> = None;
+    let mut closed = false;
+    while !closed {
+        let wait = opened.map_or(FRAME_AGE, |t| FRAME_AGE.saturating_sub(t.elapsed()));
+        match rx.recv_timeout(wait) {
+            Ok(b) => {
+                let n = encode_batch(&mut fb, &b, appliance, &mut bufs, &mut names);
+                st.records.fetch_add(b.records.len() as u64, Ordering::Relaxed);
+                st.messages.fetch_add(n as u64, Ordering::Relaxed);
+                opened.get_or_insert_with(Instant::now);
+                // the buffer goes back to a shard (any: they are all alike); none wants it: freed
+                let _ = back.try_send(b.records);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => closed = true,
+        }
+        let due = opened.is_some_and(|t| t.elapsed() >= FRAME_AGE);
+        if fb.bytes() >= FRAME_BYTES || due || closed {
+            let n = fb.len();
+            if let Err(e) = spooled.append(std::mem::replace(&mut fb, FrameBuilder::new())) {
+                // counted like a refused record: the spool could not take it
+                spooled.stats().drop_n(DropReason::Rejected, n as u64);
+                tracing::warn!(sink = "kafka_flows", "{e}");
+            }
+            opened = None;
         }
     }
     use super::Sink;

@@ -77,6 +77,11 @@ impl FrameBuilder {
         self.count as usize
     }
 
+    /// Encoded size so far, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.count == 0
