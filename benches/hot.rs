@@ -32,6 +32,7 @@ fn window() -> HotWindow {
                 distinct_ports: None,
                 sketch: None,
                 interface: None,
+                as_name: None,
             });
         }
         h.push(&so, &[]);

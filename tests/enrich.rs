@@ -132,6 +132,20 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
         let s = sum_lines(&out);
         let got: BTreeMap<String, u64> = s.by_key.iter().map(|((dim, k), b)| (format!("{dim}:{k}"), *b)).collect();
         assert!(!got.keys().any(|k| k.ends_with(":other")), "nothing folded: {got:?}");
+        // AS rows carry the organization the ASN database gives that AS (AS0: none)
+        let names: BTreeMap<String, String> =
+            serde_json::from_str(&py(&["asnames", &asn, "192.0.2.1", "198.51.100.1", "203.0.113.1"], None)).unwrap();
+        assert_eq!(names.len(), 3, "{names:?}");
+        let mut named = 0;
+        for line in
+            out.lines().filter(|l| l.contains("\"dimension\":\"src_as\"") || l.contains("\"dimension\":\"dst_as\""))
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key = v["key"].as_str().unwrap();
+            assert_eq!(v["as_name"].as_str(), names.get(key).map(String::as_str), "{line}");
+            named += usize::from(v.get("as_name").is_some());
+        }
+        assert!(named > 0, "no AS row named");
         assert_eq!(got, want, "{shards} shard(s): flowshard (left) vs tshark + maxminddb + ipaddress (right)");
         // every dimension accounts for every byte: unknowns are a key of their own
         let total = want["total:total"];

@@ -191,6 +191,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
             distinct_ports: Some(ports),
             sketch: Some(Box::new(sk)),
             interface: None,
+            as_name: None,
         });
     }
     let mut other = Sketch::default();
@@ -207,6 +208,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         distinct_ports: Some(2),
         sketch: Some(Box::new(other)),
         interface: None,
+        as_name: None,
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

@@ -58,9 +58,8 @@ pub fn run(a: Args) -> Result<()> {
         (Some(brokers), _) => {
             anyhow::ensure!(to.is_none_or(|t| t > from), "--to must be after --from");
             anyhow::ensure!(!realtime, "--realtime paces a capture; it does not apply to --kafka");
-            // the records carry their enrichment: they are aggregated as recorded
-            let mut pipeline = pipeline;
-            pipeline.enrich = None;
+            // the records carry their enrichment: they are aggregated as recorded (the
+            // tables, when configured, only name the AS rollups)
             let props = cfg.flows_sink().map(|k| k.properties.clone()).unwrap_or_default();
             let src = crate::tools::replay::kafka::KafkaSource { brokers, topic, from, to, properties: props };
             crate::tools::replay::replay_kafka(&src, &pipeline, &down, shards, &mut sink)

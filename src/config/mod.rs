@@ -220,6 +220,7 @@ impl Config {
             tracing::info!(
                 geoip_networks = t.stats.geoip_networks,
                 asn_networks = t.stats.asn_networks,
+                as_names = t.stats.as_names,
                 networks = t.stats.networks,
                 ranges = t.stats.ranges,
                 load_ms = t.stats.load_ms,

@@ -80,13 +80,14 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     let t0 = Instant::now();
     let mut stats = LoadStats::default();
     let mut sources: Vec<Vec<Span<Answer>>> = Vec::new();
+    let mut as_names = rustc_hash::FxHashMap::default();
     if let Some(p) = &cfg.geoip {
-        let spans = read_mmdb(p, "geoip")?;
+        let spans = read_mmdb(p, "geoip", &mut as_names)?;
         stats.geoip_networks = spans.len() as u64;
         sources.push(spans);
     }
     if let Some(p) = &cfg.asn {
-        let spans = read_mmdb(p, "asn")?;
+        let spans = read_mmdb(p, "asn", &mut as_names)?;
         stats.asn_networks = spans.len() as u64;
         sources.push(spans);
     }
@@ -105,6 +106,8 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     let ranges = layer(&sources);
     let mut t = Table::from_ranges(&ranges, cfg.networks.is_some());
     t.networks = networks;
+    stats.as_names = as_names.len() as u64;
+    t.as_names = as_names;
     stats.ranges = t.stats.ranges;
     stats.load_ms = t0.elapsed().as_millis() as u64;
     t.stats = stats;
@@ -112,8 +115,12 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
 }
 
 /// Every network of a `.mmdb` with a country or an AS number, as spans (adjacent spans with the
-/// same answer merged).
-fn read_mmdb(path: &Path, field: &'static str) -> Result<Vec<Span<Answer>>, LoadError> {
+/// same answer merged); each AS's `autonomous_system_organization` goes into `as_names`.
+fn read_mmdb(
+    path: &Path,
+    field: &'static str,
+    as_names: &mut rustc_hash::FxHashMap<u32, std::sync::Arc<str>>,
+) -> Result<Vec<Span<Answer>>, LoadError> {
     use maxminddb::{PathElement, Reader, WithinOptions};
     let bytes = std::fs::read(path).map_err(|e| LoadError::Read { field, path: path.into(), source: e })?;
     let bad = |e: maxminddb::MaxMindDbError| LoadError::Mmdb { field, path: path.into(), msg: e.to_string() };
@@ -152,6 +159,13 @@ fn read_mmdb(path: &Path, field: &'static str) -> Result<Vec<Span<Answer>>, Load
                             .map_err(bad)?,
                     };
                     let a = Answer { country: cc.map_or(0, country_code), asn: asn.unwrap_or(0), ..Default::default() };
+                    if a.asn != 0 && !as_names.contains_key(&a.asn) {
+                        let org: Option<&str> =
+                            item.decode_path(&[PathElement::Key("autonomous_system_organization")]).map_err(bad)?;
+                        if let Some(o) = org.map(str::trim).filter(|o| !o.is_empty()) {
+                            as_names.insert(a.asn, std::sync::Arc::from(o));
+                        }
+                    }
                     if let Some(off) = off {
                         cache.insert(off, a);
                     }

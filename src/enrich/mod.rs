@@ -76,6 +76,46 @@ impl Slot {
     }
 }
 
+/// Names the `src_as` / `dst_as` rollups of a second from the current table's AS names (the
+/// I/O core; follows reloads through the slot).
+pub struct AsNamer {
+    slot: Option<std::sync::Arc<Slot>>,
+    generation: u64,
+    table: Option<std::sync::Arc<Table>>,
+}
+
+impl AsNamer {
+    /// A namer reading `slot` (which starts with the table loaded at start, `initial`).
+    pub fn new(slot: std::sync::Arc<Slot>, initial: Option<std::sync::Arc<Table>>) -> AsNamer {
+        AsNamer { generation: slot.generation(), slot: Some(slot), table: initial }
+    }
+
+    /// A namer of one table that is never reloaded (replay).
+    pub fn fixed(table: std::sync::Arc<Table>) -> AsNamer {
+        AsNamer { slot: None, generation: 0, table: Some(table) }
+    }
+
+    /// Sets [`crate::model::Rollup::as_name`] on the AS rows the database names.
+    pub fn annotate(&mut self, rollups: &mut [crate::model::Rollup]) {
+        if let Some(slot) = &self.slot {
+            let g = slot.generation();
+            if g != self.generation {
+                self.generation = g;
+                self.table = slot.current();
+            }
+        }
+        let Some(t) = &self.table else { return };
+        if t.as_names.is_empty() {
+            return;
+        }
+        for r in rollups {
+            if matches!(r.dimension, crate::model::Dimension::SrcAs | crate::model::Dimension::DstAs) {
+                r.as_name = t.as_names.get(&r.key.num).cloned();
+            }
+        }
+    }
+}
+
 /// What the table knows about one address range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Answer {
@@ -121,6 +161,8 @@ pub struct Table {
     has_networks: bool,
     /// The networks file's entries, in file order.
     pub networks: Vec<Network>,
+    /// AS names (`autonomous_system_organization`) of the ASN and GeoIP databases, by number.
+    pub as_names: rustc_hash::FxHashMap<u32, std::sync::Arc<str>>,
     /// What was loaded, for logs and counters.
     pub stats: LoadStats,
 }
@@ -139,6 +181,8 @@ pub struct LoadStats {
     pub geoip_networks: u64,
     /// Networks read from the ASN database.
     pub asn_networks: u64,
+    /// AS names read (distinct AS numbers with an organization).
+    pub as_names: u64,
     /// Entries of the networks file.
     pub networks: u64,
     /// Ranges of the flattened table (IPv4 + IPv6).
@@ -211,6 +255,7 @@ impl Table {
             v6_answers,
             has_networks,
             networks: Vec::new(),
+            as_names: Default::default(),
             stats: LoadStats { ranges: ranges.len() as u64, ..Default::default() },
         }
     }

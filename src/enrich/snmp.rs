@@ -417,6 +417,7 @@ mod tests {
             distinct_ports: None,
             sketch: None,
             interface: None,
+            as_name: None,
         };
         let mut rows =
             vec![row(Dimension::ExporterInIf, 7), row(Dimension::ExporterOutIf, 8), row(Dimension::SrcIp, 7)];

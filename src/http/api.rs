@@ -220,6 +220,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             let m = metric_of(&q);
             let rows = p.hot.top(dim, m, secs, n);
             let names = if dim.is_interface() { p.hot.interfaces(dim) } else { FxHashMap::default() };
+            let as_names = p.hot.as_names(dim);
             let mut s = format!(
                 "{{\"dimension\":\"{}\",\"seconds\":{secs},\"newest\":{},\"top\":[",
                 dim.name(),
@@ -237,6 +238,10 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
                 );
                 if let Some(f) = names.get(k) {
                     interface_json(&mut s, f);
+                }
+                if let Some(n) = as_names.get(k) {
+                    s.push_str(",\"as_name\":");
+                    crate::model::json::esc(&mut s, n);
                 }
                 s.push('}');
             }
@@ -258,6 +263,10 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
             let iface = if dim.is_interface() { p.hot.interfaces(dim).remove(&key) } else { None };
             if let Some(f) = &iface {
                 interface_json(&mut s, f);
+            }
+            if let Some(n) = p.hot.as_names(dim).get(&key) {
+                s.push_str(",\"as_name\":");
+                crate::model::json::esc(&mut s, n);
             }
             // with a known speed, each point also gives the link's use: % of its capacity
             let capacity_bps = iface.map_or(0.0, |f| f.speed_mbps as f64 * 1e6);
@@ -322,6 +331,7 @@ mod tests {
                 distinct_ports: None,
                 sketch: None,
                 interface: Some(std::sync::Arc::new(f.clone())),
+                as_name: None,
             };
             let so = crate::pipeline::SecondOutput { second, rollups: vec![row], alerts: Vec::new() };
             p.hot.push(&so, &[]);
@@ -338,5 +348,34 @@ mod tests {
         let (_, _, body) = route(&p, "/api/series?dimension=dst_ip&key=192.0.2.1&seconds=2");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         assert!(v.get("interface").is_none() && v["series"][0].as_array().is_some_and(|a| a.len() == 4), "{body}");
+    }
+
+    /// AS rows carry the AS's name in the top list and the series.
+    #[test]
+    fn as_names_in_top_and_series() {
+        let s = super::super::shared(1);
+        let mut p = s.lock().unwrap_or_else(|e| e.into_inner());
+        let row = Rollup {
+            second: 100,
+            dimension: Dimension::DstAs,
+            key: Key::new(Ip::UNSPECIFIED, 64500),
+            bytes: 1000,
+            packets: 1,
+            flows: 1,
+            distinct: None,
+            distinct_ports: None,
+            sketch: None,
+            interface: None,
+            as_name: Some("Example \"Net\" 64500".into()),
+        };
+        let so = crate::pipeline::SecondOutput { second: 100, rollups: vec![row], alerts: Vec::new() };
+        p.hot.push(&so, &[]);
+        let (_, _, body) = route(&p, "/api/top?dimension=dst_as");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["top"][0]["key"], "AS64500", "{body}");
+        assert_eq!(v["top"][0]["as_name"], "Example \"Net\" 64500", "{body}");
+        let (_, _, body) = route(&p, "/api/series?dimension=dst_as&key=AS64500&seconds=2");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["as_name"], "Example \"Net\" 64500", "{body}");
     }
 }

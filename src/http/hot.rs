@@ -146,6 +146,21 @@ impl HotWindow {
     }
 }
 
+impl HotWindow {
+    /// The AS names of `dim`'s keys, newest first wins (AS dimensions only carry them).
+    pub fn as_names(&self, dim: Dimension) -> FxHashMap<Key, Arc<str>> {
+        let mut m = FxHashMap::default();
+        for s in self.seconds.iter().rev() {
+            for r in dim_rows(&s.rollups, dim) {
+                if let Some(n) = &r.as_name {
+                    m.entry(r.key).or_insert_with(|| n.clone());
+                }
+            }
+        }
+        m
+    }
+}
+
 /// The rows of one dimension in a second's rollups (sorted by dimension).
 fn dim_rows(rows: &[crate::model::Rollup], dim: Dimension) -> &[crate::model::Rollup] {
     let a = rows.partition_point(|r| r.dimension < dim);

@@ -495,6 +495,9 @@ pub struct Rollup {
     /// The interface's name, description and speed (`exporter_in_if` / `exporter_out_if` rows,
     /// set on the I/O core where SNMP or the config knows them).
     pub interface: Option<std::sync::Arc<Interface>>,
+    /// The AS's name (`src_as` / `dst_as` rows, set on the I/O core from the ASN database's
+    /// `autonomous_system_organization`).
+    pub as_name: Option<std::sync::Arc<str>>,
 }
 
 impl Rollup {
@@ -512,6 +515,7 @@ impl Rollup {
             distinct_ports: self.distinct_ports,
             sketch: None,
             interface: self.interface.clone(),
+            as_name: self.as_name.clone(),
         }
     }
 }

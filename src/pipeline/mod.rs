@@ -503,6 +503,7 @@ impl Assembler {
                 distinct_ports: r.distinct_ports,
                 sketch: sketch.map(|s| Box::new(*s)),
                 interface: None,
+                as_name: None,
             });
         }
         so.alerts.extend(o.alerts);

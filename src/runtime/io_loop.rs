@@ -9,7 +9,7 @@
 //! it ([`crate::jobs::layer3::Feed`], never blocking), and its results come back as
 //! [`IoMsg::Layer3`]: written to every sink, anomalies turned into alerts through the gate.
 //!
-//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`, `detect`, `jobs`, `enrich` (interface names). Lives on: the I/O core
+//! May depend on: `pipeline`, `alert`, `sink`, `http`, `ops`, `model`, `detect`, `jobs`, `enrich` (interface and AS names). Lives on: the I/O core
 //! (thread `flowshard-io`).
 
 use super::exchange::IoMsg;
@@ -49,6 +49,8 @@ pub struct IoLoop {
     pub layer3_cfg: crate::detect::layer3::Layer3,
     /// Names the interface rollups, when SNMP or static interface entries are configured.
     pub interfaces: Option<crate::enrich::snmp::Annotator>,
+    /// Names the AS rollups, when an ASN (or GeoIP) database with AS names is configured.
+    pub as_names: Option<crate::enrich::AsNamer>,
     /// Appliance id (result documents).
     pub appliance: String,
 }
@@ -74,6 +76,7 @@ impl IoLoop {
             layer3,
             layer3_cfg,
             mut interfaces,
+            mut as_names,
             appliance,
         } = self;
         let mut events: Vec<IncidentEvent> = Vec::new();
@@ -145,6 +148,11 @@ impl IoLoop {
                 oldest_pending = None;
             }
             if !finished.is_empty() {
+                if let Some(a) = &mut as_names {
+                    for so in &mut finished {
+                        a.annotate(&mut so.rollups);
+                    }
+                }
                 if let Some(a) = &mut interfaces {
                     for so in &mut finished {
                         a.annotate(&mut so.rollups);

@@ -2,7 +2,8 @@
 //!
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
 //! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…,"distinct_dst_ports":…]
-//! [,"if_name":…,"if_alias":…,"if_speed_mbps":…]}` (interface fields on named interface rows)
+//! [,"if_name":…,"if_alias":…,"if_speed_mbps":…][,"as_name":…]}` (interface fields on named
+//! interface rows, the AS name on `src_as`/`dst_as` rows the ASN database names)
 //!
 //! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
@@ -36,6 +37,10 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
         esc(out, &i.alias);
         let _ = write!(out, ",\"if_speed_mbps\":{}", i.speed_mbps);
     }
+    if let Some(n) = &r.as_name {
+        out.push_str(",\"as_name\":");
+        esc(out, n);
+    }
     out.push('}');
 }
 
@@ -57,6 +62,7 @@ mod tests {
             distinct_ports: Some(1),
             sketch: None,
             interface: None,
+            as_name: None,
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);

@@ -161,7 +161,8 @@ pub fn rollup_mappings() -> serde_json::Value {
             "hll": {"type": "keyword", "index": false, "doc_values": false},
             "if_name": {"type": "keyword"},
             "if_alias": {"type": "keyword", "ignore_above": 512},
-            "if_speed_mbps": {"type": "long"}
+            "if_speed_mbps": {"type": "long"},
+            "as_name": {"type": "keyword", "ignore_above": 512}
     }))
 }
 

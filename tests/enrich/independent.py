@@ -10,6 +10,7 @@
                                       with the first, last and one-past-last address of the
                                       network the database holds it in
   independent.py lookup DB            addresses on stdin -> JSON lines {ip, country, asn}
+  independent.py asnames DB ADDR...   {"AS<n>": organization} of the ASes holding the addresses
   independent.py sums PCAP COUNTRY_DB ASN_DB NETWORKS
                                       per (dimension, key) octet sums of a NetFlow v5 capture
                                       decoded by tshark, looked up independently (JSON)
@@ -45,7 +46,8 @@ def main():
         w.to_db_file(f"{out}/country.mmdb")
         w = MMDBWriter(ip_version=4, database_type="Test-ASN")
         for net, asn in [("192.0.2.0/26", 64502), ("198.51.100.0/24", 64500), ("203.0.113.0/25", 64501)]:
-            w.insert_network(IPSet([net]), {"autonomous_system_number": asn, "autonomous_system_organization": f"AS {asn}"})
+            org = f'Example "Net" {asn}, Ltd'  # quotes and a comma: written escaped
+            w.insert_network(IPSet([net]), {"autonomous_system_number": asn, "autonomous_system_organization": org})
         w.to_db_file(f"{out}/asn.mmdb")
     elif cmd == "sample":
         # random addresses, and around each the edges of the network the database holds it in
@@ -65,6 +67,14 @@ def main():
             print(net.broadcast_address)
             if int(net.broadcast_address) < (1 << net.max_prefixlen) - 1:
                 print(net.broadcast_address + 1)
+    elif cmd == "asnames":
+        reader = maxminddb.open_database(sys.argv[2])
+        out = {}
+        for a in sys.argv[3:]:
+            rec = reader.get(a) or {}
+            if rec.get("autonomous_system_number"):
+                out[f"AS{rec['autonomous_system_number']}"] = rec.get("autonomous_system_organization")
+        print(json.dumps(out))
     elif cmd == "lookup":
         reader = maxminddb.open_database(sys.argv[2])
         for line in sys.stdin:

@@ -139,6 +139,7 @@ pub struct Session<'s> {
     sum: Summary,
     inc: Out,
     sink: &'s mut dyn Sink,
+    as_names: Option<crate::enrich::AsNamer>,
 }
 
 impl<'s> Session<'s> {
@@ -153,11 +154,17 @@ impl<'s> Session<'s> {
             appliance: down.appliance.to_string(),
             results: Vec::new(),
         };
-        Session { engine, done: Vec::new(), sum, inc, sink }
+        let as_names = cfg.enrich.clone().map(crate::enrich::AsNamer::fixed);
+        Session { engine, done: Vec::new(), sum, inc, sink, as_names }
     }
 
     /// Writes the finished seconds, with layer 3 and incidents.
     pub fn write_out(&mut self) -> Result<(), ReplayError> {
+        if let Some(n) = &mut self.as_names {
+            for so in &mut self.done {
+                n.annotate(&mut so.rollups);
+            }
+        }
         write_out(&mut self.done, self.sink, &mut self.sum, &mut self.inc)
     }
 
