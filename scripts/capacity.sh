@@ -67,13 +67,6 @@ CONF
 if [ $sinks = 1 ]; then
   scripts/services.sh up >&2
   eval "$(scripts/services.sh env)"
-  # The services share this box: keep them (every thread) off the shard's CPU, as a
-  # collector with remote clusters would be.
-  for f in .cache/services/*/pid; do
-    pid=$(cat "$f" 2>/dev/null) || continue
-    taskset -a -p -c "$last" "$pid" >/dev/null 2>&1 || true
-    for c in $(pgrep -P "$pid" 2>/dev/null); do taskset -a -p -c "$last" "$c" >/dev/null 2>&1 || true; done
-  done
   cat >> "$out/flowshard.toml" <<CONF
 [http]
 address = "127.0.0.1:$((port + 1))"
@@ -110,6 +103,15 @@ alerts_topic = "capacity$port.flows-alerts"
 flows = true
 flows_topic = "capacity$port.flows"
 CONF
+fi
+if [ $sinks = 1 ] || [ $flows = 1 ]; then
+  # The services share this box: keep them (every thread) off the shard's CPU, as a
+  # collector with remote clusters would be.
+  for f in .cache/services/*/pid; do
+    pid=$(cat "$f" 2>/dev/null) || continue
+    taskset -a -p -c "$last" "$pid" >/dev/null 2>&1 || true
+    for c in $(pgrep -P "$pid" 2>/dev/null); do taskset -a -p -c "$last" "$c" >/dev/null 2>&1 || true; done
+  done
 fi
 $bin run --config "$out/flowshard.toml" 2> "$out/flowshard.log" &
 fs=$!

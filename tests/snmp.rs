@@ -27,9 +27,14 @@ struct Snmpd(Child);
 
 impl Snmpd {
     fn start(dir: &Path, port: u16) -> Snmpd {
+        let conf = format!("rocommunity {COMMUNITY} 127.0.0.1\nrwcommunity {COMMUNITY}rw 127.0.0.1\n");
+        Snmpd::with_conf(dir, port, &conf, &["-v2c", "-c", COMMUNITY])
+    }
+
+    /// snmpd with `conf`, ready once `snmpwalk` with `auth` reads ifName.
+    fn with_conf(dir: &Path, port: u16, conf_text: &str, auth: &[&str]) -> Snmpd {
         let conf = dir.join("snmpd.conf");
-        std::fs::write(&conf, format!("rocommunity {COMMUNITY} 127.0.0.1\nrwcommunity {COMMUNITY}rw 127.0.0.1\n"))
-            .unwrap();
+        std::fs::write(&conf, conf_text).unwrap();
         let child = Command::new("/usr/sbin/snmpd")
             .args(["-f", "-Lo", "-C", "-M", "/dev/null", "-c"])
             .arg(&conf)
@@ -42,7 +47,7 @@ impl Snmpd {
             .spawn()
             .expect("start /usr/sbin/snmpd (Debian package snmpd; .ci/run installs it)");
         let s = Snmpd(child);
-        wait_until("snmpd answers", 20, || !walk(port, IF_NAME).is_empty());
+        wait_until("snmpd answers", 20, || !walk_as(auth, port, IF_NAME).is_empty());
         s
     }
 }
@@ -54,10 +59,16 @@ impl Drop for Snmpd {
     }
 }
 
-/// One column read by net-snmp's own `snmpwalk`: ifIndex → value as text.
+/// One column read by net-snmp's own `snmpwalk` (v2c): ifIndex → value as text.
 fn walk(port: u16, column: &str) -> BTreeMap<u32, String> {
+    walk_as(&["-v2c", "-c", COMMUNITY], port, column)
+}
+
+/// One column read by `snmpwalk` with the version and credentials `auth`.
+fn walk_as(auth: &[&str], port: u16, column: &str) -> BTreeMap<u32, String> {
     let out = Command::new("snmpwalk")
-        .args(["-v2c", "-c", COMMUNITY, "-On", "-Oq", "-t", "1", "-r", "0", &format!("127.0.0.1:{port}"), column])
+        .args(auth)
+        .args(["-On", "-Oq", "-t", "1", "-r", "0", &format!("127.0.0.1:{port}"), column])
         .output()
         .expect("snmpwalk (Debian package snmp)");
     // "<oid> <value>" per line
@@ -223,4 +234,85 @@ fn interface_names_come_from_a_real_snmpd_and_stay_when_it_stops() {
         Some(names[&(i as u32)].clone()),
         "the persisted name"
     );
+}
+
+/// SNMP v3 (USM): a user with SHA authentication and AES privacy reads the same names, speeds
+/// and descriptions as net-snmp's `snmpwalk -v3` with that user; a wrong pass phrase is a failed
+/// poll, counted, and names nothing.
+#[test]
+fn snmp_v3_with_authentication_and_privacy_reads_what_snmpwalk_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let conf = "createUser flowv3 SHA \"flowshard-auth\" AES \"flowshard-priv\"\nrouser flowv3 priv\n";
+    let auth = [
+        "-v3",
+        "-l",
+        "authPriv",
+        "-u",
+        "flowv3",
+        "-a",
+        "SHA",
+        "-A",
+        "flowshard-auth",
+        "-x",
+        "AES",
+        "-X",
+        "flowshard-priv",
+    ];
+    let _agent = Snmpd::with_conf(dir.path(), port, conf, &auth);
+    let (names, speeds, aliases) =
+        (walk_as(&auth, port, IF_NAME), walk_as(&auth, port, IF_HIGH_SPEED), walk_as(&auth, port, IF_ALIAS));
+    let indexes: Vec<u16> = names.keys().filter_map(|&i| u16::try_from(i).ok()).collect();
+    assert!(!indexes.is_empty());
+    let pairs: Vec<(u16, u16)> = indexes.iter().map(|&i| (i, i)).collect();
+    for (tag, password, want_named) in [("good", "flowshard-priv", true), ("wrong", "not-the-pass-phrase", false)] {
+        let cfg = dir.path().join(format!("{tag}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[enrich.snmp]\nenabled = true\nversion = 3\nuser = \"flowv3\"\nsecurity_level = \"authPriv\"\n\
+                 auth_protocol = \"sha\"\nauth_password = \"flowshard-auth\"\npriv_protocol = \"aes\"\npriv_password = \"{password}\"\n\
+                 port = {port}\npoll_s = 3600\nretry_s = 1\ntimeout_ms = 300\n\
+                 [aggregate]\ndimensions = [\"total\", \"exporter_in_if\"]\n[layer3]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        let run = Running::start(1, &dir.path().join(format!("state-{tag}")), &["--config", cfg.to_str().unwrap()]);
+        let http = run.http.clone().unwrap();
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut seq = 0;
+        let what = if want_named { "a successful v3 poll" } else { "failed v3 polls counted" };
+        wait_until(what, 30, || {
+            sock.send_to(&v5(&pairs, seq), &run.addr).unwrap();
+            seq += pairs.len() as u32;
+            std::thread::sleep(Duration::from_millis(300));
+            if want_named {
+                metric(&http, "flowshard_sink_records_total", "sink=\"snmp\",result=\"delivered\"") >= 1.0
+            } else {
+                metric(&http, "flowshard_sink_failures_total", "sink=\"snmp\"") >= 2.0
+            }
+        });
+        // a second of flows after the names are in
+        for _ in 0..5 {
+            sock.send_to(&v5(&pairs, seq), &run.addr).unwrap();
+            seq += pairs.len() as u32;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let (ok, out, err) = run.stop();
+        assert!(ok, "{}", err.join("\n"));
+        let got = named(&out);
+        for &i in &indexes {
+            let i32 = u32::from(i);
+            let want = if want_named {
+                (
+                    Some(names[&i32].clone()),
+                    Some(aliases.get(&i32).cloned().unwrap_or_default()),
+                    Some(speeds.get(&i32).and_then(|v| v.parse().ok()).unwrap_or(0)),
+                )
+            } else {
+                (None, None, None)
+            };
+            assert_eq!(got.get(&("exporter_in_if".into(), format!("127.0.0.1:{i}"))), Some(&want), "{tag}: {got:?}");
+        }
+    }
 }

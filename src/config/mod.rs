@@ -270,6 +270,31 @@ mod tests {
         assert!(errs.iter().all(|e| !e.fix.is_empty()));
     }
 
+    /// SNMP v3 without a user or with short pass phrases, an unknown SNMP version, and a raw
+    /// flows sampling of 0 are named with their fix.
+    #[test]
+    fn snmp_v3_and_raw_flows_settings_are_checked() {
+        let c = Config::parse(
+            "[enrich.snmp]\nenabled = true\nversion = 3\nauth_password = \"short\"\npriv_password = \"\"\n\
+             [[sink]]\ntype = \"kafka\"\nbrokers = \"k:9092\"\nflows = true\nflows_sample = 0\nflows_topic = \"bad topic\"\n",
+        )
+        .unwrap();
+        let fields: Vec<String> = c.validate(&host()).into_iter().map(|e| e.field).collect();
+        for f in [
+            "enrich.snmp.user",
+            "enrich.snmp.auth_password",
+            "enrich.snmp.priv_password",
+            "sink[0].flows_sample",
+            "sink[0].flows_topic",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} not named: {fields:?}");
+        }
+        assert!(!fields.iter().any(|x| x == "enrich.snmp.community"), "v3 needs no community: {fields:?}");
+        let c = Config::parse("[enrich.snmp]\nversion = 1\n").unwrap();
+        let fields: Vec<String> = c.validate(&host()).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, vec!["enrich.snmp.version".to_string()]);
+    }
+
     /// Closed choices are enums: a misspelt dimension, codec, period or webhook format is a
     /// parse error that names the line and lists what is accepted.
     #[test]

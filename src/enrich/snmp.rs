@@ -40,6 +40,71 @@ pub struct SnmpConfig {
     /// Agent address per exporter where it is not the exporter's address (`"192.0.2.1" =
     /// "10.0.0.1:161"`).
     pub agents: BTreeMap<String, String>,
+    /// SNMP version: 2 (v2c, `community`) or 3 (USM: `user` and the fields after it).
+    pub version: u8,
+    /// v3 user name.
+    pub user: String,
+    /// v3 security level.
+    pub security_level: SecurityLevel,
+    /// v3 authentication protocol.
+    pub auth_protocol: AuthProtocol,
+    /// v3 authentication pass phrase (at least 8 characters).
+    pub auth_password: String,
+    /// v3 privacy (encryption) protocol.
+    pub priv_protocol: PrivProtocol,
+    /// v3 privacy pass phrase (at least 8 characters).
+    pub priv_password: String,
+    /// v3 context name (usually empty).
+    pub context: String,
+}
+
+/// SNMP v3 security level (USM).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SecurityLevel {
+    /// Neither authentication nor privacy.
+    #[serde(rename = "noAuthNoPriv")]
+    NoAuthNoPriv,
+    /// Authentication, no encryption.
+    #[serde(rename = "authNoPriv")]
+    AuthNoPriv,
+    /// Authentication and encryption (the default).
+    #[default]
+    #[serde(rename = "authPriv")]
+    AuthPriv,
+}
+
+/// SNMP v3 authentication protocol.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProtocol {
+    /// HMAC-MD5-96.
+    Md5,
+    /// HMAC-SHA-96 (the default).
+    #[default]
+    Sha,
+    /// HMAC-SHA-224.
+    Sha224,
+    /// HMAC-SHA-256.
+    Sha256,
+    /// HMAC-SHA-384.
+    Sha384,
+    /// HMAC-SHA-512.
+    Sha512,
+}
+
+/// SNMP v3 privacy protocol.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivProtocol {
+    /// DES-CBC.
+    Des,
+    /// AES-128-CFB (the default).
+    #[default]
+    Aes,
+    /// AES-192-CFB (Blumenthal key extension).
+    Aes192,
+    /// AES-256-CFB (Blumenthal key extension).
+    Aes256,
 }
 
 impl Default for SnmpConfig {
@@ -52,6 +117,14 @@ impl Default for SnmpConfig {
             retry_s: 300,
             timeout_ms: 2000,
             agents: BTreeMap::new(),
+            version: 2,
+            user: String::new(),
+            security_level: SecurityLevel::default(),
+            auth_protocol: AuthProtocol::default(),
+            auth_password: String::new(),
+            priv_protocol: PrivProtocol::default(),
+            priv_password: String::new(),
+            context: String::new(),
         }
     }
 }
@@ -331,11 +404,52 @@ fn walk_column<T>(
     Ok(out)
 }
 
+/// The v3 security parameters of a configuration.
+fn security(cfg: &SnmpConfig) -> snmp2::v3::Security {
+    use snmp2::v3::{Auth, AuthProtocol as A, Cipher, KeyExtension, Security};
+    let auth = match cfg.security_level {
+        SecurityLevel::NoAuthNoPriv => Auth::NoAuthNoPriv,
+        SecurityLevel::AuthNoPriv => Auth::AuthNoPriv,
+        SecurityLevel::AuthPriv => Auth::AuthPriv {
+            cipher: match cfg.priv_protocol {
+                PrivProtocol::Des => Cipher::Des,
+                PrivProtocol::Aes => Cipher::Aes128,
+                PrivProtocol::Aes192 => Cipher::Aes192,
+                PrivProtocol::Aes256 => Cipher::Aes256,
+            },
+            privacy_password: cfg.priv_password.as_bytes().to_vec(),
+        },
+    };
+    let proto = match cfg.auth_protocol {
+        AuthProtocol::Md5 => A::Md5,
+        AuthProtocol::Sha => A::Sha1,
+        AuthProtocol::Sha224 => A::Sha224,
+        AuthProtocol::Sha256 => A::Sha256,
+        AuthProtocol::Sha384 => A::Sha384,
+        AuthProtocol::Sha512 => A::Sha512,
+    };
+    Security::new(cfg.user.as_bytes(), cfg.auth_password.as_bytes())
+        .with_auth(auth)
+        .with_auth_protocol(proto)
+        .with_context_name(&cfg.context)
+        .with_key_extension_method(KeyExtension::Blumenthal)
+}
+
+/// A session to one agent: v2c, or v3 with its engine discovered (`init`).
+fn session(cfg: &SnmpConfig, agent: SocketAddr) -> Result<snmp2::SyncSession, SnmpError> {
+    let timeout = Some(Duration::from_millis(cfg.timeout_ms.max(1)));
+    let open = |e: std::io::Error| SnmpError::Agent { agent: agent.to_string(), reason: e.to_string() };
+    if cfg.version != 3 {
+        return snmp2::SyncSession::new_v2c(agent, cfg.community.as_bytes(), timeout, 0).map_err(open);
+    }
+    let mut s = snmp2::SyncSession::new_v3(agent, timeout, 0, security(cfg)).map_err(open)?;
+    s.init().map_err(|source| SnmpError::Request { agent, source })?;
+    Ok(s)
+}
+
 /// Reads the interfaces of one agent (three column walks, GETBULK).
 pub fn poll(cfg: &SnmpConfig, agent: SocketAddr) -> Result<Vec<(u32, Interface)>, SnmpError> {
-    let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-    let mut s = snmp2::SyncSession::new_v2c(agent, cfg.community.as_bytes(), Some(timeout), 0)
-        .map_err(|e| SnmpError::Agent { agent: agent.to_string(), reason: e.to_string() })?;
+    let mut s = session(cfg, agent)?;
     let text = |v: &snmp2::Value<'_>| match v {
         snmp2::Value::OctetString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
