@@ -46,19 +46,17 @@ impl Config {
             e.push(err("enrich.snmp.version", format!("{} is not supported", snmp.version), "use 2 (v2c) or 3 (USM)"));
         }
         if snmp.enabled && snmp.version == 3 {
-            use crate::enrich::snmp::SecurityLevel as L;
             if snmp.user.is_empty() {
                 e.push(err("enrich.snmp.user", "empty", "set the SNMP v3 user the agents know (rouser)"));
             }
-            let auth = snmp.security_level != L::NoAuthNoPriv;
-            if auth && snmp.auth_password.chars().count() < 8 {
+            if snmp.authenticates() && snmp.auth_password.chars().count() < 8 {
                 e.push(err(
                     "enrich.snmp.auth_password",
                     "shorter than 8 characters",
                     "set the user's authentication pass phrase (RFC 3414: at least 8 characters), or security_level = \"noAuthNoPriv\"",
                 ));
             }
-            if snmp.security_level == L::AuthPriv && snmp.priv_password.chars().count() < 8 {
+            if snmp.encrypts() && snmp.priv_password.chars().count() < 8 {
                 e.push(err(
                     "enrich.snmp.priv_password",
                     "shorter than 8 characters",

@@ -58,6 +58,18 @@ pub struct SnmpConfig {
     pub context: String,
 }
 
+impl SnmpConfig {
+    /// v3 with authentication (a pass phrase is needed).
+    pub fn authenticates(&self) -> bool {
+        self.version == 3 && self.security_level != SecurityLevel::NoAuthNoPriv
+    }
+
+    /// v3 with privacy (a second pass phrase is needed).
+    pub fn encrypts(&self) -> bool {
+        self.version == 3 && self.security_level == SecurityLevel::AuthPriv
+    }
+}
+
 /// SNMP v3 security level (USM).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum SecurityLevel {
