@@ -54,7 +54,13 @@ fn main() {
     let t0 = Instant::now();
     let mut rows_total = 0u64;
     for s in now - 299..=now {
-        let mut b = HotBatch { second: s, rows: Vec::with_capacity(5000), alerts: Vec::new(), incidents: Vec::new() };
+        let mut b = HotBatch {
+            second: s,
+            rows: Vec::with_capacity(5000),
+            alerts: Vec::new(),
+            incidents: Vec::new(),
+            names: Vec::new(),
+        };
         for (di, d) in dims.iter().enumerate() {
             let want = if di == 0 { 1 } else { 999 };
             let mut seen = HashSet::new();

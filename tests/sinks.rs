@@ -680,3 +680,48 @@ fn raw_flows_topic_holds_every_record_and_replays_to_the_same_rollups() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Interface names reach the Valkey hot window: `<prefix>:names:<dim>` holds each named key's
+/// fields, and `flowshard query top` shows them beside the key.
+#[test]
+fn valkey_window_carries_interface_names() {
+    let _g = lock();
+    let u = unique("n");
+    let dir = tmpdir(&u);
+    let statics: String = (2..=4)
+        .map(|i| {
+            format!(
+                "[[enrich.interface]]\nexporter = \"127.0.0.{i}\"\nindex = 0\nname = \"uplink-{i}\"\nalias = \"to \\\"core\\\" {i}\"\nspeed_mbps = {}\n",
+                i * 1000
+            )
+        })
+        .collect();
+    let cfg = write_config(&dir, &u, &["valkey"], &statics);
+    let run = Running::start(1, &dir.join("state"), &["--config", cfg.to_str().unwrap()]);
+    for (i, c) in CAPS.iter().enumerate() {
+        send_capture(&captures().join(c), &run.addr, &format!("127.0.0.{}", 2 + i), |_| true);
+    }
+    let mut con = valkey_con();
+    let keys = flowshard::sink::valkey::Keys { prefix: u.clone() };
+    wait_until("three named interfaces in valkey", 20, || {
+        let top = flowshard::sink::valkey::top(&mut con, &keys, "exporter_in_if", 10).unwrap();
+        let ks: Vec<String> = top.into_iter().map(|x| x.0).collect();
+        flowshard::sink::valkey::names(&mut con, &keys, "exporter_in_if", &ks).unwrap().iter().flatten().count() == 3
+    });
+    let (ok, _, err) = run.stop();
+    assert!(ok, "{err:?}");
+    let out = Command::new(bin())
+        .args(["query", "--valkey", &valkey(), "--prefix", &u, "--json", "top", "--dim", "exporter_in_if"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for i in 2..=4u64 {
+        let row = v["top"].as_array().unwrap().iter().find(|r| r["key"] == format!("127.0.0.{i}:0"));
+        let row = row.unwrap_or_else(|| panic!("127.0.0.{i}:0 in {v}"));
+        assert_eq!(row["if_name"], format!("uplink-{i}"), "{v}");
+        assert_eq!(row["if_alias"], format!("to \"core\" {i}"), "{v}");
+        assert_eq!(row["if_speed_mbps"], i * 1000, "{v}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -76,13 +76,32 @@ pub fn run(a: Args) -> Result<()> {
             anyhow::ensure!(crate::model::Dimension::from_name(&dim).is_some(), "unknown dimension {dim:?}");
             let rows = valkey::top(&mut con, &keys, &dim, n)?;
             let took = t.elapsed();
+            let ks: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+            let names: Vec<Option<serde_json::Value>> = valkey::names(&mut con, &keys, &dim, &ks)?
+                .into_iter()
+                .map(|n| n.and_then(|n| serde_json::from_str(&n).ok()))
+                .collect();
             if json {
-                let v: Vec<_> = rows.iter().map(|(k, b)| serde_json::json!({"key": k, "bytes": b})).collect();
+                let v: Vec<_> = rows
+                    .iter()
+                    .zip(names.iter().chain(std::iter::repeat(&None)))
+                    .map(|((k, b), name)| {
+                        let mut o = serde_json::json!({"key": k, "bytes": b});
+                        if let (Some(obj), Some(serde_json::Value::Object(n))) = (o.as_object_mut(), name) {
+                            obj.extend(n.clone());
+                        }
+                        o
+                    })
+                    .collect();
                 println!("{}", serde_json::json!({"dimension": dim, "window_s": valkey::WINDOW_S, "top": v}));
             } else {
                 println!("top {n} {dim} by bytes, last {} s ({} µs):", valkey::WINDOW_S, took.as_micros());
-                for (k, b) in rows {
-                    println!("{b:>16}  {k}");
+                for ((k, b), name) in rows.iter().zip(names.iter().chain(std::iter::repeat(&None))) {
+                    let label = name.as_ref().and_then(|v| v.get("if_name").or_else(|| v.get("as_name")));
+                    match label.and_then(|l| l.as_str()) {
+                        Some(l) => println!("{b:>16}  {k}  ({l})"),
+                        None => println!("{b:>16}  {k}"),
+                    }
                 }
             }
         }

@@ -50,6 +50,30 @@ pub struct HotBatch {
     pub alerts: Vec<String>,
     /// Incident events: (id, JSON, resolved).
     pub incidents: Vec<(String, String, bool)>,
+    /// Names of keys (dimension, key, JSON object: `if_name`/`if_alias`/`if_speed_mbps` or
+    /// `as_name`), for rows that carry them.
+    pub names: Vec<(&'static str, String, String)>,
+}
+
+/// The name fields of a rollup as a JSON object (`None`: the row has no name).
+fn name_json(r: &crate::model::Rollup) -> Option<String> {
+    use crate::model::json::esc;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if let Some(i) = &r.interface {
+        s.push_str("{\"if_name\":");
+        esc(&mut s, &i.name);
+        s.push_str(",\"if_alias\":");
+        esc(&mut s, &i.alias);
+        let _ = write!(s, ",\"if_speed_mbps\":{}}}", i.speed_mbps);
+    } else if let Some(n) = &r.as_name {
+        s.push_str("{\"as_name\":");
+        esc(&mut s, n);
+        s.push('}');
+    } else {
+        return None;
+    }
+    Some(s)
 }
 
 impl HotBatch {
@@ -106,7 +130,12 @@ impl Sink for ValkeyFront {
             .iter()
             .map(|r| (r.dimension.name(), r.dimension.format_key(&r.key), r.bytes, r.packets, r.flows))
             .collect();
-        self.queue.push(HotBatch { second: so.second, rows, alerts: self.docs(alerts), incidents: Vec::new() });
+        let names = so
+            .rollups
+            .iter()
+            .filter_map(|r| name_json(r).map(|n| (r.dimension.name(), r.dimension.format_key(&r.key), n)))
+            .collect();
+        self.queue.push(HotBatch { second: so.second, rows, alerts: self.docs(alerts), incidents: Vec::new(), names });
         Ok(())
     }
 
@@ -115,7 +144,13 @@ impl Sink for ValkeyFront {
             return Ok(());
         }
         let second = alerts.iter().map(|a| a.second).max().unwrap_or(0).max(now_s());
-        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: self.docs(alerts), incidents: Vec::new() });
+        self.queue.push(HotBatch {
+            second,
+            rows: Vec::new(),
+            alerts: self.docs(alerts),
+            incidents: Vec::new(),
+            names: Vec::new(),
+        });
         Ok(())
     }
 
@@ -132,7 +167,7 @@ impl Sink for ValkeyFront {
             })
             .collect();
         let second = events.iter().map(|e| e.second).max().unwrap_or(0).max(now_s());
-        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: Vec::new(), incidents });
+        self.queue.push(HotBatch { second, rows: Vec::new(), alerts: Vec::new(), incidents, names: Vec::new() });
         Ok(())
     }
 
@@ -196,6 +231,10 @@ impl Keys {
     pub fn series(&self, dim: &str, key: &str, minute: u64) -> String {
         format!("{}:s:{dim}:{key}:{minute}", self.prefix)
     }
+    /// Names of one dimension's keys (HASH key → JSON object).
+    pub fn names(&self, dim: &str) -> String {
+        format!("{}:names:{dim}", self.prefix)
+    }
     /// Alerts list.
     pub fn alerts(&self) -> String {
         format!("{}:alerts", self.prefix)
@@ -246,6 +285,17 @@ pub fn write_batch(con: &mut redis::Connection, k: &Keys, b: &HotBatch) -> redis
     for dim in dims {
         p.cmd("EXPIRE").arg(k.bucket(dim, b.second)).arg(BUCKET_TTL_S).ignore();
         p.cmd("EXPIRE").arg(k.top(dim)).arg(BUCKET_TTL_S).ignore();
+    }
+    let mut named: Vec<&str> = Vec::new();
+    for (dim, key, name) in &b.names {
+        p.cmd("HSET").arg(k.names(dim)).arg(key).arg(name).ignore();
+        if !named.contains(dim) {
+            named.push(dim);
+        }
+    }
+    for dim in named {
+        // refreshed every second a named key is written; outlives the window
+        p.cmd("EXPIRE").arg(k.names(dim)).arg(NAMES_TTL_S).ignore();
     }
     if !b.alerts.is_empty() {
         for a in &b.alerts {
@@ -305,6 +355,22 @@ pub fn expire(con: &mut redis::Connection, k: &Keys, script: &redis::Script, now
         n += claimed as u64;
     }
     Ok(n)
+}
+
+/// How long key names stay after the last second that carried them.
+pub const NAMES_TTL_S: u64 = 3600;
+
+/// The names (JSON objects) of `keys` of a dimension, where known.
+pub fn names(
+    con: &mut redis::Connection,
+    k: &Keys,
+    dim: &str,
+    keys: &[String],
+) -> redis::RedisResult<Vec<Option<String>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("HMGET").arg(k.names(dim)).arg(keys).query(con)
 }
 
 /// Top `n` keys of a dimension by bytes over the last 300 s (merged over all appliances).
