@@ -83,6 +83,8 @@ fn demo_raises_injected_alerts_and_live_view_shows_them() {
     );
     if let Some(v) = view {
         assert!(!v["top_dst"].as_array().unwrap().is_empty());
+        // the explore panel switched to dst_port and drew the series of the key clicked
+        assert!(v["explore"].as_str().unwrap().starts_with("dst_port "), "{v}");
         assert!(v["alerts"]
             .as_array()
             .unwrap()

@@ -111,7 +111,11 @@ pub fn overview(p: &Published) -> String {
         }
         s.push(']');
     }
-    let _ = write!(s, "}},\"incidents_open\":{},\"incidents\":{}", p.io.incidents_open, incidents(p, 20));
+    s.push_str("},\"dimensions\":[");
+    for (i, d) in p.hot.dimensions().iter().enumerate() {
+        let _ = write!(s, "{}\"{}\"", if i > 0 { "," } else { "" }, d.name());
+    }
+    let _ = write!(s, "],\"incidents_open\":{},\"incidents\":{}", p.io.incidents_open, incidents(p, 20));
     let _ = write!(s, ",\"alerts_total\":{},\"alerts\":[", p.io.alerts);
     for (i, a) in p.hot.alerts.iter().rev().take(20).enumerate() {
         if i > 0 {

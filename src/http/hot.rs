@@ -85,6 +85,14 @@ impl HotWindow {
         self.incidents.iter().find(|x| x.id == id)
     }
 
+    /// The dimensions of the newest second (what the view can explore), in order.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        let mut v: Vec<Dimension> =
+            self.seconds.back().map(|s| s.rollups.iter().map(|r| r.dimension).collect()).unwrap_or_default();
+        v.dedup();
+        v
+    }
+
     /// Newest second held.
     pub fn newest(&self) -> Option<u64> {
         self.seconds.back().map(|s| s.second)

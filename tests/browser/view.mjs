@@ -24,6 +24,14 @@ result.top_dst = await page.$$eval('#top-dst_ip tr td:first-child', tds => tds.m
 // an injected alert appears (the DDoS victim or the scanner)
 await page.waitForFunction(() => /10\.0\.0\.4|198\.51\.100\.66/.test(document.getElementById('alerts').textContent), null, { timeout: 60000 });
 result.alerts = await page.$$eval('#alerts li', lis => lis.map(l => l.textContent));
+// explore another dimension: its top keys, then the series of the first one
+await page.waitForFunction(() => [...document.querySelectorAll('#xdim option')].some(o => o.value === 'dst_port'), null, { timeout: 30000 });
+await page.selectOption('#xdim', 'dst_port');
+await page.waitForFunction(() => /\/(tcp|udp)/.test(document.querySelector('#xtop tr[data-key]')?.dataset.key || ''), null, { timeout: 30000 });
+const key = await page.getAttribute('#xtop tr[data-key]', 'data-key');
+await page.click('#xtop tr[data-key]');
+await page.waitForFunction(k => document.getElementById('xkey').textContent.includes('dst_port ' + k), key, { timeout: 30000 });
+result.explore = await page.textContent('#xkey');
 await page.screenshot({ path: shot, fullPage: true });
 await browser.close();
 console.log(JSON.stringify(result));
