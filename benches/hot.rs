@@ -33,6 +33,7 @@ fn window() -> HotWindow {
                 sketch: None,
                 interface: None,
                 as_name: None,
+                net: None,
             });
         }
         h.push(&so, &[]);

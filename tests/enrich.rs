@@ -146,6 +146,24 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
             named += usize::from(v.get("as_name").is_some());
         }
         assert!(named > 0, "no AS row named");
+        // network rows carry the networks file's role, site and tenant (the empty ones omitted)
+        let mut nets = 0;
+        for line in
+            out.lines().filter(|l| l.contains("\"dimension\":\"src_net\"") || l.contains("\"dimension\":\"dst_net\""))
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let want = match v["key"].as_str().unwrap() {
+                "campus" => (Some("users"), Some("hq")),
+                "servers" => (Some("servers"), Some("hq")),
+                "dc" => (Some("servers"), Some("dc1")),
+                "dmz" => (Some("dmz"), Some("dc1")),
+                _ => (None, None),
+            };
+            assert_eq!((v["net_role"].as_str(), v["net_site"].as_str()), want, "{line}");
+            assert!(v.get("net_tenant").is_none(), "{line}");
+            nets += usize::from(want.0.is_some());
+        }
+        assert!(nets > 0, "no network row with a role");
         assert_eq!(got, want, "{shards} shard(s): flowshard (left) vs tshark + maxminddb + ipaddress (right)");
         // every dimension accounts for every byte: unknowns are a key of their own
         let total = want["total:total"];

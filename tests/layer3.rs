@@ -192,6 +192,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
             sketch: Some(Box::new(sk)),
             interface: None,
             as_name: None,
+            net: None,
         });
     }
     let mut other = Sketch::default();
@@ -209,6 +210,7 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         sketch: Some(Box::new(other)),
         interface: None,
         as_name: None,
+        net: None,
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

@@ -105,6 +105,18 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     }
     let ranges = layer(&sources);
     let mut t = Table::from_ranges(&ranges, cfg.networks.is_some());
+    for n in &networks {
+        let Some(id) = names::id_of(&n.name) else { continue };
+        if !(n.role.is_empty() && n.site.is_empty() && n.tenant.is_empty()) {
+            t.net_info.entry(id).or_insert_with(|| {
+                std::sync::Arc::new(crate::model::NetInfo {
+                    role: n.role.clone(),
+                    site: n.site.clone(),
+                    tenant: n.tenant.clone(),
+                })
+            });
+        }
+    }
     t.networks = networks;
     stats.as_names = as_names.len() as u64;
     t.as_names = as_names;

@@ -76,8 +76,9 @@ impl Slot {
     }
 }
 
-/// Names the `src_as` / `dst_as` rollups of a second from the current table's AS names (the
-/// I/O core; follows reloads through the slot).
+/// Names the `src_as` / `dst_as` rollups of a second from the current table's AS names, and
+/// gives the `src_net` / `dst_net` rollups their network's role, site and tenant (the I/O core
+/// and replays; follows reloads through the slot).
 pub struct AsNamer {
     slot: Option<std::sync::Arc<Slot>>,
     generation: u64,
@@ -104,13 +105,18 @@ impl AsNamer {
                 self.table = slot.current();
             }
         }
+        use crate::model::Dimension as D;
         let Some(t) = &self.table else { return };
-        if t.as_names.is_empty() {
+        if t.as_names.is_empty() && t.net_info.is_empty() {
             return;
         }
         for r in rollups {
-            if matches!(r.dimension, crate::model::Dimension::SrcAs | crate::model::Dimension::DstAs) {
-                r.as_name = t.as_names.get(&r.key.num).cloned();
+            match r.dimension {
+                D::SrcAs | D::DstAs => r.as_name = t.as_names.get(&r.key.num).cloned(),
+                D::SrcNet | D::DstNet => {
+                    r.net = u16::try_from(r.key.num).ok().and_then(|id| t.net_info.get(&id)).cloned()
+                }
+                _ => {}
             }
         }
     }
@@ -138,7 +144,8 @@ pub struct Network {
     pub name: String,
     /// Inside the operator's boundary.
     pub internal: bool,
-    /// Free-form role, site and tenant (kept for the API; not yet keys of their own).
+    /// Free-form role, site and tenant (on the `src_net`/`dst_net` rollups as `net_role`,
+    /// `net_site`, `net_tenant`; not keys of their own).
     pub role: String,
     /// Site.
     pub site: String,
@@ -163,6 +170,9 @@ pub struct Table {
     pub networks: Vec<Network>,
     /// AS names (`autonomous_system_organization`) of the ASN and GeoIP databases, by number.
     pub as_names: rustc_hash::FxHashMap<u32, std::sync::Arc<str>>,
+    /// Role, site and tenant of each network name that has any (the first line with the name
+    /// gives them).
+    pub net_info: rustc_hash::FxHashMap<u16, std::sync::Arc<crate::model::NetInfo>>,
     /// What was loaded, for logs and counters.
     pub stats: LoadStats,
 }
@@ -256,6 +266,7 @@ impl Table {
             has_networks,
             networks: Vec::new(),
             as_names: Default::default(),
+            net_info: Default::default(),
             stats: LoadStats { ranges: ranges.len() as u64, ..Default::default() },
         }
     }

@@ -544,6 +544,7 @@ mod tests {
             sketch: None,
             interface: None,
             as_name: None,
+            net: None,
         };
         let mut rows =
             vec![row(Dimension::ExporterInIf, 7), row(Dimension::ExporterOutIf, 8), row(Dimension::SrcIp, 7)];

@@ -336,6 +336,7 @@ mod tests {
                 sketch: None,
                 interface: Some(std::sync::Arc::new(f.clone())),
                 as_name: None,
+                net: None,
             };
             let so = crate::pipeline::SecondOutput { second, rollups: vec![row], alerts: Vec::new() };
             p.hot.push(&so, &[]);
@@ -371,6 +372,7 @@ mod tests {
             sketch: None,
             interface: None,
             as_name: Some("Example \"Net\" 64500".into()),
+            net: None,
         };
         let so = crate::pipeline::SecondOutput { second: 100, rollups: vec![row], alerts: Vec::new() };
         p.hot.push(&so, &[]);

@@ -498,6 +498,20 @@ pub struct Rollup {
     /// The AS's name (`src_as` / `dst_as` rows, set on the I/O core from the ASN database's
     /// `autonomous_system_organization`).
     pub as_name: Option<std::sync::Arc<str>>,
+    /// The network's role, site and tenant from the networks file (`src_net` / `dst_net` rows,
+    /// set on the I/O core).
+    pub net: Option<std::sync::Arc<NetInfo>>,
+}
+
+/// Role, site and tenant of a named network (the networks file's free-form columns).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetInfo {
+    /// Role (e.g. `servers`).
+    pub role: String,
+    /// Site (e.g. `dc1`).
+    pub site: String,
+    /// Tenant (e.g. a customer).
+    pub tenant: String,
 }
 
 impl Rollup {
@@ -516,6 +530,7 @@ impl Rollup {
             sketch: None,
             interface: self.interface.clone(),
             as_name: self.as_name.clone(),
+            net: self.net.clone(),
         }
     }
 }

@@ -504,6 +504,7 @@ impl Assembler {
                 sketch: sketch.map(|s| Box::new(*s)),
                 interface: None,
                 as_name: None,
+                net: None,
             });
         }
         so.alerts.extend(o.alerts);

@@ -2,8 +2,9 @@
 //!
 //! Rollup: `{"type":"rollup","appliance":…,"second":…,"dimension":…,"key":…,"bytes":…,
 //! "packets":…,"flows":…[,"distinct_dst_endpoints"|"distinct_src_ips":…,"distinct_dst_ports":…]
-//! [,"if_name":…,"if_alias":…,"if_speed_mbps":…][,"as_name":…]}` (interface fields on named
-//! interface rows, the AS name on `src_as`/`dst_as` rows the ASN database names)
+//! [,"if_name":…,"if_alias":…,"if_speed_mbps":…][,"as_name":…][,"net_role":…,"net_site":…,
+//! "net_tenant":…]}` (interface fields on named interface rows, the AS name on `src_as`/`dst_as`
+//! rows the ASN database names, a network's role/site/tenant on `src_net`/`dst_net` rows)
 //!
 //! Alert (every layer): `{"type":"alert","appliance":…,"second":…,"time":…,"layer":…,
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
@@ -41,7 +42,20 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
         out.push_str(",\"as_name\":");
         esc(out, n);
     }
+    if let Some(n) = &r.net {
+        net_fields(out, n);
+    }
     out.push('}');
+}
+
+/// Appends `,"net_role":…,"net_site":…,"net_tenant":…` (the non-empty ones).
+pub fn net_fields(out: &mut String, n: &crate::model::NetInfo) {
+    for (f, v) in [("net_role", &n.role), ("net_site", &n.site), ("net_tenant", &n.tenant)] {
+        if !v.is_empty() {
+            let _ = write!(out, ",\"{f}\":");
+            esc(out, v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +77,7 @@ mod tests {
             sketch: None,
             interface: None,
             as_name: None,
+            net: None,
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);

@@ -162,7 +162,10 @@ pub fn rollup_mappings() -> serde_json::Value {
             "if_name": {"type": "keyword"},
             "if_alias": {"type": "keyword", "ignore_above": 512},
             "if_speed_mbps": {"type": "long"},
-            "as_name": {"type": "keyword", "ignore_above": 512}
+            "as_name": {"type": "keyword", "ignore_above": 512},
+            "net_role": {"type": "keyword"},
+            "net_site": {"type": "keyword"},
+            "net_tenant": {"type": "keyword"}
     }))
 }
 

@@ -70,6 +70,13 @@ fn name_json(r: &crate::model::Rollup) -> Option<String> {
         s.push_str("{\"as_name\":");
         esc(&mut s, n);
         s.push('}');
+    } else if let Some(n) = &r.net {
+        super::format::net_fields(&mut s, n);
+        if s.is_empty() {
+            return None;
+        }
+        s.replace_range(..1, "{"); // the fields start with ','
+        s.push('}');
     } else {
         return None;
     }
