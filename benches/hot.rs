@@ -21,20 +21,8 @@ fn window() -> HotWindow {
             x ^= x << 17;
             let d = dims[i as usize % dims.len()];
             let rank = (x % 1000) * (x % 1000) / 1000; // skewed
-            so.rollups.push(Rollup {
-                second: so.second,
-                dimension: d,
-                key: Key::new(Ip::from_v4(0x0a00_0000 + rank as u32), 0),
-                bytes: 1000 + x % 100_000,
-                packets: 10,
-                flows: 1,
-                distinct: None,
-                distinct_ports: None,
-                sketch: None,
-                interface: None,
-                as_name: None,
-                net: None,
-            });
+            let key = Key::new(Ip::from_v4(0x0a00_0000 + rank as u32), 0);
+            so.rollups.push(Rollup::new(so.second, d, key, 1000 + x % 100_000, 10, 1));
         }
         h.push(&so, &[]);
     }

@@ -181,36 +181,27 @@ fn second_of(s: u64, jump: u64) -> flowshard::pipeline::SecondOutput {
         }
         let [distinct, ports] = sk.estimates();
         rollups.push(Rollup {
-            second: s,
-            dimension: Dimension::SrcIp,
-            key: Key::new(Ip::from_v4(0x0a14_0100 + h as u32), 0),
-            bytes,
-            packets: bytes / 700 + 1,
-            flows: 6 + h,
             distinct: Some(distinct),
             distinct_ports: Some(ports),
             sketch: Some(Box::new(sk)),
-            interface: None,
-            as_name: None,
-            net: None,
+            ..Rollup::new(
+                s,
+                Dimension::SrcIp,
+                Key::new(Ip::from_v4(0x0a14_0100 + h as u32), 0),
+                bytes,
+                bytes / 700 + 1,
+                6 + h,
+            )
         });
     }
     let mut other = Sketch::default();
     other.add([s as u128, 17 << 16 | 53]);
     other.add([s as u128 + 1, 17 << 16 | 123]);
     rollups.push(Rollup {
-        second: s,
-        dimension: Dimension::SrcIp,
-        key: Key::OTHER,
-        bytes: 5_000,
-        packets: 9,
-        flows: 4,
         distinct: Some(2),
         distinct_ports: Some(2),
         sketch: Some(Box::new(other)),
-        interface: None,
-        as_name: None,
-        net: None,
+        ..Rollup::new(s, Dimension::SrcIp, Key::OTHER, 5_000, 9, 4)
     });
     flowshard::pipeline::SecondOutput { second: s, rollups, alerts: Vec::new() }
 }

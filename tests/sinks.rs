@@ -65,8 +65,8 @@ fn tmpdir(u: &str) -> PathBuf {
     d
 }
 
-/// (bytes, packets, flows, messages) of the `total` rollups in a Kafka topic, read to its end.
-fn kafka_totals(topic: &str) -> (u64, u64, u64, u64) {
+/// Every message of a Kafka topic, from its start to its end, handed to `each`.
+fn read_topic(topic: &str, mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>)) {
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("group.id", format!("check-{topic}"))
@@ -80,22 +80,11 @@ fn kafka_totals(topic: &str) -> (u64, u64, u64, u64) {
     let parts = md.topics()[0].partitions().len();
     assert!(parts > 0, "topic {topic} has no partitions");
     let mut eof = std::collections::HashSet::new();
-    let (mut b, mut p, mut f, mut n) = (0, 0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while eof.len() < parts {
         assert!(Instant::now() < deadline, "kafka topic {topic} not read to its end within 60 s");
         match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                n += 1;
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                let key = std::str::from_utf8(m.key().unwrap()).unwrap();
-                assert_eq!(key, format!("{}:{}", v["dimension"].as_str().unwrap(), v["key"].as_str().unwrap()));
-                if v["dimension"] == "total" {
-                    b += v["bytes"].as_u64().unwrap();
-                    p += v["packets"].as_u64().unwrap();
-                    f += v["flows"].as_u64().unwrap();
-                }
-            }
+            Some(Ok(m)) => each(&m),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(part))) => {
                 eof.insert(part);
             }
@@ -103,6 +92,22 @@ fn kafka_totals(topic: &str) -> (u64, u64, u64, u64) {
             None => {}
         }
     }
+}
+
+/// (bytes, packets, flows, messages) of the `total` rollups in a Kafka topic, read to its end.
+fn kafka_totals(topic: &str) -> (u64, u64, u64, u64) {
+    let (mut b, mut p, mut f, mut n) = (0, 0, 0, 0);
+    read_topic(topic, |m| {
+        n += 1;
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+        assert_eq!(key, format!("{}:{}", v["dimension"].as_str().unwrap(), v["key"].as_str().unwrap()));
+        if v["dimension"] == "total" {
+            b += v["bytes"].as_u64().unwrap();
+            p += v["packets"].as_u64().unwrap();
+            f += v["flows"].as_u64().unwrap();
+        }
+    });
     (b, p, f, n)
 }
 
@@ -561,40 +566,16 @@ fn spooled_seconds_survive_a_restart_of_flowshard() {
 /// Every message of the raw-flows topic, decoded: (records, messages); checks each message's
 /// key (the exporter) and timestamp (its arrival second).
 fn kafka_flows(topic: &str) -> (Vec<flowshard::model::FlowRecord>, u64) {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", format!("check-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let parts = md.topics()[0].partitions().len();
-    assert!(parts > 0, "topic {topic} has no partitions");
-    let mut eof = std::collections::HashSet::new();
     let (mut recs, mut n) = (Vec::new(), 0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof.len() < parts {
-        assert!(Instant::now() < deadline, "kafka topic {topic} not read to its end within 60 s");
-        match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                n += 1;
-                let before = recs.len();
-                let (second, sampling) = flowshard::sink::flows::decode_batch(m.payload().unwrap(), &mut recs).unwrap();
-                assert_eq!(sampling, 1);
-                assert_eq!(m.timestamp().to_millis(), Some(second as i64 * 1000), "timestamp = arrival second");
-                let key = std::str::from_utf8(m.key().unwrap()).unwrap();
-                assert!(recs[before..].iter().all(|r| r.exporter.to_string() == key), "key = exporter {key}");
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(part))) => {
-                eof.insert(part);
-            }
-            Some(Err(e)) => panic!("kafka consumer: {e}"),
-            None => {}
-        }
-    }
+    read_topic(topic, |m| {
+        n += 1;
+        let before = recs.len();
+        let (second, sampling) = flowshard::sink::flows::decode_batch(m.payload().unwrap(), &mut recs).unwrap();
+        assert_eq!(sampling, 1);
+        assert_eq!(m.timestamp().to_millis(), Some(second as i64 * 1000), "timestamp = arrival second");
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+        assert!(recs[before..].iter().all(|r| r.exporter.to_string() == key), "key = exporter {key}");
+    });
     (recs, n)
 }
 

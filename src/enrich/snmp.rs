@@ -532,20 +532,7 @@ mod tests {
         t.set_exporter(e, vec![(7, Interface { name: "xe-0/0/7".into(), alias: "core".into(), speed_mbps: 10_000 })]);
         let (tx, rx) = crossbeam_channel::bounded(4);
         let mut a = Annotator::new(slot.clone(), Some(tx));
-        let row = |dimension, num| Rollup {
-            second: 1,
-            dimension,
-            key: crate::model::Key::new(e, num),
-            bytes: 1,
-            packets: 1,
-            flows: 1,
-            distinct: None,
-            distinct_ports: None,
-            sketch: None,
-            interface: None,
-            as_name: None,
-            net: None,
-        };
+        let row = |dimension, num| Rollup::new(1, dimension, crate::model::Key::new(e, num), 1, 1, 1);
         let mut rows =
             vec![row(Dimension::ExporterInIf, 7), row(Dimension::ExporterOutIf, 8), row(Dimension::SrcIp, 7)];
         a.annotate(&mut rows);

@@ -176,6 +176,12 @@ pub fn exporters(p: &Published) -> String {
     s
 }
 
+/// Appends `,"as_name":…`.
+fn as_name_json(s: &mut String, name: &str) {
+    s.push_str(",\"as_name\":");
+    crate::model::json::esc(s, name);
+}
+
 /// Appends `,"interface":{"name":…,"alias":…,"speed_mbps":…}`.
 fn interface_json(s: &mut String, f: &crate::model::Interface) {
     use crate::model::json::esc;
@@ -244,8 +250,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
                     interface_json(&mut s, f);
                 }
                 if let Some(n) = as_names.get(k) {
-                    s.push_str(",\"as_name\":");
-                    crate::model::json::esc(&mut s, n);
+                    as_name_json(&mut s, n);
                 }
                 s.push('}');
             }
@@ -269,8 +274,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
                 interface_json(&mut s, f);
             }
             if let Some(n) = p.hot.as_names(dim).get(&key) {
-                s.push_str(",\"as_name\":");
-                crate::model::json::esc(&mut s, n);
+                as_name_json(&mut s, n);
             }
             // with a known speed, each point also gives the link's use: % of its capacity
             let capacity_bps = iface.map_or(0.0, |f| f.speed_mbps as f64 * 1e6);
@@ -325,18 +329,9 @@ mod tests {
         let key = Key::new(Ip::from_v4(0xc000_0201), 7);
         for second in 100..102 {
             let row = Rollup {
-                second,
-                dimension: Dimension::ExporterInIf,
-                key,
-                bytes: 6_250_000, // 50 Mbit/s
-                packets: 5_000,
-                flows: 10,
-                distinct: None,
-                distinct_ports: None,
-                sketch: None,
                 interface: Some(std::sync::Arc::new(f.clone())),
-                as_name: None,
-                net: None,
+                // 6,250,000 bytes a second: 50 Mbit/s
+                ..Rollup::new(second, Dimension::ExporterInIf, key, 6_250_000, 5_000, 10)
             };
             let so = crate::pipeline::SecondOutput { second, rollups: vec![row], alerts: Vec::new() };
             p.hot.push(&so, &[]);
@@ -361,18 +356,8 @@ mod tests {
         let s = super::super::shared(1);
         let mut p = s.lock().unwrap_or_else(|e| e.into_inner());
         let row = Rollup {
-            second: 100,
-            dimension: Dimension::DstAs,
-            key: Key::new(Ip::UNSPECIFIED, 64500),
-            bytes: 1000,
-            packets: 1,
-            flows: 1,
-            distinct: None,
-            distinct_ports: None,
-            sketch: None,
-            interface: None,
             as_name: Some("Example \"Net\" 64500".into()),
-            net: None,
+            ..Rollup::new(100, Dimension::DstAs, Key::new(Ip::UNSPECIFIED, 64500), 1000, 1, 1)
         };
         let so = crate::pipeline::SecondOutput { second: 100, rollups: vec![row], alerts: Vec::new() };
         p.hot.push(&so, &[]);

@@ -142,25 +142,24 @@ impl HotWindow {
     /// The newest name, description and speed known for each key of an interface dimension
     /// (SNMP or the config, as the I/O core set them on the rollups).
     pub fn interfaces(&self, dim: Dimension) -> FxHashMap<Key, Arc<Interface>> {
-        let mut m = FxHashMap::default();
-        for s in self.seconds.iter().rev() {
-            for r in dim_rows(&s.rollups, dim) {
-                if let Some(i) = &r.interface {
-                    m.entry(r.key).or_insert_with(|| i.clone());
-                }
-            }
-        }
-        m
+        self.names_of(dim, |r| r.interface.as_ref())
     }
-}
 
-impl HotWindow {
     /// The AS names of `dim`'s keys, newest first wins (AS dimensions only carry them).
     pub fn as_names(&self, dim: Dimension) -> FxHashMap<Key, Arc<str>> {
+        self.names_of(dim, |r| r.as_name.as_ref())
+    }
+
+    /// A name field of `dim`'s keys, the newest second's first.
+    fn names_of<T: ?Sized>(
+        &self,
+        dim: Dimension,
+        field: impl Fn(&crate::model::Rollup) -> Option<&Arc<T>>,
+    ) -> FxHashMap<Key, Arc<T>> {
         let mut m = FxHashMap::default();
         for s in self.seconds.iter().rev() {
             for r in dim_rows(&s.rollups, dim) {
-                if let Some(n) = &r.as_name {
+                if let Some(n) = field(r) {
                     m.entry(r.key).or_insert_with(|| n.clone());
                 }
             }

@@ -15,7 +15,7 @@ pub mod snmp;
 
 use crate::alert::AlertDoc;
 use crate::config::{Config, Sink as S};
-use crate::sink::delivery::{spawn_on, SinkStats};
+use crate::sink::delivery::{spawn_on, spawn_sized, SinkStats};
 use crate::sink::SinkError;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -102,7 +102,10 @@ pub fn start(
             let (ecfg, dir, slot2, stop) = (e.clone(), cfg.general.state_dir.clone(), slot.clone(), stop.clone());
             // the persisted names are there from the first second, before the first poll
             let learnt = snmp::restore(&dir, &e.interface, &slot);
-            jobs.push(spawn_on("snmp", cpu, move || snmp::run(learnt, &ecfg, &dir, &rx, &slot2, &st, &stop))?);
+            // snmp2's sessions hold 64-KB buffers on the stack, and v3 decrypts beside them: the
+            // default 2 MiB overflowed in a debug build
+            let poll = move || snmp::run(learnt, &ecfg, &dir, &rx, &slot2, &st, &stop);
+            jobs.push(spawn_sized("snmp", cpu, Some(16 << 20), poll)?);
             interfaces = Some(crate::enrich::snmp::Annotator::new(slot, Some(tx)));
         } else {
             snmp::restore(&cfg.general.state_dir, &e.interface, &slot);

@@ -515,6 +515,24 @@ pub struct NetInfo {
 }
 
 impl Rollup {
+    /// A row of counts only: no distinct counts, sketch or names (those are set where known).
+    pub fn new(second: u64, dimension: Dimension, key: Key, bytes: u64, packets: u64, flows: u64) -> Rollup {
+        Rollup {
+            second,
+            dimension,
+            key,
+            bytes,
+            packets,
+            flows,
+            distinct: None,
+            distinct_ports: None,
+            sketch: None,
+            interface: None,
+            as_name: None,
+            net: None,
+        }
+    }
+
     /// A copy without the sketch, for what keeps rollups and only sums them (the HTTP hot
     /// window holds 300 s of them: 160 bytes a `src_ip` row it does not need).
     pub fn without_sketch(&self) -> Rollup {

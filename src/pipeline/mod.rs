@@ -123,7 +123,7 @@ const TAP_SPARE: usize = 8;
 
 impl Tap {
     #[inline]
-    fn add(&mut self, recs: &[FlowRecord], now: u64, shard: u16) {
+    fn add(&mut self, recs: &[FlowRecord], now: u64) {
         if self.open.second != now && !self.open.records.is_empty() {
             self.seal();
         }
@@ -132,8 +132,7 @@ impl Tap {
             if self.skip == 0 {
                 self.open.records.push(*r);
                 if self.open.records.len() >= TAP_BATCH {
-                    self.seal();
-                    self.open.second = now;
+                    self.seal(); // the fresh batch keeps this second
                 }
             }
             self.skip += 1;
@@ -141,7 +140,6 @@ impl Tap {
                 self.skip = 0;
             }
         }
-        self.open.shard = shard;
     }
 
     fn seal(&mut self) {
@@ -240,7 +238,7 @@ impl ShardCore {
         // Records decoded before an error in a later set still count (they were valid).
         self.window.add_batch(&self.batch);
         if let Some(t) = &mut self.tap {
-            t.add(&self.batch, now, self.id);
+            t.add(&self.batch, now);
         }
         let n = self.exporters.len();
         if let Some(e) = self.exporters.get_mut(&source) {
@@ -493,18 +491,10 @@ impl Assembler {
                 }
             }
             so.rollups.push(Rollup {
-                second: o.second,
-                dimension,
-                key: r.row.key,
-                bytes: r.row.bytes,
-                packets: r.row.packets,
-                flows: r.row.flows,
                 distinct: r.distinct,
                 distinct_ports: r.distinct_ports,
                 sketch: sketch.map(|s| Box::new(*s)),
-                interface: None,
-                as_name: None,
-                net: None,
+                ..Rollup::new(o.second, dimension, r.row.key, r.row.bytes, r.row.packets, r.row.flows)
             });
         }
         so.alerts.extend(o.alerts);

@@ -599,15 +599,28 @@ pub fn spawn_on(
     cpu: Option<usize>,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, SinkError> {
-    std::thread::Builder::new()
-        .name(format!("flowshard-{name}"))
-        .spawn(move || {
-            if let Some(c) = cpu {
-                core_affinity::set_for_current(core_affinity::CoreId { id: c });
-            }
-            f()
-        })
-        .map_err(|source| SinkError::Io { sink: name, source })
+    spawn_sized(name, cpu, None, f)
+}
+
+/// [`spawn_on`] with a stack of `stack` bytes instead of the default 2 MiB (for a library that
+/// keeps large buffers on the stack).
+pub fn spawn_sized(
+    name: &'static str,
+    cpu: Option<usize>,
+    stack: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, SinkError> {
+    let mut b = std::thread::Builder::new().name(format!("flowshard-{name}"));
+    if let Some(bytes) = stack {
+        b = b.stack_size(bytes);
+    }
+    b.spawn(move || {
+        if let Some(c) = cpu {
+            core_affinity::set_for_current(core_affinity::CoreId { id: c });
+        }
+        f()
+    })
+    .map_err(|source| SinkError::Io { sink: name, source })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 
 use super::delivery::{spawn_on, DropReason, SinkStats, Spooled};
 use super::frame::{FrameBuilder, Kind};
-use super::SinkError;
+use super::{Sink, SinkError};
 use crate::config::KafkaSink;
 use crate::model::{country_code, names, FlowRecord, Ip};
 use crate::pipeline::TapBatch;
@@ -365,7 +365,7 @@ impl FlowsSink {
         max_bytes: u64,
         cpu: Option<usize>,
     ) -> Result<(FlowsSink, FlowsTx), SinkError> {
-        let spooled = super::kafka::start_named("kafka_flows", k, appliance, dir, max_bytes, cpu)?;
+        let spooled = super::kafka::start("kafka_flows", k, appliance, dir, max_bytes, cpu)?;
         let delivery = spooled.stats();
         let stats = Arc::new(FlowsStats::default());
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
@@ -431,7 +431,6 @@ fn encode_loop(
             opened = None;
         }
     }
-    use super::Sink;
     spooled.close();
     spooled.finish();
 }

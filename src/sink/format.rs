@@ -66,18 +66,9 @@ mod tests {
     #[test]
     fn rollup_is_valid_json() {
         let r = Rollup {
-            second: 5,
-            dimension: Dimension::DstIp,
-            key: Key::new(Ip::from_v4(0xc0000263), 0),
-            bytes: 10,
-            packets: 2,
-            flows: 1,
             distinct: Some(3),
             distinct_ports: Some(1),
-            sketch: None,
-            interface: None,
-            as_name: None,
-            net: None,
+            ..Rollup::new(5, Dimension::DstIp, Key::new(Ip::from_v4(0xc0000263), 0), 10, 2, 1)
         };
         let mut s = String::new();
         rollup(&mut s, "a\"b", &r);

@@ -119,8 +119,9 @@ fn permanent(c: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Starts a Kafka sink's delivery: a spool `dir/name` and a thread producing its frames.
-pub fn start_named(
+/// Starts a Kafka sink's delivery: a spool `dir/name` and a thread producing its frames
+/// (`kafka` for rollups, alerts and incidents; `kafka_flows` for the raw-flows topic).
+pub fn start(
     name: &'static str,
     k: &KafkaSink,
     appliance: &str,
@@ -141,17 +142,6 @@ pub fn start_named(
             delivery::drive(&mut b, reader, &stats)
         },
     )
-}
-
-/// Starts the Kafka sink: its spool and its delivery thread.
-pub fn start(
-    k: &KafkaSink,
-    appliance: &str,
-    dir: &Path,
-    max_bytes: u64,
-    cpu: Option<usize>,
-) -> Result<Spooled, SinkError> {
-    start_named("kafka", k, appliance, dir, max_bytes, cpu)
 }
 
 /// Kafka records of one second: key `dimension:key`, value the rollup/alert JSON.

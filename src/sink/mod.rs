@@ -131,7 +131,7 @@ pub fn from_config(cfg: &Config, cpu: Option<usize>) -> Result<(Sinks, Vec<Arc<S
                 sinks.push(Box::new(jsonl::JsonLines::file(path, app, *rollups, *alerts)?))
             }
             SinkCfg::Kafka(k) => {
-                let sink = kafka::start(k, app, &dir, max, cpu)?;
+                let sink = kafka::start("kafka", k, app, &dir, max, cpu)?;
                 stats.push(sink.stats());
                 remote.push(Box::new(sink));
             }
