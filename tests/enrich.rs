@@ -95,6 +95,27 @@ fn a_real_geolite2_database_answers_what_an_independent_reader_says() {
     }
     assert!(with_country > theirs.len() / 2, "{with_country} of {} have a country", theirs.len());
     eprintln!("{} addresses, {with_country} with a country, all equal; {}", theirs.len(), err.trim());
+    // a city dimension configured: the same lookups give each address its City record's
+    // GeoNames id, and the countries do not change
+    let cfg = write(
+        dir.path(),
+        "city.toml",
+        &format!("[enrich]\ngeoip = {db:?}\n[aggregate]\ndimensions = [\"total\", \"src_city\"]\n"),
+    );
+    let addrs: String = theirs.iter().map(|t| format!("{}\n", t["ip"].as_str().unwrap())).collect();
+    let (ours, err) = flowshard(&["enrich", "-c", &cfg], Some(&addrs));
+    let ours: Vec<serde_json::Value> = ours.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(theirs.len(), ours.len(), "{err}");
+    let mut with_city = 0;
+    for (t, o) in theirs.iter().zip(&ours) {
+        assert_eq!((&t["ip"], &t["country"], &t["city"]), (&o["ip"], &o["country"], &o["city"]), "{err}");
+        if t["city"] != 0 {
+            with_city += 1;
+            assert!(o["city_name"].as_str().is_some_and(|n| !n.is_empty()), "{o}");
+        }
+    }
+    assert!(with_city > theirs.len() / 5, "{with_city} of {} have a city", theirs.len());
+    eprintln!("with cities: {with_city} of {} addresses in a city, all equal; {}", theirs.len(), err.trim());
 }
 
 #[test]
@@ -108,7 +129,7 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
         "prefix,name,boundary,role,site,tenant\n\
          10.1.0.0/16,campus,internal,users,hq,\n\
          10.1.3.0/24,servers,internal,servers,hq,\n\
-         192.0.2.0/24,dc,internal,servers,dc1,\n\
+         192.0.2.0/24,dc,internal,servers,dc1,acme\n\
          192.0.2.32/27,dmz,external,dmz,dc1,\n\
          2001:db8::/32,v6lab\n",
     );
@@ -118,7 +139,8 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
         "c.toml",
         &format!(
             "[enrich]\ngeoip = {country:?}\nasn = {asn:?}\nnetworks = {nets:?}\n[aggregate]\n\
-             dimensions = [\"total\", \"src_country\", \"dst_country\", \"src_as\", \"dst_as\", \"src_net\", \"dst_net\", \"boundary\"]\n\
+             dimensions = [\"total\", \"src_country\", \"dst_country\", \"src_as\", \"dst_as\", \"src_net\", \"dst_net\", \"boundary\",\
+             \"src_city\", \"dst_city\", \"src_site\", \"dst_site\", \"src_tenant\", \"dst_tenant\", \"src_role\", \"dst_role\"]\n\
              [layer3]\nenabled = false\n"
         ),
     );
@@ -153,26 +175,44 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
         {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let want = match v["key"].as_str().unwrap() {
-                "campus" => (Some("users"), Some("hq")),
-                "servers" => (Some("servers"), Some("hq")),
-                "dc" => (Some("servers"), Some("dc1")),
-                "dmz" => (Some("dmz"), Some("dc1")),
-                _ => (None, None),
+                "campus" => (Some("users"), Some("hq"), None),
+                "servers" => (Some("servers"), Some("hq"), None),
+                "dc" => (Some("servers"), Some("dc1"), Some("acme")),
+                "dmz" => (Some("dmz"), Some("dc1"), None),
+                _ => (None, None, None),
             };
-            assert_eq!((v["net_role"].as_str(), v["net_site"].as_str()), want, "{line}");
-            assert!(v.get("net_tenant").is_none(), "{line}");
+            assert_eq!((v["net_role"].as_str(), v["net_site"].as_str(), v["net_tenant"].as_str()), want, "{line}");
             nets += usize::from(want.0.is_some());
         }
         assert!(nets > 0, "no network row with a role");
         assert_eq!(got, want, "{shards} shard(s): flowshard (left) vs tshark + maxminddb + ipaddress (right)");
         // every dimension accounts for every byte: unknowns are a key of their own
         let total = want["total:total"];
-        for dim in ["src_country", "dst_country", "src_as", "dst_as", "src_net", "dst_net", "boundary"] {
+        for dim in [
+            "src_country",
+            "dst_country",
+            "src_as",
+            "dst_as",
+            "src_net",
+            "dst_net",
+            "boundary",
+            "src_city",
+            "dst_city",
+            "src_site",
+            "dst_site",
+            "src_tenant",
+            "dst_tenant",
+            "src_role",
+            "dst_role",
+        ] {
             let sum: u64 = got.iter().filter(|(k, _)| k.starts_with(&format!("{dim}:"))).map(|(_, b)| b).sum();
             assert_eq!(sum, total, "{dim}");
         }
     }
     assert!(want.contains_key("src_country:unknown") && want.contains_key("boundary:in"), "{want:?}");
+    for k in ["src_city:New York, US (5128581)", "dst_city:Berlin, DE (2950159)", "src_site:hq", "dst_tenant:acme", "src_role:servers"] {
+        assert!(want.contains_key(k), "the capture exercises {k}: {want:?}");
+    }
 }
 
 #[test]

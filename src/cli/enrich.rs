@@ -12,7 +12,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 /// Load the enrichment tables and look addresses up: one JSON line per address
-/// (`ip`, `country`, `asn`, `net`, `internal`), the load summary on stderr.
+/// (`ip`, `country`, `asn`, `city` (GeoNames id, 0 = none), `city_name`, `net`, `internal`), the
+/// load summary on stderr. Cities are read when the config aggregates `src_city` or `dst_city`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Configuration file (its `[enrich]` section).
@@ -29,8 +30,8 @@ pub fn run(a: Args) -> Result<()> {
     let t = crate::enrich::load::load(&cfg.enrich)?;
     let s = &t.stats;
     eprintln!(
-        "enrich: {} GeoIP networks, {} ASN networks, {} networks-file entries -> {} ranges in {} ms",
-        s.geoip_networks, s.asn_networks, s.networks, s.ranges, s.load_ms
+        "enrich: {} GeoIP networks ({} cities), {} ASN networks, {} networks-file entries -> {} ranges in {} ms",
+        s.geoip_networks, s.cities, s.asn_networks, s.networks, s.ranges, s.load_ms
     );
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut one = |text: &str| -> Result<()> {
@@ -38,7 +39,9 @@ pub fn run(a: Args) -> Result<()> {
         let ans = t.lookup(Ip::from(ip));
         let net = names::name(ans.net).map_or(serde_json::Value::Null, |n| n.to_string().into());
         let country = if ans.country == 0 { serde_json::Value::Null } else { country_name(ans.country).into() };
-        let v = serde_json::json!({"ip": ip.to_string(), "country": country, "asn": ans.asn, "net": net, "internal": ans.internal});
+        let city = names::city(ans.city).map_or(serde_json::Value::Null, |n| n.to_string().into());
+        let v = serde_json::json!({"ip": ip.to_string(), "country": country, "asn": ans.asn, "city": ans.city,
+            "city_name": city, "net": net, "internal": ans.internal});
         writeln!(out, "{v}")?;
         Ok(())
     };

@@ -148,7 +148,7 @@ pub(crate) fn err(field: impl Into<String>, problem: impl Into<String>, fix: imp
 impl Config {
     /// Parses TOML; unknown fields are errors that name the field.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let field = e
                 .span()
@@ -158,7 +158,9 @@ impl Config {
                 })
                 .unwrap_or_else(|| "config".into());
             err(field, msg, "correct the TOML (see README, section Configuration, for every field)")
-        })
+        })?;
+        c.enrich.cities = c.aggregate.dimensions.iter().any(|d| d.is_city());
+        Ok(c)
     }
 
     /// Reads and parses a file.
@@ -195,11 +197,13 @@ impl Config {
 
     /// The pipeline settings (call after a successful [`Config::validate`]).
     pub fn pipeline(&self) -> PipelineConfig {
+        let (derived, aggregated) = self.aggregate.dimensions.iter().partition(|d| d.derived_from().is_some());
         PipelineConfig {
             decode: self.decode.clone(),
-            agg: self.aggregate.clone(),
+            agg: crate::aggregate::AggConfig { dimensions: aggregated, ..self.aggregate.clone() },
             detect: self.detect.enabled.then(|| self.detect.clone()),
             enrich: None,
+            derived,
         }
     }
 

@@ -103,9 +103,26 @@ impl Config {
         if self.aggregate.top_k == 0 {
             e.push(err("aggregate.top_k", "must be at least 1", "use e.g. 1000"));
         }
+        for (i, d) in self.aggregate.dimensions.iter().enumerate() {
+            if let Some((from, _)) = d.derived_from() {
+                if !self.aggregate.dimensions.contains(&from) {
+                    e.push(err(
+                        format!("aggregate.dimensions[{i}]"),
+                        format!("{:?} is the sum of the {:?} rows, which are not aggregated", d.name(), from.name()),
+                        format!("add {:?} to aggregate.dimensions", from.name()),
+                    ));
+                }
+            }
+        }
         let d = &self.detect;
         for (i, x) in d.dimensions.iter().flatten().enumerate() {
-            if !self.aggregate.dimensions.contains(x) {
+            if let Some((from, _)) = x.derived_from() {
+                e.push(err(
+                    format!("detect.dimensions[{i}]"),
+                    format!("{:?} is summed on the I/O core from {:?}; layer 1 runs on the shards", x.name(), from.name()),
+                    format!("watch {:?} instead (its rows make up {:?})", from.name(), x.name()),
+                ));
+            } else if !self.aggregate.dimensions.contains(x) {
                 e.push(err(
                     format!("detect.dimensions[{i}]"),
                     format!("{:?} is not aggregated", x.name()),

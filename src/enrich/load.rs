@@ -35,6 +35,12 @@ pub enum LoadError {
         /// Cause.
         msg: String,
     },
+    /// City dimensions are configured and the GeoIP database names no city.
+    #[error("{path}: no city in this database (fix: point enrich.geoip at a City database, e.g. GeoLite2-City, or remove src_city/dst_city from aggregate.dimensions)")]
+    NoCities {
+        /// File.
+        path: PathBuf,
+    },
     /// A line of the networks file is wrong.
     #[error("{path}:{line}: {msg} (fix: {fix})")]
     Networks {
@@ -82,12 +88,20 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     let mut sources: Vec<Vec<Span<Answer>>> = Vec::new();
     let mut as_names = rustc_hash::FxHashMap::default();
     if let Some(p) = &cfg.geoip {
-        let spans = read_mmdb(p, "geoip", &mut as_names)?;
+        let mut cities = cfg.cities.then(rustc_hash::FxHashMap::default);
+        let spans = read_mmdb(p, "geoip", &mut as_names, cities.as_mut())?;
         stats.geoip_networks = spans.len() as u64;
         sources.push(spans);
+        if let Some(c) = cities {
+            if c.is_empty() {
+                return Err(LoadError::NoCities { path: p.clone() });
+            }
+            stats.cities = c.len() as u64;
+            names::set_cities(c);
+        }
     }
     if let Some(p) = &cfg.asn {
-        let spans = read_mmdb(p, "asn", &mut as_names)?;
+        let spans = read_mmdb(p, "asn", &mut as_names, None)?;
         stats.asn_networks = spans.len() as u64;
         sources.push(spans);
     }
@@ -108,6 +122,10 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     for n in &networks {
         let Some(id) = names::id_of(&n.name) else { continue };
         if !(n.role.is_empty() && n.site.is_empty() && n.tenant.is_empty()) {
+            // the derived dimensions key on these by id
+            for v in [&n.role, &n.site, &n.tenant].into_iter().filter(|v| !v.is_empty()) {
+                names::intern(v);
+            }
             t.net_info.entry(id).or_insert_with(|| {
                 std::sync::Arc::new(crate::model::NetInfo {
                     role: n.role.clone(),
@@ -126,12 +144,15 @@ pub fn load(cfg: &EnrichConfig) -> Result<Table, LoadError> {
     Ok(t)
 }
 
-/// Every network of a `.mmdb` with a country or an AS number, as spans (adjacent spans with the
-/// same answer merged); each AS's `autonomous_system_organization` goes into `as_names`.
+/// Every network of a `.mmdb` with a country or an AS number (or a city, when `cities` is
+/// given), as spans (adjacent spans with the same answer merged); each AS's
+/// `autonomous_system_organization` goes into `as_names`, each city's label (`Paris, FR`) into
+/// `cities`.
 fn read_mmdb(
     path: &Path,
     field: &'static str,
     as_names: &mut rustc_hash::FxHashMap<u32, std::sync::Arc<str>>,
+    mut cities: Option<&mut rustc_hash::FxHashMap<u32, std::sync::Arc<str>>>,
 ) -> Result<Vec<Span<Answer>>, LoadError> {
     use maxminddb::{PathElement, Reader, WithinOptions};
     let bytes = std::fs::read(path).map_err(|e| LoadError::Read { field, path: path.into(), source: e })?;
@@ -170,7 +191,31 @@ fn read_mmdb(
                             .or_else(|_| item.decode_path::<u64>(&at).map(|a| a.and_then(|a| u32::try_from(a).ok())))
                             .map_err(bad)?,
                     };
-                    let a = Answer { country: cc.map_or(0, country_code), asn: asn.unwrap_or(0), ..Default::default() };
+                    let mut a =
+                        Answer { country: cc.map_or(0, country_code), asn: asn.unwrap_or(0), ..Default::default() };
+                    if let Some(cities) = cities.as_deref_mut() {
+                        let id: Option<u32> = item
+                            .decode_path(&[PathElement::Key("city"), PathElement::Key("geoname_id")])
+                            .map_err(bad)?;
+                        if let Some(id) = id.filter(|&id| id != 0) {
+                            a.city = id;
+                            if !cities.contains_key(&id) {
+                                let name: Option<&str> = item
+                                    .decode_path(&[
+                                        PathElement::Key("city"),
+                                        PathElement::Key("names"),
+                                        PathElement::Key("en"),
+                                    ])
+                                    .map_err(bad)?;
+                                let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("city");
+                                let label = match cc {
+                                    Some(cc) => format!("{name}, {cc}"),
+                                    None => name.to_string(),
+                                };
+                                cities.insert(id, std::sync::Arc::from(label));
+                            }
+                        }
+                    }
                     if a.asn != 0 && !as_names.contains_key(&a.asn) {
                         let org: Option<&str> =
                             item.decode_path(&[PathElement::Key("autonomous_system_organization")]).map_err(bad)?;
@@ -320,7 +365,7 @@ fn flatten_nested(mut p: Vec<(u128, u128, Answer)>) -> Vec<Span<Answer>> {
 }
 
 /// Layers the sources (each sorted and non-overlapping) into one range list over the whole
-/// address space: per elementary range, the first non-zero country and AS over the sources in
+/// address space: per elementary range, the first non-zero country, city and AS over the sources in
 /// order (GeoIP, then ASN) and the network of the networks file; adjacent equal answers merged.
 fn layer(sources: &[Vec<Span<Answer>>]) -> Vec<(u128, Answer)> {
     let mut bounds: Vec<u128> = vec![0];
@@ -349,6 +394,9 @@ fn layer(sources: &[Vec<Span<Answer>>]) -> Vec<(u128, Answer)> {
                 }
                 if a.asn == 0 {
                     a.asn = v.asn;
+                }
+                if a.city == 0 {
+                    a.city = v.city;
                 }
                 if v.net != 0 {
                     a.net = v.net;

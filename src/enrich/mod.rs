@@ -33,6 +33,11 @@ pub struct EnrichConfig {
     pub snmp: snmp::SnmpConfig,
     /// `[[enrich.interface]]`: static interface entries (win over SNMP).
     pub interface: Vec<snmp::StaticInterface>,
+    /// Whether the GeoIP load reads city records (set from `[aggregate] dimensions`: only
+    /// when `src_city` or `dst_city` is aggregated, as a City database has several times the
+    /// ranges of its countries).
+    #[serde(skip)]
+    pub cities: bool,
 }
 
 impl EnrichConfig {
@@ -76,28 +81,38 @@ impl Slot {
     }
 }
 
-/// Names the `src_as` / `dst_as` rollups of a second from the current table's AS names, and
-/// gives the `src_net` / `dst_net` rollups their network's role, site and tenant (the I/O core
-/// and replays; follows reloads through the slot).
-pub struct AsNamer {
+/// Names the `src_as` / `dst_as` rollups of a second from the current table's AS names, gives
+/// the `src_net` / `dst_net` rollups their network's role, site and tenant, and adds the rows
+/// of the dimensions derived from those (`src_site`, `dst_tenant`, …: see
+/// [`Dimension::derived_from`](crate::model::Dimension::derived_from)). Runs on the I/O core
+/// and in replays on each finished second; follows reloads through the slot.
+pub struct Namer {
     slot: Option<std::sync::Arc<Slot>>,
     generation: u64,
     table: Option<std::sync::Arc<Table>>,
+    derived: Vec<crate::model::Dimension>,
 }
 
-impl AsNamer {
-    /// A namer reading `slot` (which starts with the table loaded at start, `initial`).
-    pub fn new(slot: std::sync::Arc<Slot>, initial: Option<std::sync::Arc<Table>>) -> AsNamer {
-        AsNamer { generation: slot.generation(), slot: Some(slot), table: initial }
+impl Namer {
+    /// A namer reading `slot` (which starts with the table loaded at start, `initial`) that
+    /// adds the `derived` dimensions' rows.
+    pub fn new(
+        slot: std::sync::Arc<Slot>,
+        initial: Option<std::sync::Arc<Table>>,
+        derived: &[crate::model::Dimension],
+    ) -> Namer {
+        Namer { generation: slot.generation(), slot: Some(slot), table: initial, derived: derived.to_vec() }
     }
 
     /// A namer of one table that is never reloaded (replay).
-    pub fn fixed(table: std::sync::Arc<Table>) -> AsNamer {
-        AsNamer { slot: None, generation: 0, table: Some(table) }
+    pub fn fixed(table: std::sync::Arc<Table>, derived: &[crate::model::Dimension]) -> Namer {
+        Namer { slot: None, generation: 0, table: Some(table), derived: derived.to_vec() }
     }
 
-    /// Sets [`crate::model::Rollup::as_name`] on the AS rows the database names.
-    pub fn annotate(&mut self, rollups: &mut [crate::model::Rollup]) {
+    /// Sets [`crate::model::Rollup::as_name`] on the AS rows the database names and
+    /// [`crate::model::Rollup::net`] on the network rows, then appends the derived rows of the
+    /// second (one row per site, tenant or role present, `unknown` for networks without one).
+    pub fn annotate(&mut self, rollups: &mut Vec<crate::model::Rollup>) {
         if let Some(slot) = &self.slot {
             let g = slot.generation();
             if g != self.generation {
@@ -107,19 +122,42 @@ impl AsNamer {
         }
         use crate::model::Dimension as D;
         let Some(t) = &self.table else { return };
-        if t.as_names.is_empty() && t.net_info.is_empty() {
-            return;
-        }
-        for r in rollups {
-            match r.dimension {
-                D::SrcAs | D::DstAs => r.as_name = t.as_names.get(&r.key.num).cloned(),
-                D::SrcNet | D::DstNet => {
-                    r.net = u16::try_from(r.key.num).ok().and_then(|id| t.net_info.get(&id)).cloned()
+        if !(t.as_names.is_empty() && t.net_info.is_empty()) {
+            for r in rollups.iter_mut() {
+                match r.dimension {
+                    D::SrcAs | D::DstAs => r.as_name = t.as_names.get(&r.key.num).cloned(),
+                    D::SrcNet | D::DstNet => {
+                        r.net = u16::try_from(r.key.num).ok().and_then(|id| t.net_info.get(&id)).cloned()
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
+        for &dim in &self.derived {
+            derive(dim, rollups);
+        }
     }
+}
+
+/// Appends `dim`'s rows: the sums of its source dimension's rows by the network attribute.
+fn derive(dim: crate::model::Dimension, rollups: &mut Vec<crate::model::Rollup>) {
+    use crate::model::{names, Ip, Key, Rollup};
+    let Some((from, attr)) = dim.derived_from() else { return };
+    let Some(second) = rollups.first().map(|r| r.second) else { return };
+    let mut sums: std::collections::BTreeMap<Key, [u64; 3]> = Default::default();
+    for r in rollups.iter().filter(|r| r.dimension == from) {
+        let key = if r.key.is_other() {
+            Key::OTHER
+        } else {
+            let v = r.net.as_deref().map_or("", |n| n.get(attr));
+            Key::new(Ip::UNSPECIFIED, if v.is_empty() { 0 } else { names::id_of(v).map_or(0, u32::from) })
+        };
+        let s = sums.entry(key).or_default();
+        s[0] += r.bytes;
+        s[1] += r.packets;
+        s[2] += r.flows;
+    }
+    rollups.extend(sums.into_iter().map(|(k, [b, p, f])| Rollup::new(second, dim, k, b, p, f)));
 }
 
 /// What the table knows about one address range.
@@ -131,6 +169,8 @@ pub struct Answer {
     pub net: u16,
     /// AS number (0 = unknown).
     pub asn: u32,
+    /// City: GeoNames id (0 = unknown or not loaded).
+    pub city: u32,
     /// In an internal network of the networks file.
     pub internal: bool,
 }
@@ -189,6 +229,8 @@ impl std::fmt::Debug for Table {
 pub struct LoadStats {
     /// Networks read from the GeoIP database.
     pub geoip_networks: u64,
+    /// Cities named by the GeoIP database (when a city dimension is configured).
+    pub cities: u64,
     /// Networks read from the ASN database.
     pub asn_networks: u64,
     /// AS names read (distinct AS numbers with an organization).
@@ -218,7 +260,7 @@ impl Table {
         }
     }
 
-    /// Fills a record's enrichment fields: countries, networks, the boundary, and the AS
+    /// Fills a record's enrichment fields: countries, cities, networks, the boundary, and the AS
     /// numbers where the exporter sent 0 (an exporter's own AS fields win).
     #[inline]
     pub fn apply(&self, r: &mut FlowRecord) {
@@ -226,6 +268,8 @@ impl Table {
         let d = self.lookup(r.dst);
         r.src_country = s.country;
         r.dst_country = d.country;
+        r.src_city = s.city;
+        r.dst_city = d.city;
         r.src_net = s.net;
         r.dst_net = d.net;
         if r.src_as == 0 {

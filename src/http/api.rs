@@ -8,65 +8,44 @@ use crate::model::{Dimension, Key};
 use rustc_hash::FxHashMap;
 use std::fmt::Write;
 
+/// `%XX` escapes and `+` decoded (what `encodeURIComponent` and forms write); a malformed
+/// escape is kept as written, invalid UTF-8 replaced.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The query parameters of a URL (the few escapes the API's keys need).
 pub fn query(url: &str) -> FxHashMap<String, String> {
     let mut m = FxHashMap::default();
     if let Some((_, q)) = url.split_once('?') {
         for kv in q.split('&') {
             if let Some((k, v)) = kv.split_once('=') {
-                m.insert(k.to_string(), v.replace("%3A", ":").replace("%2F", "/").replace("%20", " "));
+                m.insert(k.to_string(), percent_decode(v));
             }
         }
     }
     m
-}
-
-/// Parses a key as the outputs format it.
-pub fn parse_key(dim: Dimension, s: &str) -> Option<Key> {
-    use crate::model::Ip;
-    if s == "other" {
-        return Some(Key::OTHER);
-    }
-    let proto = |p: &str| -> Option<u32> {
-        Some(match p {
-            "icmp" => 1,
-            "tcp" => 6,
-            "udp" => 17,
-            "gre" => 47,
-            "esp" => 50,
-            "icmpv6" => 58,
-            "sctp" => 132,
-            n => n.parse().ok()?,
-        })
-    };
-    Some(match dim {
-        Dimension::Total => Key::new(Ip::UNSPECIFIED, 0),
-        Dimension::SrcIp | Dimension::DstIp | Dimension::Exporter => {
-            Key::new(Ip::from(s.parse::<std::net::IpAddr>().ok()?), 0)
-        }
-        Dimension::SrcPort | Dimension::DstPort => {
-            let (port, p) = s.split_once('/')?;
-            Key::new(Ip::UNSPECIFIED, port.parse::<u32>().ok()? << 8 | proto(p)?)
-        }
-        Dimension::Proto => Key::new(Ip::UNSPECIFIED, proto(s)?),
-        Dimension::ExporterInIf | Dimension::ExporterOutIf => {
-            let (ip, i) = s.rsplit_once(':')?;
-            Key::new(Ip::from(ip.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?), i.parse().ok()?)
-        }
-        Dimension::SrcAs | Dimension::DstAs => Key::new(Ip::UNSPECIFIED, s.trim_start_matches("AS").parse().ok()?),
-        Dimension::SrcCountry | Dimension::DstCountry => match s {
-            "unknown" => Key::new(Ip::UNSPECIFIED, 0),
-            c => match crate::model::country_code(c) {
-                0 => return None,
-                code => Key::new(Ip::UNSPECIFIED, u32::from(code)),
-            },
-        },
-        Dimension::SrcNet | Dimension::DstNet => match s {
-            "unknown" => Key::new(Ip::UNSPECIFIED, 0),
-            n => Key::new(Ip::UNSPECIFIED, u32::from(crate::model::names::id_of(n)?)),
-        },
-        Dimension::Boundary => Key::new(Ip::UNSPECIFIED, (0..=4).find(|&v| crate::model::Boundary::name_of(v) == s)?),
-    })
 }
 
 /// The live view (one page, no build step, embedded in the binary).
@@ -259,7 +238,7 @@ pub fn route(p: &Published, url: &str) -> (u16, &'static str, String) {
         }
         "/api/series" => {
             let dim = q.get("dimension").and_then(|d| Dimension::from_name(d));
-            let key = dim.zip(q.get("key")).and_then(|(d, k)| parse_key(d, k));
+            let key = dim.zip(q.get("key")).and_then(|(d, k)| d.parse_key(k));
             let (Some(dim), Some(key)) = (dim, key) else {
                 return (
                     400,

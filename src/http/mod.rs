@@ -15,7 +15,7 @@ pub mod feedback;
 pub mod hot;
 pub mod metrics;
 
-pub use api::{exporters, overview, parse_key, route, VIEW};
+pub use api::{exporters, overview, route, VIEW};
 pub use hot::{HotWindow, HOT_SECONDS, RECENT_ALERTS};
 pub use metrics::metrics;
 

@@ -159,6 +159,11 @@ pub struct FlowRecord {
     /// Which way the flow crosses the networks file's internal/external boundary
     /// ([`Boundary`] as `u8`; 0 = no networks file).
     pub boundary: u8,
+    /// Source city: the GeoIP database's GeoNames id (`city.geoname_id`; 0 = unknown, or no
+    /// city dimension configured). Filled by enrichment.
+    pub src_city: u32,
+    /// Destination city.
+    pub dst_city: u32,
 }
 
 /// Two upper-case ASCII letters (an ISO 3166 code) as one number; 0 for anything else.
@@ -257,11 +262,28 @@ pub enum Dimension {
     DstNet,
     /// Direction across the internal/external boundary (networks file).
     Boundary,
+    /// Source city (GeoIP City database; loaded only when a city dimension is configured).
+    SrcCity,
+    /// Destination city.
+    DstCity,
+    /// Source network's site (networks file): the sum of the `src_net` rows of the second by
+    /// their site, made on the I/O core (see [`Dimension::derived_from`]).
+    SrcSite,
+    /// Destination network's site.
+    DstSite,
+    /// Source network's tenant.
+    SrcTenant,
+    /// Destination network's tenant.
+    DstTenant,
+    /// Source network's role.
+    SrcRole,
+    /// Destination network's role.
+    DstRole,
 }
 
 impl Dimension {
     /// Every dimension, in a stable order.
-    pub const ALL: [Dimension; 16] = [
+    pub const ALL: [Dimension; 24] = [
         Dimension::Total,
         Dimension::SrcIp,
         Dimension::DstIp,
@@ -278,6 +300,14 @@ impl Dimension {
         Dimension::SrcNet,
         Dimension::DstNet,
         Dimension::Boundary,
+        Dimension::SrcCity,
+        Dimension::DstCity,
+        Dimension::SrcSite,
+        Dimension::DstSite,
+        Dimension::SrcTenant,
+        Dimension::DstTenant,
+        Dimension::SrcRole,
+        Dimension::DstRole,
     ];
 
     /// Stable name, as in the config file and in every output.
@@ -299,6 +329,14 @@ impl Dimension {
             Dimension::SrcNet => "src_net",
             Dimension::DstNet => "dst_net",
             Dimension::Boundary => "boundary",
+            Dimension::SrcCity => "src_city",
+            Dimension::DstCity => "dst_city",
+            Dimension::SrcSite => "src_site",
+            Dimension::DstSite => "dst_site",
+            Dimension::SrcTenant => "src_tenant",
+            Dimension::DstTenant => "dst_tenant",
+            Dimension::SrcRole => "src_role",
+            Dimension::DstRole => "dst_role",
         }
     }
 
@@ -312,10 +350,33 @@ impl Dimension {
     /// (`"geoip"` or `"networks"`).
     pub const fn needs_table(self) -> Option<&'static str> {
         match self {
-            Dimension::SrcCountry | Dimension::DstCountry => Some("geoip"),
+            Dimension::SrcCountry | Dimension::DstCountry | Dimension::SrcCity | Dimension::DstCity => Some("geoip"),
             Dimension::SrcNet | Dimension::DstNet | Dimension::Boundary => Some("networks"),
+            d if d.derived_from().is_some() => Some("networks"),
             _ => None,
         }
+    }
+
+    /// For the dimensions the I/O core derives from another's rows instead of aggregating
+    /// records on the shards: the source dimension and which of the network's attributes
+    /// becomes the key. A network has one role, site and tenant, so the sum of a second's
+    /// `src_net` rows by site is exactly the second's traffic by source site (a network row
+    /// folded into `other` by a full table sums into the site `other`).
+    pub const fn derived_from(self) -> Option<(Dimension, NetAttr)> {
+        match self {
+            Dimension::SrcSite => Some((Dimension::SrcNet, NetAttr::Site)),
+            Dimension::DstSite => Some((Dimension::DstNet, NetAttr::Site)),
+            Dimension::SrcTenant => Some((Dimension::SrcNet, NetAttr::Tenant)),
+            Dimension::DstTenant => Some((Dimension::DstNet, NetAttr::Tenant)),
+            Dimension::SrcRole => Some((Dimension::SrcNet, NetAttr::Role)),
+            Dimension::DstRole => Some((Dimension::DstNet, NetAttr::Role)),
+            _ => None,
+        }
+    }
+
+    /// Whether the keys are cities (whose GeoIP load reads the city records).
+    pub const fn is_city(self) -> bool {
+        matches!(self, Dimension::SrcCity | Dimension::DstCity)
     }
 
     /// Parses a dimension name.
@@ -343,6 +404,15 @@ impl Dimension {
             Dimension::SrcNet => Key::new(Ip::UNSPECIFIED, r.src_net as u32),
             Dimension::DstNet => Key::new(Ip::UNSPECIFIED, r.dst_net as u32),
             Dimension::Boundary => Key::new(Ip::UNSPECIFIED, r.boundary as u32),
+            Dimension::SrcCity => Key::new(Ip::UNSPECIFIED, r.src_city),
+            Dimension::DstCity => Key::new(Ip::UNSPECIFIED, r.dst_city),
+            // derived on the I/O core ([`Dimension::derived_from`]); shards never aggregate them
+            Dimension::SrcSite
+            | Dimension::DstSite
+            | Dimension::SrcTenant
+            | Dimension::DstTenant
+            | Dimension::SrcRole
+            | Dimension::DstRole => Key::OTHER,
         }
     }
 
@@ -393,6 +463,86 @@ impl Dimension {
                 None => format!("net#{}", k.num),
             },
             Dimension::Boundary => Boundary::name_of(k.num).to_string(),
+            Dimension::SrcCity | Dimension::DstCity => match (k.num, names::city(k.num)) {
+                (0, _) => "unknown".into(),
+                (id, Some(label)) => format!("{label} ({id})"),
+                (id, None) => format!("city ({id})"),
+            },
+            Dimension::SrcSite
+            | Dimension::DstSite
+            | Dimension::SrcTenant
+            | Dimension::DstTenant
+            | Dimension::SrcRole
+            | Dimension::DstRole => match names::name(k.num as u16) {
+                Some(n) => n.to_string(),
+                None if k.num == 0 => "unknown".into(),
+                None => format!("#{}", k.num),
+            },
+        }
+    }
+
+    /// Parses a key as [`Dimension::format_key`] writes it (`None`: not a key of this
+    /// dimension, or a name no table gave an id).
+    pub fn parse_key(self, s: &str) -> Option<Key> {
+        if s == "other" {
+            return Some(Key::OTHER);
+        }
+        let num = |n: u32| Some(Key::new(Ip::UNSPECIFIED, n));
+        let proto = |p: &str| -> Option<u32> {
+            Some(match p {
+                "icmp" => 1,
+                "tcp" => 6,
+                "udp" => 17,
+                "gre" => 47,
+                "esp" => 50,
+                "icmpv6" => 58,
+                "sctp" => 132,
+                n => n.parse().ok()?,
+            })
+        };
+        let named = |s: &str| match s {
+            "unknown" => num(0),
+            n => num(u32::from(names::id_of(n)?)),
+        };
+        match self {
+            Dimension::Total => num(0),
+            Dimension::SrcIp | Dimension::DstIp | Dimension::Exporter => {
+                Some(Key::new(Ip::from(s.parse::<std::net::IpAddr>().ok()?), 0))
+            }
+            Dimension::SrcPort | Dimension::DstPort => {
+                let (port, p) = s.split_once('/')?;
+                num(port.parse::<u32>().ok()? << 8 | proto(p)?)
+            }
+            Dimension::Proto => num(proto(s)?),
+            Dimension::ExporterInIf | Dimension::ExporterOutIf => {
+                let (ip, i) = s.rsplit_once(':')?;
+                Some(Key::new(Ip::from(ip.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?), i.parse().ok()?))
+            }
+            Dimension::SrcAs | Dimension::DstAs => num(s.trim_start_matches("AS").parse().ok()?),
+            Dimension::SrcCountry | Dimension::DstCountry => match s {
+                "unknown" => num(0),
+                c => match country_code(c) {
+                    0 => None,
+                    code => num(u32::from(code)),
+                },
+            },
+            Dimension::Boundary => num((0..=4).find(|&v| Boundary::name_of(v) == s)?),
+            // "Paris, FR (2988507)", or the bare GeoNames id
+            Dimension::SrcCity | Dimension::DstCity => match s {
+                "unknown" => num(0),
+                _ => {
+                    let id = s.rsplit_once('(').map_or(s, |(_, id)| id.trim_end_matches(')'));
+                    num(id.trim().parse().ok()?)
+                }
+            },
+            Dimension::SrcNet
+            | Dimension::DstNet
+            | Dimension::SrcSite
+            | Dimension::DstSite
+            | Dimension::SrcTenant
+            | Dimension::DstTenant
+            | Dimension::SrcRole
+            | Dimension::DstRole => named(s),
         }
     }
 }
@@ -503,6 +653,17 @@ pub struct Rollup {
     pub net: Option<std::sync::Arc<NetInfo>>,
 }
 
+/// Which attribute of a named network a derived dimension keys on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetAttr {
+    /// [`NetInfo::role`].
+    Role,
+    /// [`NetInfo::site`].
+    Site,
+    /// [`NetInfo::tenant`].
+    Tenant,
+}
+
 /// Role, site and tenant of a named network (the networks file's free-form columns).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetInfo {
@@ -512,6 +673,17 @@ pub struct NetInfo {
     pub site: String,
     /// Tenant (e.g. a customer).
     pub tenant: String,
+}
+
+impl NetInfo {
+    /// One attribute ("" where the file left it empty).
+    pub fn get(&self, a: NetAttr) -> &str {
+        match a {
+            NetAttr::Role => &self.role,
+            NetAttr::Site => &self.site,
+            NetAttr::Tenant => &self.tenant,
+        }
+    }
 }
 
 impl Rollup {

@@ -4,6 +4,10 @@
 //! every reload of the tables that hand ids out, so rows keyed before a reload format correctly
 //! after it and two prefixes with the same name aggregate as one key.
 //!
+//! City labels (`Paris, FR`) by GeoNames id live here too, for the `src_city` / `dst_city`
+//! keys, which are the GeoIP database's own ids: a reload replaces labels it knows and keeps
+//! the others, so a key seen before a reload still formats.
+//!
 //! Written where tables are built (start-up, reloads: off the shards); read where keys are
 //! formatted (the I/O core, tools). Shards only copy ids.
 
@@ -49,6 +53,21 @@ pub fn id_of(name: &str) -> Option<u16> {
 pub fn name(id: u16) -> Option<Arc<str>> {
     let i = interner().read().unwrap_or_else(|e| e.into_inner());
     i.names.get(usize::from(id).checked_sub(1)?).cloned()
+}
+
+fn cities() -> &'static RwLock<HashMap<u32, Arc<str>>> {
+    static C: OnceLock<RwLock<HashMap<u32, Arc<str>>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// Records city labels by GeoNames id (a load of a City database).
+pub fn set_cities(labels: impl IntoIterator<Item = (u32, Arc<str>)>) {
+    cities().write().unwrap_or_else(|e| e.into_inner()).extend(labels);
+}
+
+/// The label of city `id` (`None` for 0 and for ids no load gave a label).
+pub fn city(id: u32) -> Option<Arc<str>> {
+    cities().read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct PipelineConfig {
     pub detect: Option<DetectConfig>,
     /// Enrichment table applied to every record before aggregation (`None`: no enrichment).
     pub enrich: Option<std::sync::Arc<crate::enrich::Table>>,
+    /// Dimensions the I/O core derives from other rows (site, tenant, role: see
+    /// [`Dimension::derived_from`]); never in `agg.dimensions`.
+    pub derived: Vec<Dimension>,
 }
 
 /// Per-shard ingest counters (plain integers; snapshotted off the hot path).

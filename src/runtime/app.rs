@@ -193,7 +193,7 @@ pub fn run(
         layer3,
         layer3_cfg: cfg.layer3.clone(),
         interfaces,
-        as_names: enrich_slot.clone().map(|slot| crate::enrich::AsNamer::new(slot, pcfg.enrich.clone())),
+        namer: enrich_slot.clone().map(|slot| crate::enrich::Namer::new(slot, pcfg.enrich.clone(), &pcfg.derived)),
         appliance: cfg.general.appliance_id.clone(),
     };
     let io_thread = std::thread::Builder::new()

@@ -49,8 +49,9 @@ pub struct IoLoop {
     pub layer3_cfg: crate::detect::layer3::Layer3,
     /// Names the interface rollups, when SNMP or static interface entries are configured.
     pub interfaces: Option<crate::enrich::snmp::Annotator>,
-    /// Names the AS rollups, when an ASN (or GeoIP) database with AS names is configured.
-    pub as_names: Option<crate::enrich::AsNamer>,
+    /// Names the AS and network rollups and adds the derived site/tenant/role rows, when
+    /// enrichment tables are configured.
+    pub namer: Option<crate::enrich::Namer>,
     /// Appliance id (result documents).
     pub appliance: String,
 }
@@ -76,7 +77,7 @@ impl IoLoop {
             layer3,
             layer3_cfg,
             mut interfaces,
-            mut as_names,
+            mut namer,
             appliance,
         } = self;
         let mut events: Vec<IncidentEvent> = Vec::new();
@@ -148,7 +149,7 @@ impl IoLoop {
                 oldest_pending = None;
             }
             if !finished.is_empty() {
-                if let Some(a) = &mut as_names {
+                if let Some(a) = &mut namer {
                     for so in &mut finished {
                         a.annotate(&mut so.rollups);
                     }

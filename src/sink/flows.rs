@@ -108,6 +108,10 @@ pub struct FlowPb {
     pub dst_net: String,
     #[prost(uint32, tag = "22")]
     pub boundary: u32,
+    #[prost(uint32, tag = "23")]
+    pub src_city_geoname_id: u32,
+    #[prost(uint32, tag = "24")]
+    pub dst_city_geoname_id: u32,
 }
 
 fn varint(b: &mut Vec<u8>, mut v: u64) {
@@ -185,6 +189,8 @@ fn flow(b: &mut Vec<u8>, r: &FlowRecord, names: &mut NameCache) {
         bytes(b, 21, n.as_bytes());
     }
     uint(b, 22, u64::from(r.boundary));
+    uint(b, 23, u64::from(r.src_city));
+    uint(b, 24, u64::from(r.dst_city));
 }
 
 /// Encodes one `FlowBatch` message: `recs` (all of one exporter) of `batch`.
@@ -307,6 +313,8 @@ pub fn decode_batch(msg: &[u8], out: &mut Vec<FlowRecord>) -> Result<(u64, u32),
             src_net: net(&f.src_net)?,
             dst_net: net(&f.dst_net)?,
             boundary: f.boundary as u8,
+            src_city: f.src_city_geoname_id,
+            dst_city: f.dst_city_geoname_id,
         });
     }
     Ok((b.arrival_second, n))
@@ -462,6 +470,8 @@ mod tests {
             src_net: names::intern("flows-test-net").unwrap_or(0),
             dst_net: 0,
             boundary: 3,
+            src_city: 2_950_159,
+            dst_city: 0,
         }
     }
 
@@ -489,6 +499,7 @@ mod tests {
             assert_eq!((f.raw_bytes * 100, f.raw_packets * 100), (f.bytes, f.packets), "raw = unscaled counts");
             assert_eq!(pb.flows[0].src_country, "DE");
             assert_eq!(pb.flows[0].src_net, "flows-test-net");
+            assert_eq!((f.src_city_geoname_id, f.dst_city_geoname_id), (2_950_159, 0));
             assert_eq!(decode_batch(m.value, &mut back), Ok((1_700_000_000, 1)));
         }
         assert_eq!(back, recs, "every field survives the round trip");

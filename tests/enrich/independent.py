@@ -9,11 +9,14 @@
                                       addresses (3/4 IPv4, 1/4 in 2a00::/12; deterministic), each
                                       with the first, last and one-past-last address of the
                                       network the database holds it in
-  independent.py lookup DB            addresses on stdin -> JSON lines {ip, country, asn}
+  independent.py lookup DB            addresses on stdin -> JSON lines {ip, country, asn, city}
+                                      (city: the record's city.geoname_id, 0 if none)
   independent.py asnames DB ADDR...   {"AS<n>": organization} of the ASes holding the addresses
   independent.py sums PCAP COUNTRY_DB ASN_DB NETWORKS
                                       per (dimension, key) octet sums of a NetFlow v5 capture
-                                      decoded by tshark, looked up independently (JSON)
+                                      decoded by tshark, looked up independently (JSON); cities
+                                      keyed "Name, CC (geoname_id)"; site, tenant and role are
+                                      the networks file's columns of the longest match
 Needs PYTHONPATH with maxminddb, mmdb_writer (scripts put them in .cache/py).
 """
 import collections
@@ -40,9 +43,14 @@ def main():
 
         out = sys.argv[2]
         w = MMDBWriter(ip_version=6, database_type="Test-Country", ipv4_compatible=True)
-        for net, cc in [("192.0.2.0/26", "DE"), ("192.0.2.64/26", "FR"), ("198.51.100.0/24", "US"),
-                        ("203.0.113.0/24", "NL"), ("2001:db8::/32", "JP")]:
-            w.insert_network(IPSet([net]), {"country": {"iso_code": cc, "names": {"en": cc}}})
+        for net, cc, city in [("192.0.2.0/26", "DE", (2950159, "Berlin")), ("192.0.2.64/26", "FR", None),
+                              ("198.51.100.0/25", "US", (5128581, "New York")),
+                              ("198.51.100.128/25", "US", (4887398, "Chicago")),
+                              ("203.0.113.0/24", "NL", None), ("2001:db8::/32", "JP", (1850147, "Tokyo"))]:
+            rec = {"country": {"iso_code": cc, "names": {"en": cc}}}
+            if city:
+                rec["city"] = {"geoname_id": city[0], "names": {"en": city[1]}}
+            w.insert_network(IPSet([net]), rec)
         w.to_db_file(f"{out}/country.mmdb")
         w = MMDBWriter(ip_version=4, database_type="Test-ASN")
         for net, asn in [("192.0.2.0/26", 64502), ("198.51.100.0/24", 64500), ("203.0.113.0/25", 64501)]:
@@ -81,7 +89,8 @@ def main():
             ip = line.strip()
             if ip:
                 c, a = country_asn(reader, ip)
-                print(json.dumps({"ip": str(ipaddress.ip_address(ip)), "country": c, "asn": a}))
+                city = ((reader.get(ip) or {}).get("city") or {}).get("geoname_id") or 0
+                print(json.dumps({"ip": str(ipaddress.ip_address(ip)), "country": c, "asn": a, "city": city}))
     elif cmd == "sums":
         pcap, cdb, adb, nets_path = sys.argv[2:6]
         cr, ar = maxminddb.open_database(cdb), maxminddb.open_database(adb)
@@ -91,15 +100,25 @@ def main():
             if not line or line.startswith("#") or line.startswith("prefix"):
                 continue
             f = [x.strip() for x in line.split(",")]
-            nets.append((ipaddress.ip_network(f[0]), f[1], (f[2] if len(f) > 2 and f[2] else "internal") == "internal"))
+            f += [""] * (6 - len(f))
+            # (network, name, internal, {role, site, tenant})
+            nets.append((ipaddress.ip_network(f[0]), f[1], (f[2] or "internal") == "internal",
+                         {"role": f[3], "site": f[4], "tenant": f[5]}))
 
         def net_of(ip):
             a = ipaddress.ip_address(ip)
             best = None
-            for n, name, internal in nets:
+            for n, name, internal, attrs in nets:
                 if a.version == n.version and a in n and (best is None or n.prefixlen > best[0].prefixlen):
-                    best = (n, name, internal)
+                    best = (n, name, internal, attrs)
             return best
+
+        def city_of(ip):
+            rec = cr.get(ip) or {}
+            c = rec.get("city")
+            if not c:
+                return "unknown"
+            return f"{c['names']['en']}, {rec['country']['iso_code']} ({c['geoname_id']})"
 
         rows = subprocess.run(["tshark", "-r", pcap, "-d", "udp.port==29995,cflow", "-T", "fields", "-E", "occurrence=a",
                                "-e", "cflow.srcaddr", "-e", "cflow.dstaddr", "-e", "cflow.octets"],
@@ -125,6 +144,13 @@ def main():
                 si, di = bool(sn and sn[2]), bool(dn and dn[2])
                 b = {(True, True): "internal", (False, True): "in", (True, False): "out", (False, False): "transit"}[(si, di)]
                 sums[f"boundary:{b}"] += o
+                sums[f"src_city:{city_of(s)}"] += o
+                sums[f"dst_city:{city_of(d)}"] += o
+                # a network's first line gives its attributes (names repeat only in tests)
+                for side, n in (("src", sn), ("dst", dn)):
+                    for attr in ("site", "tenant", "role"):
+                        v = n[3][attr] if n else ""
+                        sums[f"{side}_{attr}:{v or 'unknown'}"] += o
         print(json.dumps(dict(sums), sort_keys=True))
     else:
         sys.exit(f"unknown command {cmd}")

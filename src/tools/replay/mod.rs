@@ -139,7 +139,7 @@ pub struct Session<'s> {
     sum: Summary,
     inc: Out,
     sink: &'s mut dyn Sink,
-    as_names: Option<crate::enrich::AsNamer>,
+    namer: Option<crate::enrich::Namer>,
 }
 
 impl<'s> Session<'s> {
@@ -154,13 +154,13 @@ impl<'s> Session<'s> {
             appliance: down.appliance.to_string(),
             results: Vec::new(),
         };
-        let as_names = cfg.enrich.clone().map(crate::enrich::AsNamer::fixed);
-        Session { engine, done: Vec::new(), sum, inc, sink, as_names }
+        let namer = cfg.enrich.clone().map(|t| crate::enrich::Namer::fixed(t, &cfg.derived));
+        Session { engine, done: Vec::new(), sum, inc, sink, namer }
     }
 
     /// Writes the finished seconds, with layer 3 and incidents.
     pub fn write_out(&mut self) -> Result<(), ReplayError> {
-        if let Some(n) = &mut self.as_names {
+        if let Some(n) = &mut self.namer {
             for so in &mut self.done {
                 n.annotate(&mut so.rollups);
             }
