@@ -210,7 +210,13 @@ fn a_capture_sums_per_country_as_network_and_boundary_as_independent_lookups_do(
         }
     }
     assert!(want.contains_key("src_country:unknown") && want.contains_key("boundary:in"), "{want:?}");
-    for k in ["src_city:New York, US (5128581)", "dst_city:Berlin, DE (2950159)", "src_site:hq", "dst_tenant:acme", "src_role:servers"] {
+    for k in [
+        "src_city:New York, US (5128581)",
+        "dst_city:Berlin, DE (2950159)",
+        "src_site:hq",
+        "dst_tenant:acme",
+        "src_role:servers",
+    ] {
         assert!(want.contains_key(k), "the capture exercises {k}: {want:?}");
     }
 }

@@ -330,6 +330,29 @@ mod tests {
         assert_eq!(fields, vec!["detect.dimensions[0]".to_string()]);
     }
 
+    /// Site, tenant and role are summed from the network rows on the I/O core: they need those
+    /// rows, are never handed to the shards, and layer 1 cannot watch them. A city dimension
+    /// turns the reading of city records on.
+    #[test]
+    fn derived_and_city_dimensions_are_checked_and_split_off() {
+        let base = "[enrich]\nnetworks = \"n.csv\"\ngeoip = \"g.mmdb\"\n[layer3]\nenabled = false\n[aggregate]\n";
+        let c = Config::parse(&format!("{base}dimensions = [\"total\", \"src_site\"]\n")).unwrap();
+        let e = c.validate(&host());
+        assert!(e.iter().any(|e| e.field == "aggregate.dimensions[1]" && e.fix.contains("\"src_net\"")), "{e:?}");
+        let c = Config::parse(&format!(
+            "{base}dimensions = [\"total\", \"src_net\", \"src_site\", \"dst_city\"]\n[detect]\ndimensions = [\"src_site\"]\n"
+        ))
+        .unwrap();
+        let e = c.validate(&host());
+        assert!(e.iter().any(|e| e.field == "detect.dimensions[0]" && e.fix.contains("src_net")), "{e:?}");
+        assert!(c.enrich.cities);
+        let p = c.pipeline();
+        use crate::model::Dimension as D;
+        assert_eq!(p.agg.dimensions, vec![D::Total, D::SrcNet, D::DstCity]);
+        assert_eq!(p.derived, vec![D::SrcSite]);
+        assert!(!Config::parse("[aggregate]\ndimensions = [\"total\"]\n").unwrap().enrich.cities);
+    }
+
     fn toml_block(markdown: &str, after: &str) -> String {
         let from = markdown.find(after).expect("section");
         let rest = &markdown[from..];

@@ -119,7 +119,11 @@ impl Config {
             if let Some((from, _)) = x.derived_from() {
                 e.push(err(
                     format!("detect.dimensions[{i}]"),
-                    format!("{:?} is summed on the I/O core from {:?}; layer 1 runs on the shards", x.name(), from.name()),
+                    format!(
+                        "{:?} is summed on the I/O core from {:?}; layer 1 runs on the shards",
+                        x.name(),
+                        from.name()
+                    ),
                     format!("watch {:?} instead (its rows make up {:?})", from.name(), x.name()),
                 ));
             } else if !self.aggregate.dimensions.contains(x) {

@@ -199,7 +199,7 @@ fn read_mmdb(
                             .map_err(bad)?;
                         if let Some(id) = id.filter(|&id| id != 0) {
                             a.city = id;
-                            if !cities.contains_key(&id) {
+                            if let std::collections::hash_map::Entry::Vacant(v) = cities.entry(id) {
                                 let name: Option<&str> = item
                                     .decode_path(&[
                                         PathElement::Key("city"),
@@ -212,7 +212,7 @@ fn read_mmdb(
                                     Some(cc) => format!("{name}, {cc}"),
                                     None => name.to_string(),
                                 };
-                                cities.insert(id, std::sync::Arc::from(label));
+                                v.insert(std::sync::Arc::from(label));
                             }
                         }
                     }

@@ -351,6 +351,38 @@ mod tests {
     }
 
     #[test]
+    fn derived_rows_sum_the_network_rows_by_attribute_and_keep_other() {
+        use crate::model::{names, Dimension as D, Key, NetInfo, Rollup};
+        let info = |site: &str| Some(std::sync::Arc::new(NetInfo { site: site.into(), ..Default::default() }));
+        names::intern("derive-test-site").unwrap();
+        let net = |n: u32, b: u64, site: &str| Rollup {
+            net: info(site),
+            ..Rollup::new(9, D::SrcNet, Key::new(Ip::UNSPECIFIED, n), b, 1, 1)
+        };
+        let mut rows = vec![
+            net(1, 10, "derive-test-site"),
+            net(2, 20, "derive-test-site"),
+            net(3, 5, ""),
+            Rollup::new(9, D::SrcNet, Key::OTHER, 7, 1, 1),
+            Rollup::new(9, D::DstNet, Key::new(Ip::UNSPECIFIED, 1), 1000, 1, 1),
+        ];
+        let mut n = Namer::fixed(std::sync::Arc::new(Table::default()), &[D::SrcSite]);
+        n.annotate(&mut rows);
+        let got: Vec<(String, u64, u64)> = rows[5..]
+            .iter()
+            .map(|r| {
+                assert_eq!((r.second, r.dimension), (9, D::SrcSite));
+                (D::SrcSite.format_key(&r.key), r.bytes, r.flows)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("unknown".into(), 5, 1), ("other".into(), 7, 1), ("derive-test-site".into(), 30, 2)],
+            "one row per site; networks without one are unknown; the folded row stays other"
+        );
+    }
+
+    #[test]
     fn the_exporters_as_wins_and_the_boundary_follows_the_networks() {
         let base = 0xffff_0000_0000u128;
         let ranges = vec![
