@@ -36,6 +36,11 @@ pub struct Args {
     /// Configuration file (aggregation and detection settings).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Aggregate only the records this filter matches (`;`-separated terms, all must hold:
+    /// dimension=key|key, dimension!=key, address prefixes); repeatable. The summary counts
+    /// the others as `filtered_out`.
+    #[arg(long = "where", value_name = "FILTER")]
+    pub filter: Vec<String>,
     /// Only print the summary.
     #[arg(long)]
     pub quiet: bool,
@@ -43,10 +48,15 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(a: Args) -> Result<()> {
-    let Args { file, kafka, topic, from, to, shards, realtime, config, quiet } = a;
+    let Args { file, kafka, topic, from, to, shards, realtime, config, filter, quiet } = a;
     let cfg = load(&config)?;
     check(&cfg, &HostInfo::detect())?;
-    let pipeline = cfg.pipeline_loaded()?;
+    let mut pipeline = cfg.pipeline_loaded()?;
+    if !filter.is_empty() {
+        let table = pipeline.enrich.clone();
+        let nets = |attr, v: &str| table.as_ref().map_or_else(Vec::new, |t| t.nets_with(attr, v));
+        pipeline.filter = Some(std::sync::Arc::new(crate::model::filter::Filter::parse(&filter.join(";"), &nets)?));
+    }
     let out: Box<dyn std::io::Write + Send> = if quiet {
         Box::new(std::io::sink())
     } else {

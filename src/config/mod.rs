@@ -204,6 +204,7 @@ impl Config {
             detect: self.detect.enabled.then(|| self.detect.clone()),
             enrich: None,
             derived,
+            filter: None,
         }
     }
 

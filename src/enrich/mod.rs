@@ -244,6 +244,14 @@ pub struct LoadStats {
 }
 
 impl Table {
+    /// The network ids (`src_net` / `dst_net` keys) whose role, site or tenant is `value`:
+    /// what a filter on `src_site=dc1` matches.
+    pub fn nets_with(&self, attr: crate::model::NetAttr, value: &str) -> Vec<u16> {
+        let mut v: Vec<u16> = self.net_info.iter().filter(|(_, i)| i.get(attr) == value).map(|(&id, _)| id).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The answer for one address.
     #[inline]
     pub fn lookup(&self, ip: Ip) -> Answer {

@@ -8,7 +8,11 @@
 //! The state it serves is published by the I/O loop once per second behind a mutex: the lock
 //! is taken by the I/O core and the HTTP thread only, never on the ingest path.
 //!
-//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`. Lives on: the I/O core.
+//! `/api/flows` (a filtered slice of the raw-flows topic, [`crate::tools::slice`]) reads Kafka:
+//! it runs on a thread of its own, one query at a time, never holding the state lock.
+//!
+//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`, `tools` (slices). Lives
+//! on: the I/O core.
 
 pub mod api;
 pub mod feedback;
@@ -61,14 +65,33 @@ pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(a)
 }
 
+/// Where `/api/flows` reads: the raw-flows topic, and the pipeline (its enrichment tables name
+/// rows and resolve site/tenant/role filter terms).
+pub struct SliceSource {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Raw-flows topic.
+    pub topic: String,
+    /// Extra librdkafka properties.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The appliance's pipeline settings.
+    pub pipeline: crate::pipeline::PipelineConfig,
+    /// A query is running.
+    pub busy: std::sync::atomic::AtomicBool,
+}
+
+/// Longest range `/api/flows` reads, seconds.
+pub const SLICE_MAX_S: u64 = 3600;
+
 /// Serves on `listener` until `stop` is set. `token`: required bearer token (None = open,
-/// loopback only).
+/// loopback only). `slices`: where `/api/flows` reads (None: the raw-flows topic is off).
 pub fn serve(
     listener: std::net::TcpListener,
     token: Option<String>,
     state: Shared,
     stop: Arc<std::sync::atomic::AtomicBool>,
     cpu: Option<usize>,
+    slices: Option<Arc<SliceSource>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = tiny_http::Server::from_listener(listener, None).map_err(|e| std::io::Error::other(e.to_string()))?;
     std::thread::Builder::new().name("flowshard-http".into()).spawn(move || {
@@ -90,6 +113,10 @@ pub fn serve(
                     continue;
                 }
             }
+            if req.url().split('?').next() == Some("/api/flows") {
+                slice(req, slices.as_ref());
+                continue;
+            }
             let post = *req.method() == tiny_http::Method::Post;
             let (code, ctype, body) = match state.lock() {
                 Ok(p) if post => post_route(&p, req.url()),
@@ -104,6 +131,95 @@ pub fn serve(
             let _ = req.respond(resp);
         }
     })
+}
+
+fn respond_json(req: tiny_http::Request, code: u16, body: String) {
+    let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        resp = resp.with_header(h);
+    }
+    let _ = req.respond(resp);
+}
+
+/// `/api/flows?by=DIM&where=FILTER&seconds=S&n=N&metric=M`: the slice's top keys over the last
+/// `seconds` of the raw-flows topic, answered from a thread of its own (429 while another
+/// query runs).
+fn slice(req: tiny_http::Request, src: Option<&Arc<SliceSource>>) {
+    use std::sync::atomic::Ordering;
+    let err = |msg: String| serde_json::json!({ "error": msg }).to_string();
+    let Some(src) = src.cloned() else {
+        let m = "the raw-flows topic is off: set flows = true in a Kafka sink (see README, Raw flows)";
+        return respond_json(req, 404, err(m.into()));
+    };
+    let q = api::query(req.url());
+    let by = q.get("by").map(String::as_str).unwrap_or("dst_ip");
+    let Some(dim) = crate::model::Dimension::from_name(by) else {
+        return respond_json(req, 400, err(format!("by: {by:?} is not a dimension (e.g. dst_ip, dst_port, src_as)")));
+    };
+    let metric = match q.get("metric").map(String::as_str) {
+        None | Some("bytes") => 0,
+        Some("packets") => 1,
+        Some("flows") => 2,
+        Some(m) => return respond_json(req, 400, err(format!("metric: {m:?}: use bytes, packets or flows"))),
+    };
+    let secs = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(60u64).clamp(1, SLICE_MAX_S);
+    let n = q.get("n").and_then(|s| s.parse().ok()).unwrap_or(15usize).clamp(1, 1000);
+    let table = src.pipeline.enrich.clone();
+    let nets = |attr, v: &str| table.as_ref().map_or_else(Vec::new, |t| t.nets_with(attr, v));
+    let filter = match crate::model::filter::Filter::parse(q.get("where").map_or("", String::as_str), &nets) {
+        Ok(f) => f,
+        Err(e) => return respond_json(req, 400, err(e.to_string())),
+    };
+    if src.busy.swap(true, Ordering::AcqRel) {
+        return respond_json(req, 429, err("another query is running; retry when it ends".into()));
+    }
+    let from = crate::model::time::now_s().saturating_sub(secs);
+    let again = src.clone();
+    let spawned = std::thread::Builder::new().name("flowshard-query".into()).spawn(move || {
+        let k = crate::tools::replay::kafka::KafkaSource {
+            brokers: src.brokers.clone(),
+            topic: src.topic.clone(),
+            from,
+            to: None,
+            properties: src.properties.clone(),
+        };
+        let t = std::time::Instant::now();
+        let (code, body) = match crate::tools::slice::query(&k, &src.pipeline, filter, &[dim], metric, n) {
+            Ok(r) => {
+                let total = r.total[metric].max(1) as f64;
+                let top: Vec<serde_json::Value> = r
+                    .top
+                    .first()
+                    .map(|(_, rows)| rows.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|row| {
+                        let v = [row.bytes, row.packets, row.flows][metric];
+                        let mut o = serde_json::json!({"key": row.key, "bytes": row.bytes, "packets": row.packets,
+                            "flows": row.flows, "share": v as f64 / total});
+                        if let (Some(name), Some(m)) = (&row.name, o.as_object_mut()) {
+                            m.insert("name".into(), name.clone().into());
+                        }
+                        o
+                    })
+                    .collect();
+                let body = serde_json::json!({
+                    "dimension": dim.name(), "where": r.filter, "from": from, "seconds": secs,
+                    "records": r.records, "filtered_out": r.filtered_out,
+                    "total": {"bytes": r.total[0], "packets": r.total[1], "flows": r.total[2]},
+                    "top": top, "took_ms": t.elapsed().as_millis() as u64,
+                });
+                (200, body.to_string())
+            }
+            Err(e) => (502, err(format!("reading topic {}: {e}", src.topic))),
+        };
+        src.busy.store(false, Ordering::Release);
+        respond_json(req, code, body);
+    });
+    if let Err(e) = spawned {
+        again.busy.store(false, Ordering::Release);
+        tracing::warn!("cannot start a query thread: {e}");
+    }
 }
 
 /// Answers a POST: operator feedback on incidents.
@@ -141,7 +257,7 @@ mod tests {
         let l = bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let h = serve(l, None, shared(1), stop.clone(), None).unwrap();
+        let h = serve(l, None, shared(1), stop.clone(), None, None).unwrap();
         assert!(std::net::TcpListener::bind(addr).is_err(), "the port stays taken by the server");
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();

@@ -7,6 +7,7 @@
 //!
 //! Lives on: every core.
 
+pub mod filter;
 pub mod hll;
 pub mod json;
 pub mod names;

@@ -35,6 +35,9 @@ pub struct PipelineConfig {
     /// Dimensions the I/O core derives from other rows (site, tenant, role: see
     /// [`Dimension::derived_from`]); never in `agg.dimensions`.
     pub derived: Vec<Dimension>,
+    /// Only records this filter matches are aggregated (after enrichment); the others are
+    /// counted in [`IngestCounters::filtered_out`]. Set by `query flows` and `replay --where`.
+    pub filter: Option<std::sync::Arc<crate::model::filter::Filter>>,
 }
 
 /// Per-shard ingest counters (plain integers; snapshotted off the hot path).
@@ -50,6 +53,9 @@ pub struct IngestCounters {
     pub windows_closed: u64,
     /// sFlow interface counter records seen.
     pub counter_records: u64,
+    /// Records decoded but not aggregated: outside the pipeline's filter (counted in
+    /// `records` too).
+    pub filtered_out: u64,
 }
 
 /// Collects a datagram's records so the window can add them as one prefetched batch.
@@ -83,6 +89,7 @@ pub struct ShardCore {
     window: ShardWindow,
     batch: Vec<FlowRecord>,
     enrich: Option<std::sync::Arc<crate::enrich::Table>>,
+    filter: Option<std::sync::Arc<crate::model::filter::Filter>>,
     /// Ingest counters.
     pub counters: IngestCounters,
     /// Per exporter (datagram source): last second seen, datagrams, records. Bounded.
@@ -176,6 +183,7 @@ impl ShardCore {
             window: ShardWindow::new(&cfg.agg),
             batch: Vec::with_capacity(1024),
             enrich: cfg.enrich.clone(),
+            filter: cfg.filter.clone(),
             counters: IngestCounters::default(),
             exporters: rustc_hash::FxHashMap::default(),
             tap: None,
@@ -224,6 +232,13 @@ impl ShardCore {
             self.counters.bytes += r.bytes;
             self.counters.packets += r.packets;
         }
+        if let Some(f) = &self.filter {
+            self.batch.clear();
+            self.batch.extend(recs.iter().filter(|r| f.matches(r)));
+            self.counters.filtered_out += (recs.len() - self.batch.len()) as u64;
+            self.window.add_batch(&self.batch);
+            return;
+        }
         self.window.add_batch(recs);
     }
 
@@ -237,6 +252,11 @@ impl ShardCore {
             for r in &mut self.batch {
                 t.apply(r);
             }
+        }
+        if let Some(f) = &self.filter {
+            let n = self.batch.len();
+            self.batch.retain(|r| f.matches(r));
+            self.counters.filtered_out += (n - self.batch.len()) as u64;
         }
         // Records decoded before an error in a later set still count (they were valid).
         self.window.add_batch(&self.batch);
@@ -259,6 +279,11 @@ impl ShardCore {
     /// one table).
     pub fn set_enrichment(&mut self, t: Option<std::sync::Arc<crate::enrich::Table>>) {
         self.enrich = t;
+    }
+
+    /// Whether this shard aggregates only what a filter matches.
+    pub fn filters(&self) -> Option<&crate::model::filter::Filter> {
+        self.filter.as_deref()
     }
 
     /// The exporters this shard has seen.
@@ -632,6 +657,7 @@ impl Engine {
             t.packets += s.counters.packets;
             t.windows_closed += s.counters.windows_closed;
             t.counter_records += s.counters.counter_records;
+            t.filtered_out += s.counters.filtered_out;
         }
         t
     }

@@ -171,7 +171,16 @@ pub fn run(
         let started = http::bind(&cfg.http.address).and_then(|l| {
             let addr = l.local_addr()?;
             let token = (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone());
-            Ok((addr, http::serve(l, token, published.clone(), http_stop.clone(), io_pin)?))
+            let slices = cfg.flows_sink().map(|k| {
+                Arc::new(http::SliceSource {
+                    brokers: k.brokers.clone(),
+                    topic: k.flows_topic.clone(),
+                    properties: k.properties.clone(),
+                    pipeline: pcfg.clone(),
+                    busy: AtomicBool::new(false),
+                })
+            });
+            Ok((addr, http::serve(l, token, published.clone(), http_stop.clone(), io_pin, slices)?))
         });
         match started {
             Ok((a, h)) => {

@@ -29,6 +29,10 @@ pub struct Summary {
     pub bytes: u64,
     /// Scaled packets.
     pub packets: u64,
+    /// Records outside the `--where` filter (decoded and counted in `records`, not
+    /// aggregated); absent without a filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filtered_out: Option<u64>,
     /// Datagrams with a decode error.
     pub decode_errors: u64,
     /// Decode errors by reason (only non-zero).
@@ -191,6 +195,7 @@ impl<'s> Session<'s> {
         sum.records = t.records;
         sum.bytes = t.bytes;
         sum.packets = t.packets;
+        sum.filtered_out = engine.shards.first().and_then(|s| s.filters()).map(|_| t.filtered_out);
         sum.decode_errors = engine.decode_errors;
         let mut dec = crate::decode::DecodeCounters::default();
         for s in &engine.shards {
