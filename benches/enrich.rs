@@ -1,6 +1,6 @@
 //! Enrichment cost (criterion, in memory): one `Table::apply` (two lookups) per record on a
 //! real GeoLite2-City database (from `.cache/py`, where `.ci/run` puts it) with a networks file
-//! of 1,000 prefixes, on random public IPv4 addresses (every lookup lands in a populated part of
+//! of 1,000 prefixes (and the same with the city records read), on random public IPv4 addresses (every lookup lands in a populated part of
 //! the table); and the pipeline bench's per-record path without enrichment, with it on the same
 //! six dimensions, and with it plus the five enrichment dimensions.
 
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 mod common;
 
-fn table() -> Option<flowshard::enrich::Table> {
+fn table(cities: bool) -> Option<flowshard::enrich::Table> {
     let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/py/_maxminddb_geolite2/GeoLite2-City.mmdb");
     if !db.is_file() {
         eprintln!(
@@ -35,14 +35,15 @@ fn table() -> Option<flowshard::enrich::Table> {
     nets.push_str("10.0.0.0/8,corp\n");
     let np = dir.join("networks.csv");
     std::fs::write(&np, nets).ok()?;
-    let t = load(&EnrichConfig { geoip: Some(db), networks: Some(np), ..EnrichConfig::default() }).ok()?;
-    eprintln!("enrich bench: {} ranges, loaded in {} ms", t.stats.ranges, t.stats.load_ms);
+    let t = load(&EnrichConfig { geoip: Some(db), networks: Some(np), cities, ..EnrichConfig::default() }).ok()?;
+    eprintln!("enrich bench: {} ranges ({} cities), loaded in {} ms", t.stats.ranges, t.stats.cities, t.stats.load_ms);
     Some(t)
 }
 
 fn benches(c: &mut Criterion) {
-    let Some(t) = table() else { return };
+    let Some(t) = table(false) else { return };
     let t = Arc::new(t);
+    let with_cities = table(true).map(Arc::new);
     let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15);
     let mut recs: Vec<FlowRecord> = (0..4096)
         .map(|_| FlowRecord {
@@ -60,6 +61,15 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
+    if let Some(tc) = &with_cities {
+        group.bench_function("apply_random_public_v4_with_cities", |b| {
+            b.iter(|| {
+                for r in recs.iter_mut() {
+                    tc.apply(r);
+                }
+            })
+        });
+    }
     group.finish();
 
     let dgrams = common::ipfix_datagrams(2000, Flavor::Ipfix);

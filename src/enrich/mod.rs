@@ -193,17 +193,37 @@ pub struct Network {
     pub tenant: String,
 }
 
+/// An [`Answer`] as the table stores it: without the city, which lives in an array of its own
+/// only when cities are loaded, so a table without them probes 12-byte entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stored {
+    country: u16,
+    net: u16,
+    asn: u32,
+    internal: bool,
+}
+
+impl Stored {
+    fn of(a: Answer) -> Stored {
+        Stored { country: a.country, net: a.net, asn: a.asn, internal: a.internal }
+    }
+}
+
 /// The flattened, read-only enrichment table.
 #[derive(Default)]
 pub struct Table {
     /// IPv4: range starts (ascending, the first is 0) and their answers.
     v4_starts: Vec<u32>,
-    v4_answers: Vec<Answer>,
+    v4_answers: Vec<Stored>,
+    /// Cities of the IPv4 ranges (empty: no city loaded).
+    v4_cities: Vec<u32>,
     /// `v4_index[h]`: the range holding address `h << 16` (65,537 entries).
     v4_index: Vec<u32>,
     /// Every other address (IPv6): range starts (ascending, the first is 0) and answers.
     v6_starts: Vec<u128>,
-    v6_answers: Vec<Answer>,
+    v6_answers: Vec<Stored>,
+    /// Cities of the IPv6 ranges (empty: no city loaded).
+    v6_cities: Vec<u32>,
     /// Whether a networks file is loaded (the boundary is known).
     has_networks: bool,
     /// The networks file's entries, in file order.
@@ -252,32 +272,45 @@ impl Table {
         v
     }
 
-    /// The answer for one address.
+    /// Where an address's range is: (IPv4, index).
     #[inline]
-    pub fn lookup(&self, ip: Ip) -> Answer {
+    fn locate(&self, ip: Ip) -> (bool, usize) {
         if ip.is_v4() {
             let a = ip.0 as u32;
             let h = (a >> 16) as usize;
             let (lo, hi) = (self.v4_index[h] as usize, self.v4_index[h + 1] as usize);
             // the last start ≤ a among [lo, hi]: lo's start ≤ h << 16 ≤ a
-            let i = lo + self.v4_starts[lo + 1..=hi].partition_point(|&s| s <= a);
-            self.v4_answers[i]
+            (true, lo + self.v4_starts[lo + 1..=hi].partition_point(|&s| s <= a))
         } else {
-            let i = self.v6_starts.partition_point(|&s| s <= ip.0) - 1;
-            self.v6_answers[i]
+            (false, self.v6_starts.partition_point(|&s| s <= ip.0) - 1)
         }
     }
 
-    /// Fills a record's enrichment fields: countries, cities, networks, the boundary, and the AS
-    /// numbers where the exporter sent 0 (an exporter's own AS fields win).
+    /// The stored answer and city at a location.
+    #[inline]
+    fn at(&self, (v4, i): (bool, usize)) -> (Stored, u32) {
+        let (answers, cities) =
+            if v4 { (&self.v4_answers, &self.v4_cities) } else { (&self.v6_answers, &self.v6_cities) };
+        (answers[i], cities.get(i).copied().unwrap_or(0))
+    }
+
+    /// The answer for one address.
+    #[inline]
+    pub fn lookup(&self, ip: Ip) -> Answer {
+        let (a, city) = self.at(self.locate(ip));
+        Answer { country: a.country, net: a.net, asn: a.asn, city, internal: a.internal }
+    }
+
+    /// Fills a record's enrichment fields: countries, cities, networks, the boundary, and the
+    /// AS numbers where the exporter sent 0 (an exporter's own AS fields win).
     #[inline]
     pub fn apply(&self, r: &mut FlowRecord) {
-        let s = self.lookup(r.src);
-        let d = self.lookup(r.dst);
+        let (s, s_city) = self.at(self.locate(r.src));
+        let (d, d_city) = self.at(self.locate(r.dst));
         r.src_country = s.country;
         r.dst_country = d.country;
-        r.src_city = s.city;
-        r.dst_city = d.city;
+        r.src_city = s_city;
+        r.dst_city = d_city;
         r.src_net = s.net;
         r.dst_net = d.net;
         if r.src_as == 0 {
@@ -298,23 +331,27 @@ impl Table {
         let answer_at = |p: u128| ranges[ranges.partition_point(|r| r.0 <= p) - 1].1;
         // IPv4: the ranges inside ::ffff:0:0/96, starting with the one that holds 0.0.0.0
         let mut v4_starts = vec![0u32];
-        let mut v4_answers = vec![answer_at(V4_LO)];
+        let mut v4: Vec<Answer> = vec![answer_at(V4_LO)];
         for &(s, a) in ranges.iter().filter(|r| r.0 > V4_LO && r.0 <= V4_HI) {
             v4_starts.push((s - V4_LO) as u32);
-            v4_answers.push(a);
+            v4.push(a);
         }
+        let has_cities = ranges.iter().any(|r| r.1.city != 0);
+        let cities = |v: &[Answer]| if has_cities { v.iter().map(|a| a.city).collect() } else { Vec::new() };
+        let v6: Vec<Answer> = ranges.iter().map(|r| r.1).collect();
         let mut v4_index = Vec::with_capacity(65_537);
         for h in 0..65_536u32 {
             v4_index.push((v4_starts.partition_point(|&s| s <= h << 16) - 1) as u32);
         }
         v4_index.push((v4_starts.len() - 1) as u32);
-        let (v6_starts, v6_answers) = ranges.iter().copied().unzip();
         Table {
             v4_starts,
-            v4_answers,
+            v4_answers: v4.iter().copied().map(Stored::of).collect(),
+            v4_cities: cities(&v4),
             v4_index,
-            v6_starts,
-            v6_answers,
+            v6_starts: ranges.iter().map(|r| r.0).collect(),
+            v6_answers: v6.iter().copied().map(Stored::of).collect(),
+            v6_cities: cities(&v6),
             has_networks,
             networks: Vec::new(),
             as_names: Default::default(),
