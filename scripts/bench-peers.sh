@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
-# scripts/bench-peers.sh [--quick] [--protocol P] [--cpu C] [--gen-cpu C] [--out DIR]
+# scripts/bench-peers.sh [--quick] [--inputs "v5-capture ipfix-capture v5-gen ipfix-gen"]
+#                        [--collectors "flowshard goflow2 nfacctd"] [--step-seconds N]
+#                        [--cpu C] [--gen-cpu C] [--out DIR]
 #
-# Side by side, in one run, on the same generated stream (same seed, same pre-built pool of
-# datagrams from `flowshard gen --pool`): flowshard (1 shard), goflow2 and pmacct's nfacctd,
-# each pinned to the same single CPU, the generator on another. For each collector the offered
-# rate is stepped up until loss exceeds 0.01 %; the highest clean rate and the ratios are
-# printed and written to results/peers-<time>/table.md.
-#
-# Accepted records: flowshard from its status line; goflow2 from its Prometheus counter
-# goflow2_flow_process_nf_flowset_records_total (data sets); nfacctd from the octets its print
-# plugin reports (aggregate: proto) over the octets offered.
-# The peers are installed on first use and nothing of them is committed: goflow2 with
-# `go install` into .cache/go, nfacctd from Debian's pmacct package.
+# flowshard, goflow2 and pmacct's nfacctd side by side in one run, on the same inputs, each
+# collector pinned to one CPU (--cpu, default 0) and a steady-rate sendmmsg sender on another
+# (--gen-cpu, default the last):
+#   v5-capture, ipfix-capture: real exporters' captures (../shared/data/captures/softflowd-v5 and
+#       -v10: 28.9 and 30.7 records per datagram) looped by `flowshard gen --capture`;
+#   v5-gen, ipfix-gen: flowshard's generated traffic (`flowshard gen --pool 5`).
+# Each collector runs in its fastest documented configuration for the job:
+#   flowshard: 1 shard, defaults (6 dimensions, detection on), rollups to /dev/null;
+#   goflow2 v2.2.6: GOMAXPROCS=1, -format bin, -transport file to /dev/null;
+#   nfacctd 1.7.7: the memory plugin (aggregate proto), plugin_pipe_size 10 MB with
+#       plugin_buffer_size 10 KB (CONFIG-KEYS: buffering "may improve throughput", 1:1000),
+#       a 32 MB socket like flowshard's.
+# Each is counted by its own counters, data records only:
+#   flowshard: the status line's records (data records decoded and aggregated);
+#   goflow2: goflow2_flow_process_nf_flowset_records_total{type="DataFlowSet"} for v9/IPFIX
+#       (options records excluded) and, for v5, goflow2_flow_process_nf_flowset_total
+#       {version="5"} (v2.2.6 adds each v5 packet's record count there);
+#   nfacctd: it keeps no record counter for NetFlow (FLOWS stays 0), so its memory table's
+#       byte counters (pmacct -s) over the octets offered give the accepted fraction of the
+#       records offered; the last partly filled plugin buffer (at most 30 records) is not yet
+#       in the table when read, so a step is clean for it when it misses at most 30 records.
+# CPU is the collector's processes' utime+stime over the step (all threads, nfacctd's core and
+# plugin processes), in % of one CPU. The offered rate is stepped up until loss exceeds
+# 0.01 %; the highest clean step, its CPU and the first lossy step go to
+# results/peers-<time>/table.md (steps.csv has every step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0; proto=ipfix; cpu=0; gen_cpu=""; out=""
+quick=0; cpu=0; gen_cpu=""; out=""; step=""
+inputs="v5-capture ipfix-capture v5-gen ipfix-gen"
+collectors="flowshard goflow2 nfacctd"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    --protocol) proto="$2"; shift ;;
+    --inputs) inputs="$2"; shift ;;
+    --collectors) collectors="$2"; shift ;;
+    --step-seconds) step="$2"; shift ;;
     --cpu) cpu="$2"; shift ;;
     --gen-cpu) gen_cpu="$2"; shift ;;
     --out) out="$2"; shift ;;
@@ -27,9 +47,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 last=$(( $(nproc) - 1 )); [ -n "$gen_cpu" ] || gen_cpu=$last
-step=10; [ $quick = 1 ] && step=4
+[ -n "$step" ] || { step=10; [ $quick = 1 ] && step=5; }
 out=${out:-results/peers-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+captures=$(cd ../shared/data/captures && pwd)
 GOFLOW2_VERSION=v2.2.6
 export GOBIN="$PWD/.cache/go/bin" GOPATH="$PWD/.cache/go" GOFLAGS=-mod=mod
 if [ ! -x "$GOBIN/goflow2" ]; then
@@ -44,13 +66,33 @@ cargo build --release --quiet
 bin=$PWD/target/release/flowshard
 source scripts/lib/host.sh
 raise_udp_limits
+hz=$(getconf CLK_TCK)
 
-offer() { # offer PORT RATE -> JSON of the generator
-  taskset -c "$gen_cpu" "$bin" gen --protocol "$proto" --seed 7 --to "127.0.0.1:$1" --pool 5 --rate "$2" --duration "$step" 2>&1 | tail -1
+source_args() { # source_args INPUT -> the generator's traffic arguments
+  case "$1" in
+    v5-capture) echo "--capture $captures/softflowd-v5.pcap" ;;
+    ipfix-capture) echo "--capture $captures/softflowd-v10.pcap" ;;
+    v5-gen) echo "--protocol v5 --seed 7 --pool 5" ;;
+    ipfix-gen) echo "--protocol ipfix --seed 7 --pool 5" ;;
+    *) echo "unknown input $1" >&2; exit 2 ;;
+  esac
+}
+offer() { # offer INPUT PORT RATE SECONDS -> the generator's JSON summary
+  # shellcheck disable=SC2046
+  taskset -c "$gen_cpu" "$bin" gen $(source_args "$1") --exporters 1 --to "127.0.0.1:$2" --rate "$3" \
+    --duration "$4" 2>&1 | tail -1
 }
 jget() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+ticks() { # ticks PID... -> utime+stime of every thread of these processes
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$t"
+}
 
-# --- per-collector start/measure/stop -------------------------------------------------------
+# --- per-collector start / count / pids ----------------------------------------------------
 start_flowshard() {
   cat > "$out/flowshard.toml" <<CONF
 [general]
@@ -66,27 +108,37 @@ pin = false
 type = "file"
 path = "/dev/null"
 CONF
-  taskset -c "$cpu" "$bin" run --config "$out/flowshard.toml" 2> "$out/flowshard.log" &
+  taskset -c "$cpu" "$bin" run --config "$out/flowshard.toml" 2> "$out/flowshard-$input.log" &
   pid=$!
 }
-count_flowshard() { grep 'flowshard status' "$out/flowshard.log" | tail -1 | sed -n 's/.* records=\([0-9]*\).*/\1/p'; }
+count_flowshard() {
+  sleep 1.2 # the next status line (every second) holds the step's last records
+  grep 'flowshard status' "$out/flowshard-$input.log" | tail -1 | sed -n 's/.* records=\([0-9]*\).*/\1/p'
+}
+pids_flowshard() { echo "$pid"; }
 
 start_goflow2() {
-  taskset -c "$cpu" "$GOBIN/goflow2" -listen "netflow://127.0.0.1:$1,sflow://127.0.0.1:$(( $1 + 1 ))" \
-    -transport.file /dev/null -format bin -addr "127.0.0.1:$(( $1 + 2 ))" > "$out/goflow2.log" 2>&1 &
+  GOMAXPROCS=1 taskset -c "$cpu" "$GOBIN/goflow2" \
+    -listen "netflow://127.0.0.1:$1" -format bin -transport file -transport.file /dev/null \
+    -addr "127.0.0.1:$(( $1 + 2 ))" > "$out/goflow2-$input.log" 2>&1 &
   pid=$!; gf_metrics="127.0.0.1:$(( $1 + 2 ))"
 }
 count_goflow2() {
   curl -s "http://$gf_metrics/metrics" | python3 -c '
-import sys
+import re, sys
 n = 0
 for l in sys.stdin:
-    if l.startswith("goflow2_flow_process_nf_flowset_records_total") and "Data" in l:
+    if l.startswith("#"):
+        continue
+    name = l.split("{")[0]
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", l))
+    if name == "goflow2_flow_process_nf_flowset_records_total" and labels.get("type") == "DataFlowSet":
         n += float(l.split()[-1])
-    if l.startswith("goflow2_flow_process_sf_samples_records_total"):
+    if name == "goflow2_flow_process_nf_flowset_total" and labels.get("version") == "5":
         n += float(l.split()[-1])
 print(int(n))'
 }
+pids_goflow2() { echo "$pid"; }
 
 start_nfacctd() {
   rm -rf "$out/nfacctd"; mkdir -p "$out/nfacctd"
@@ -94,78 +146,89 @@ start_nfacctd() {
 daemonize: false
 nfacctd_ip: 127.0.0.1
 nfacctd_port: $1
-plugins: print[p]
-aggregate[p]: proto
-print_output[p]: csv
-print_output_file[p]: $out/nfacctd/out-%s.csv
-print_refresh_time[p]: 1
-print_history[p]: 1s
-print_output_file_append[p]: true
+nfacctd_pipe_size: 33554432
+plugins: memory[m]
+aggregate: proto
+imt_path: $out/nfacctd/pipe
+plugin_pipe_size: 10240000
+plugin_buffer_size: 10240
 CONF
-  taskset -c "$cpu" nfacctd -f "$out/nfacctd/nfacctd.conf" > "$out/nfacctd/log" 2>&1 &
+  taskset -c "$cpu" nfacctd -f "$out/nfacctd/nfacctd.conf" > "$out/nfacctd/log-$input" 2>&1 &
   pid=$!
 }
 octets_nfacctd() {
-  python3 -c '
-import glob, sys
-n = 0
-for f in glob.glob(sys.argv[1] + "/out-*.csv"):
-    for l in open(f):
-        p = l.strip().split(",")
-        if len(p) == 3 and p[2].isdigit():
-            n += int(p[2])
-print(n)' "$out/nfacctd"
+  pmacct -p "$out/nfacctd/pipe" -s -O json 2>/dev/null | python3 -c '
+import json, sys
+print(sum(json.loads(l).get("bytes", 0) for l in sys.stdin if l.strip().startswith("{")))'
 }
+pids_nfacctd() { echo "$pid $(pgrep -P "$pid" | xargs)"; }
 
-measure() { # measure NAME PORT RATES...
-  local name=$1 port=$2; shift 2
+measure() { # measure NAME INPUT PORT RATES...
+  local name=$1; input=$2; local port=$3; shift 3
   "start_$name" "$port"; sleep 2
   # warm-up (templates learned, caches built), not measured
-  taskset -c "$gen_cpu" "$bin" gen --protocol "$proto" --seed 7 --to "127.0.0.1:$port" --pool 5 --rate 20000 --duration 2 >/dev/null 2>&1
-  sleep 2
-  local best=0 rate
+  offer "$input" "$port" 20000 2 > /dev/null; sleep 2
+  local best=0 best_cpu=- lossy=- rate
   for rate in "$@"; do
-    local c0 g off acc loss
+    local c0 t0 t1 g off acc loss cpu_pct clean
     if [ "$name" = nfacctd ]; then c0=$(octets_nfacctd); else c0=$("count_$name"); fi
-    g=$(offer "$port" "$rate"); sleep 3
+    # shellcheck disable=SC2046
+    t0=$(ticks $("pids_$name"))
+    g=$(offer "$input" "$port" "$rate" "$step")
+    # shellcheck disable=SC2046
+    t1=$(ticks $("pids_$name"))
+    sleep 2 # let the collector finish what is queued
     off=$(jget "$g" records)
+    cpu_pct=$(python3 -c "import sys; t,hz,s=map(float,sys.argv[1:]); print(f'{100*t/hz/s:.0f}')" "$((t1 - t0))" "$hz" "$(jget "$g" seconds)")
     if [ "$name" = nfacctd ]; then
       acc=$(python3 -c "import sys; a,b,o,r=map(int,sys.argv[1:]); print(round((b-a)/o*r))" "$c0" "$(octets_nfacctd)" "$(jget "$g" octets)" "$off")
     else
       acc=$(( $("count_$name") - c0 ))
     fi
     loss=$(python3 -c "import sys; o,a=map(int,sys.argv[1:]); print(f'{max(0,(o-a)/o*100):.4f}')" "$off" "$acc")
-    echo "$name,$rate,$off,$acc,$loss" >> "$out/steps.csv"
-    echo "  $name offered $rate/s: accepted $acc of $off ($loss % loss)"
-    if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.01 else 1)" "$loss"; then best=$rate; else break; fi
+    local sent_rate; sent_rate=$(python3 -c "import sys; print(round(float(sys.argv[1])))" "$(jget "$g" records_per_s)")
+    echo "$name,$input,$rate,$sent_rate,$off,$acc,$loss,$cpu_pct" >> "$out/steps.csv"
+    echo "  $name $input offered $rate/s (sent $sent_rate/s): accepted $acc of $off ($loss % loss), CPU $cpu_pct %"
+    clean=$(python3 -c "import sys; n,o,a,l=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]); print(1 if l < 0.01 or (n == 'nfacctd' and o - a <= 30) else 0)" "$name" "$off" "$acc" "$loss")
+    if [ "$clean" = 1 ]; then best=$sent_rate; best_cpu=$cpu_pct; else lossy="$sent_rate/s loses $loss %"; break; fi
   done
   kill -INT $pid 2>/dev/null || true; sleep 1; kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   pkill -f "nfacctd -f $out" 2>/dev/null || true
-  eval "best_$name=$best"
+  echo "| $name | $input | $best | $best_cpu | $lossy |" >> "$out/rows.md"
 }
 
-echo "collector,offered_rate,offered_records,accepted_records,loss_pct" > "$out/steps.csv"
-peer_rates="10000 25000 50000 75000 100000 150000 200000 300000 400000 600000 800000 1000000"
-fs_rates="1000000 2000000 3000000 4000000 4500000 5000000 5500000 6000000"
-[ $quick = 1 ] && fs_rates="2000000 3000000 4000000 5000000 5500000"
+echo "collector,input,offered_rate,sent_rate,offered_records,accepted_records,loss_pct,cpu_pct" > "$out/steps.csv"
+: > "$out/rows.md"
+peer_rates="50000 100000 200000 300000 400000 500000 600000 700000 800000 1000000 1200000 1500000"
+fs_rates="1000000 2000000 3000000 4000000 5000000 6000000 7000000 8000000 10000000 12000000 14000000"
 base=$((21000 + RANDOM % 10000))
-echo "== flowshard"; measure flowshard $base $fs_rates
-echo "== goflow2";   measure goflow2 $((base + 10)) $peer_rates
-echo "== nfacctd";   measure nfacctd $((base + 20)) $peer_rates
+for input in $inputs; do
+  for c in $collectors; do
+    echo "== $c on $input"
+    case $c in
+      flowshard) measure flowshard "$input" "$base" $fs_rates ;;
+      *) measure "$c" "$input" "$base" $peer_rates ;;
+    esac
+    base=$((base + 10))
+  done
+done
 
-ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.1f}x' if b else 'n/a')" "$1" "$2"; }
 {
-  echo "# flowshard vs goflow2 vs nfacctd ($proto, one pinned core each, loopback)"
+  echo "# flowshard, goflow2 and nfacctd, one pinned CPU each, loopback"
   echo
-  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r). Collector on CPU $cpu, generator on CPU $gen_cpu; $step s per step; clean = < 0.01 % loss. $(date -u +%FT%TZ)."
+  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)."
+  echo "Collector on CPU $cpu, sender (sendmmsg, one exporter) on CPU $gen_cpu; $step s per step;"
+  echo "clean = < 0.01 % of the records offered missing from the collector's own counters."
+  echo "Rates are what the sender achieved. $(date -u +%FT%TZ)."
   echo
-  echo "| collector | highest clean rate (records/s) | flowshard ratio |"
-  echo "|---|---|---|"
-  echo "| flowshard (1 shard, 6 dimensions, detection on) | $best_flowshard | 1.0x |"
-  echo "| goflow2 $GOFLOW2_VERSION (-format bin, file /dev/null) | $best_goflow2 | $(ratio "$best_flowshard" "$best_goflow2") |"
-  echo "| nfacctd $(nfacctd -V 2>&1 | grep -o 'nfacctd [0-9.]*' | head -1 | awk '{print $2}') (print plugin, aggregate proto) | $best_nfacctd | $(ratio "$best_flowshard" "$best_nfacctd") |"
+  echo "| collector | input | highest clean rate (records/s) | CPU at that rate (% of one CPU) | first lossy step |"
+  echo "|---|---|---|---|---|"
+  cat "$out/rows.md"
   echo
-  echo "A peer's rate steps stop at its first lossy step; a clean rate of 0 means its lowest step already lost records."
+  echo "flowshard: 1 shard, defaults, detection on. goflow2 $GOFLOW2_VERSION: GOMAXPROCS=1, -format bin,"
+  echo "file transport to /dev/null. nfacctd $(nfacctd -V 2>&1 | grep -o 'nfacctd [0-9.]*' | head -1 | awk '{print $2}'):"
+  echo "memory plugin, aggregate proto, plugin_pipe_size 10 MB, plugin_buffer_size 10 KB."
+  echo "A '-' first lossy step: the ladder's top was still clean (the sender's limit, not the collector's)."
 } > "$out/table.md"
 cat "$out/table.md"
 echo "results in $out"

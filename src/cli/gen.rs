@@ -55,6 +55,11 @@ pub struct Args {
     /// Records per simulated second of the pool (capacity mode).
     #[arg(long, default_value_t = 50_000)]
     pub pool_rate: u64,
+    /// Live capacity mode on a real exporter's stream: the UDP payloads of this capture, looped
+    /// at --rate records/s for --duration seconds (records counted as flowshard decodes them:
+    /// data records only). Needs --to.
+    #[arg(long, conflicts_with_all = ["pool", "pcap"], requires = "to")]
+    pub capture: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -126,10 +131,15 @@ pub fn run(a: Args) -> Result<()> {
     let sender = gen::send::Sender::new(a.exporters.max(1), addr)?;
     let mut stats = gen::send::SendStats::default();
     let t0 = std::time::Instant::now();
-    if let Some(pool_s) = a.pool {
-        // capacity mode: pre-built datagrams, replayed in a loop at the target rate
+    if a.pool.is_some() || a.capture.is_some() {
+        // capacity mode: pre-built datagrams (or a capture's), replayed in a loop at the rate
         let mut pool = Vec::new();
-        for t in start..start + pool_s.max(1) {
+        if let Some(c) = &a.capture {
+            let data = std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?;
+            pool = gen::send::capture_pool(&data).with_context(|| format!("--capture {}", c.display()))?;
+            anyhow::ensure!(pool.iter().any(|d| d.records > 0), "--capture {}: no flow record decodes", c.display());
+        }
+        for t in start..start + a.pool.map_or(0, |p| p.max(1)) {
             recs.clear();
             model.second(t, &mut recs);
             exp.encode_second(t, &recs, &mut pool);

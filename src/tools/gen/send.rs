@@ -27,6 +27,28 @@ pub struct SendStats {
     pub seconds: f64,
 }
 
+/// The UDP payloads of a capture as a send pool (`gen --capture`: a real exporter's stream
+/// looped at a steady rate), each with the data records and octets flowshard's decoder finds in
+/// it; decoded in capture order, so templates are known before the data that needs them, and
+/// template and options records count 0 (a collector's data-record counter is compared with it).
+pub fn capture_pool(data: &[u8]) -> Result<Vec<Datagram>, crate::tools::replay::pcap::PcapError> {
+    use crate::decode::{Decoder, DecoderConfig};
+    let mut rd = crate::tools::replay::pcap::PcapReader::new(data)?;
+    let mut dec = Decoder::new(&DecoderConfig::default());
+    let mut out = Vec::new();
+    while let Some(p) = rd.next_udp()? {
+        let (mut records, mut octets) = (0u32, 0u64);
+        let mut count = |r: &crate::model::FlowRecord| {
+            records += 1;
+            octets += r.bytes;
+        };
+        // a datagram that does not decode is still sent (a collector sees the same stream)
+        let _ = dec.decode(p.payload, p.src, 0, &mut count);
+        out.push(Datagram { exporter: 0, records, octets, bytes: p.payload.to_vec() });
+    }
+    Ok(out)
+}
+
 /// One socket per exporter.
 pub struct Sender {
     socks: Vec<UdpSocket>,
