@@ -24,6 +24,8 @@
 #       byte counters (pmacct -s) over the octets offered give the accepted fraction of the
 #       records offered; the last partly filled plugin buffer (at most 30 records) is not yet
 #       in the table when read, so a step is clean for it when it misses at most 30 records.
+# Every collector gets a 32 MB socket buffer (net.core.rmem_default is raised for goflow2, which
+# has no option for it); the kernel's drops on the port are recorded per step.
 # CPU is the collector's processes' utime+stime over the step (all threads, nfacctd's core and
 # plugin processes), in % of one CPU. The offered rate is stepped up until loss exceeds
 # 0.01 %; the highest clean step, its CPU and the first lossy step go to
@@ -67,6 +69,31 @@ bin=$PWD/target/release/flowshard
 source scripts/lib/host.sh
 raise_udp_limits
 hz=$(getconf CLK_TCK)
+# Every collector gets the same 32 MB socket buffer: flowshard asks for it (SO_RCVBUF), nfacctd
+# through nfacctd_pipe_size, goflow2 has no option and takes net.core.rmem_default, raised for
+# the run (when we may) and restored after.
+rmem_default_was=$(cat /proc/sys/net/core/rmem_default)
+if [ -w /proc/sys/net/core/rmem_default ]; then
+  echo 33554432 > /proc/sys/net/core/rmem_default
+  trap 'echo "$rmem_default_was" > /proc/sys/net/core/rmem_default' EXIT
+else
+  echo "warning: cannot raise net.core.rmem_default: goflow2 runs with a $rmem_default_was-byte socket buffer" >&2
+fi
+kdrops() { # kdrops PORT -> datagrams the kernel dropped on sockets bound to that UDP port
+  python3 -c '
+import sys
+port = "%04X" % int(sys.argv[1])
+n = 0
+for f in ("/proc/net/udp", "/proc/net/udp6"):
+    try:
+        for l in open(f).read().splitlines()[1:]:
+            p = l.split()
+            if p[1].rsplit(":", 1)[1] == port:
+                n += int(p[-1])
+    except OSError:
+        pass
+print(n)' "$1"
+}
 
 source_args() { # source_args INPUT -> the generator's traffic arguments
   case "$1" in
@@ -170,14 +197,16 @@ measure() { # measure NAME INPUT PORT RATES...
   offer "$input" "$port" 20000 2 > /dev/null; sleep 2
   local best=0 best_cpu=- lossy=- rate
   for rate in "$@"; do
-    local c0 t0 t1 g off acc loss cpu_pct clean
+    local c0 t0 t1 g off acc loss cpu_pct clean k0 kd
     if [ "$name" = nfacctd ]; then c0=$(octets_nfacctd); else c0=$("count_$name"); fi
+    k0=$(kdrops "$port")
     # shellcheck disable=SC2046
     t0=$(ticks $("pids_$name"))
     g=$(offer "$input" "$port" "$rate" "$step")
     # shellcheck disable=SC2046
     t1=$(ticks $("pids_$name"))
     sleep 2 # let the collector finish what is queued
+    kd=$(( $(kdrops "$port") - k0 ))
     off=$(jget "$g" records)
     cpu_pct=$(python3 -c "import sys; t,hz,s=map(float,sys.argv[1:]); print(f'{100*t/hz/s:.0f}')" "$((t1 - t0))" "$hz" "$(jget "$g" seconds)")
     if [ "$name" = nfacctd ]; then
@@ -187,20 +216,20 @@ measure() { # measure NAME INPUT PORT RATES...
     fi
     loss=$(python3 -c "import sys; o,a=map(int,sys.argv[1:]); print(f'{max(0,(o-a)/o*100):.4f}')" "$off" "$acc")
     local sent_rate; sent_rate=$(python3 -c "import sys; print(round(float(sys.argv[1])))" "$(jget "$g" records_per_s)")
-    echo "$name,$input,$rate,$sent_rate,$off,$acc,$loss,$cpu_pct" >> "$out/steps.csv"
-    echo "  $name $input offered $rate/s (sent $sent_rate/s): accepted $acc of $off ($loss % loss), CPU $cpu_pct %"
+    echo "$name,$input,$rate,$sent_rate,$off,$acc,$loss,$cpu_pct,$kd" >> "$out/steps.csv"
+    echo "  $name $input offered $rate/s (sent $sent_rate/s): accepted $acc of $off ($loss % loss, $kd datagrams dropped by the kernel), CPU $cpu_pct %"
     clean=$(python3 -c "import sys; n,o,a,l=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]); print(1 if l < 0.01 or (n == 'nfacctd' and o - a <= 30) else 0)" "$name" "$off" "$acc" "$loss")
-    if [ "$clean" = 1 ]; then best=$sent_rate; best_cpu=$cpu_pct; else lossy="$sent_rate/s loses $loss %"; break; fi
+    if [ "$clean" = 1 ]; then best=$sent_rate; best_cpu=$cpu_pct; else lossy="$sent_rate/s loses $loss % ($kd kernel drops)"; break; fi
   done
   kill -INT $pid 2>/dev/null || true; sleep 1; kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   pkill -f "nfacctd -f $out" 2>/dev/null || true
   echo "| $name | $input | $best | $best_cpu | $lossy |" >> "$out/rows.md"
 }
 
-echo "collector,input,offered_rate,sent_rate,offered_records,accepted_records,loss_pct,cpu_pct" > "$out/steps.csv"
+echo "collector,input,offered_rate,sent_rate,offered_records,accepted_records,loss_pct,cpu_pct,kernel_drops" > "$out/steps.csv"
 : > "$out/rows.md"
-peer_rates="50000 100000 200000 300000 400000 500000 600000 700000 800000 1000000 1200000 1500000"
-fs_rates="1000000 2000000 3000000 4000000 5000000 6000000 7000000 8000000 10000000 12000000 14000000"
+peer_rates="25000 50000 75000 100000 150000 200000 250000 300000 400000 500000 600000 700000 800000 1000000 1200000"
+fs_rates="1000000 1500000 2000000 2500000 3000000 3500000 4000000 4500000 5000000 5500000 6000000 7000000 8000000 10000000 12000000"
 base=$((21000 + RANDOM % 10000))
 for input in $inputs; do
   for c in $collectors; do
