@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
 #                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks] [--enrich] [--flows]
+#                     [--capture PCAP]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -13,11 +14,13 @@
 #          report each sink's delivery lag and drops in sinks.txt, to compare with a run without.
 # --enrich: GeoIP (GeoLite2-City from .cache/py, as .ci/run installs it) and a networks file on
 #          every record.
+# --capture PCAP: offer a real exporter's capture looped (`flowshard gen --capture`, one
+#          exporter) instead of generated traffic; --protocol then only labels the report.
 # --flows: every record also to the raw-flows Kafka topic (flows = true); records encoded,
 #          delivered and dropped (by reason) go to flows.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""
+quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
     --enrich) enrich=1 ;;
     --flows) flows=1 ;;
     --protocol) proto="$2"; shift ;;
+    --capture) capture="$2"; shift ;;
     --rates) rates="$2"; shift ;;
     --step-seconds) step="$2"; shift ;;
     --shard-cpu) shard_cpu="$2"; shift ;;
@@ -45,6 +49,8 @@ out=${out:-results/capacity-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 cargo build --release --quiet
 bin=target/release/flowshard
+traffic="--protocol $proto --pool 5"
+[ -z "$capture" ] || traffic="--capture $capture --exporters 1"
 
 source scripts/lib/host.sh
 raise_udp_limits
@@ -129,7 +135,8 @@ echo "offered_rps,accepted_rps,loss_pct,app_loss_records,kernel_drops,shard_cpu_
 best=0
 for rate in $rates; do
   s0=$(status); k0=$(udp_rcvbuf); n0=$(softnet_drops); read -r b0 t0 <<< "$(cpu_busy "$shard_cpu")"; read -r gb0 gt0 <<< "$(cpu_busy "$gen_cpu")"
-  g=$(taskset -c "$gen_cpu" $bin gen --protocol "$proto" --to "127.0.0.1:$port" --pool 5 --rate "$rate" --duration "$step" 2>&1 | tail -1)
+  # shellcheck disable=SC2086
+  g=$(taskset -c "$gen_cpu" $bin gen $traffic --to "127.0.0.1:$port" --rate "$rate" --duration "$step" 2>&1 | tail -1)
   read -r b1 t1 <<< "$(cpu_busy "$shard_cpu")"; read -r gb1 gt1 <<< "$(cpu_busy "$gen_cpu")"
   sleep 2
   s1=$(status); k1=$(udp_rcvbuf); n1=$(softnet_drops)
@@ -156,7 +163,8 @@ done
 # Profile at the highest clean rate (or the first step).
 prof=${best:-0}; [ "$prof" -gt 0 ] || prof=$(echo "$rates" | awk '{print $1}')
 if command -v perf >/dev/null; then
-  taskset -c "$gen_cpu" $bin gen --protocol "$proto" --to "127.0.0.1:$port" --pool 5 --rate "$prof" --duration 8 >/dev/null 2>&1 &
+  # shellcheck disable=SC2086
+  taskset -c "$gen_cpu" $bin gen $traffic --to "127.0.0.1:$port" --rate "$prof" --duration 8 >/dev/null 2>&1 &
   gp=$!
   sleep 1
   perf record -F 499 -g -p $fs -o "$out/perf.data" -- sleep 5 >/dev/null 2>&1 || true
