@@ -579,6 +579,12 @@ fn kafka_flows(topic: &str) -> (Vec<flowshard::model::FlowRecord>, u64) {
     (recs, n)
 }
 
+/// `{key: bytes}` of a JSON array of top rows (`query flows --json`, `/api/flows`).
+fn bytes_per_key(rows: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    let rows = rows.as_array().unwrap_or_else(|| panic!("not an array: {rows}"));
+    rows.iter().map(|r| (r["key"].as_str().unwrap().to_string(), r["bytes"].as_u64().unwrap())).collect()
+}
+
 /// The rollup lines of JSON-lines output, sorted (one multiset per run).
 fn rollup_lines(out: &str) -> Vec<String> {
     let mut v: Vec<String> = out.lines().filter(|l| l.contains("\"type\":\"rollup\"")).map(str::to_string).collect();
@@ -691,13 +697,7 @@ fn raw_flows_topic_holds_every_record_and_replays_to_the_same_rollups() {
     assert_eq!(v["filtered_out"], decoded - matched, "{filter}: {v}");
     assert_eq!(v["total"][2], matched, "{filter}: {v}");
     assert_eq!(v["total"][0], want.values().sum::<u64>(), "{filter}: {v}");
-    let got: std::collections::BTreeMap<String, u64> = v["top"][0][1]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["key"].as_str().unwrap().to_string(), r["bytes"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(got, want, "{filter}: bytes per source");
+    assert_eq!(bytes_per_key(&v["top"][0][1]), want, "{filter}: bytes per source");
     eprintln!("query flows {filter:?}: {matched} of {decoded} records, {} sources", want.len());
 
     // the live view's filter: /api/flows of a running appliance reads the same slice (an
@@ -716,13 +716,7 @@ fn raw_flows_topic_holds_every_record_and_replays_to_the_same_rollups() {
         (Some(decoded - matched), Some(matched)),
         "{v}"
     );
-    let got: std::collections::BTreeMap<String, u64> = v["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["key"].as_str().unwrap().to_string(), r["bytes"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(got, want, "/api/flows: bytes per source");
+    assert_eq!(bytes_per_key(&v["top"]), want, "/api/flows: bytes per source");
     let (code, body) = http_get(&http, "/api/flows?by=src_ip&where=dst_port%3Dhttps", None);
     assert!(code == 400 && body.contains("not a key of dst_port"), "{code} {body}");
     let (ok, _, err) = run.stop();

@@ -205,9 +205,7 @@ fn flows(cfg: &crate::config::Config, a: FlowsArgs) -> Result<()> {
         by.push(dim);
     }
     let pipeline = cfg.pipeline_loaded()?;
-    let table = pipeline.enrich.clone();
-    let nets = |attr, v: &str| table.as_ref().map_or_else(Vec::new, |t| t.nets_with(attr, v));
-    let filter = crate::model::filter::Filter::parse(&a.filter.join(";"), &nets)?;
+    let filter = crate::enrich::Table::filter(pipeline.enrich.as_deref(), &a.filter.join(";"))?;
     let props = sink.map(|k| k.properties.clone()).unwrap_or_default();
     let src = crate::tools::replay::kafka::KafkaSource { brokers, topic, from, to: a.to, properties: props };
     let t = std::time::Instant::now();

@@ -53,9 +53,8 @@ pub fn run(a: Args) -> Result<()> {
     check(&cfg, &HostInfo::detect())?;
     let mut pipeline = cfg.pipeline_loaded()?;
     if !filter.is_empty() {
-        let table = pipeline.enrich.clone();
-        let nets = |attr, v: &str| table.as_ref().map_or_else(Vec::new, |t| t.nets_with(attr, v));
-        pipeline.filter = Some(std::sync::Arc::new(crate::model::filter::Filter::parse(&filter.join(";"), &nets)?));
+        let f = crate::enrich::Table::filter(pipeline.enrich.as_deref(), &filter.join(";"))?;
+        pipeline.filter = Some(std::sync::Arc::new(f));
     }
     let out: Box<dyn std::io::Write + Send> = if quiet {
         Box::new(std::io::sink())

@@ -7,7 +7,7 @@
 //! Errors name the file, the line (networks file) and the fix. Runs off the shards.
 
 use super::{Answer, EnrichConfig, LoadStats, Network, Table};
-use crate::model::{country_code, names};
+use crate::model::{country_code, names, prefix_range};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,24 +61,6 @@ struct Span<T> {
     start: u128,
     end: u128,
     val: T,
-}
-
-const V4_MAPPED: u128 = 0xffff_0000_0000;
-
-/// A prefix as a range of the `u128` address space (IPv4 as `::ffff:a.b.c.d`).
-fn range_of(net: IpAddr, len: u8) -> Option<(u128, u128)> {
-    let (base, bits) = match net {
-        IpAddr::V4(v4) => (V4_MAPPED | u128::from(u32::from(v4)), 32u32),
-        IpAddr::V6(v6) => (u128::from(v6), 128u32),
-    };
-    let len = u32::from(len);
-    if len > bits {
-        return None;
-    }
-    let host_bits = bits - len;
-    let mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
-    let start = base & !mask;
-    Some((start, start | mask))
 }
 
 /// Reads `[enrich]`'s files into one table.
@@ -232,7 +214,7 @@ fn read_mmdb(
             if answer == Answer::default() {
                 continue;
             }
-            let Some((start, end)) = range_of(net.network(), net.prefix()) else { continue };
+            let Some((start, end)) = prefix_range(net.network(), net.prefix()) else { continue };
             match out.last_mut() {
                 Some(l) if l.val == answer && l.end.checked_add(1) == Some(start) => l.end = end,
                 _ => out.push(Span { start, end, val: answer }),
@@ -278,7 +260,7 @@ fn parse_networks(text: &str, path: &Path) -> Result<(Vec<Network>, Vec<Span<Ans
                 err(line, format!("bad prefix length in {:?}", f[0]), "write /0 to /32 (IPv4) or /0 to /128 (IPv6)")
             })?
         };
-        let (start, end) = range_of(ip, len).ok_or_else(|| {
+        let (start, end) = prefix_range(ip, len).ok_or_else(|| {
             err(
                 line,
                 format!("prefix length {len} is too long in {:?}", f[0]),

@@ -294,6 +294,15 @@ impl Table {
         (answers[i], cities.get(i).copied().unwrap_or(0))
     }
 
+    /// Parses a record filter whose site, tenant and role terms resolve through this table's
+    /// networks (`table` `None`: no networks file, such terms match no network).
+    pub fn filter(
+        table: Option<&Table>,
+        text: &str,
+    ) -> Result<crate::model::filter::Filter, crate::model::filter::FilterError> {
+        crate::model::filter::Filter::parse(text, &|attr, v| table.map_or_else(Vec::new, |t| t.nets_with(attr, v)))
+    }
+
     /// The answer for one address.
     #[inline]
     pub fn lookup(&self, ip: Ip) -> Answer {

@@ -11,8 +11,8 @@
 //! `/api/flows` (a filtered slice of the raw-flows topic, [`crate::tools::slice`]) reads Kafka:
 //! it runs on a thread of its own, one query at a time, never holding the state lock.
 //!
-//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`, `tools` (slices). Lives
-//! on: the I/O core.
+//! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`, `tools` (slices), `enrich`
+//! (filters). Lives on: the I/O core.
 
 pub mod api;
 pub mod feedback;
@@ -164,12 +164,11 @@ fn slice(req: tiny_http::Request, src: Option<&Arc<SliceSource>>) {
     };
     let secs = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(60u64).clamp(1, SLICE_MAX_S);
     let n = q.get("n").and_then(|s| s.parse().ok()).unwrap_or(15usize).clamp(1, 1000);
-    let table = src.pipeline.enrich.clone();
-    let nets = |attr, v: &str| table.as_ref().map_or_else(Vec::new, |t| t.nets_with(attr, v));
-    let filter = match crate::model::filter::Filter::parse(q.get("where").map_or("", String::as_str), &nets) {
-        Ok(f) => f,
-        Err(e) => return respond_json(req, 400, err(e.to_string())),
-    };
+    let filter =
+        match crate::enrich::Table::filter(src.pipeline.enrich.as_deref(), q.get("where").map_or("", String::as_str)) {
+            Ok(f) => f,
+            Err(e) => return respond_json(req, 400, err(e.to_string())),
+        };
     if src.busy.swap(true, Ordering::AcqRel) {
         return respond_json(req, 429, err("another query is running; retry when it ends".into()));
     }

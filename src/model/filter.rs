@@ -88,14 +88,10 @@ impl Filter {
                     let ip: std::net::IpAddr = a
                         .parse()
                         .map_err(|_| bad(format!("{a:?} is not an address"), "write a prefix like 10.0.0.0/8"))?;
-                    let ip = Ip::from(ip);
-                    let bits: u32 = if ip.is_v4() { 32 } else { 128 };
-                    let len: u32 = len.parse().ok().filter(|&l| l <= bits).ok_or_else(|| {
+                    let (lo, hi) = len.parse().ok().and_then(|l| super::prefix_range(ip, l)).ok_or_else(|| {
                         bad(format!("bad prefix length {len:?}"), "write /0 to /32 (IPv4) or /0 to /128 (IPv6)")
                     })?;
-                    let host = bits - len;
-                    let mask = if host == 128 { u128::MAX } else { (1u128 << host) - 1 };
-                    alts.push(Alt::Range(ip.0 & !mask, ip.0 | mask));
+                    alts.push(Alt::Range(lo, hi));
                     continue;
                 }
                 let key = dim.parse_key(v).ok_or_else(|| {

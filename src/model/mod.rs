@@ -68,6 +68,24 @@ impl From<IpAddr> for Ip {
     }
 }
 
+/// A prefix as an inclusive range of the `u128` address space [`Ip`] uses (IPv4 as
+/// `::ffff:a.b.c.d`); `None` when the length is longer than the family allows. One place for
+/// the networks file, the mmdb loader and filters.
+pub fn prefix_range(net: IpAddr, len: u8) -> Option<(u128, u128)> {
+    let (base, bits) = match net {
+        IpAddr::V4(v4) => (Ip::from_v4(u32::from(v4)).0, 32u32),
+        IpAddr::V6(v6) => (u128::from(v6), 128u32),
+    };
+    let len = u32::from(len);
+    if len > bits {
+        return None;
+    }
+    let host_bits = bits - len;
+    let mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    let start = base & !mask;
+    Some((start, start | mask))
+}
+
 impl fmt::Display for Ip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.to_std().fmt(f)
