@@ -19,6 +19,7 @@
 //! May depend on: `model`. Lives on: shard cores (and replay, tests, benches).
 
 pub use crate::model::hll;
+pub mod host;
 pub mod table;
 
 pub use table::{key_hash, KeyTable};

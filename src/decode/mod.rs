@@ -14,6 +14,7 @@
 
 pub mod cursor;
 pub mod ipfix;
+pub mod lineproto;
 pub mod netflow_v5;
 pub mod netflow_v9;
 pub mod packet;

@@ -26,6 +26,7 @@
 //!
 //! May depend on: `model`, `aggregate`. Lives on: owner shard cores (and replay, backtest).
 
+pub mod host;
 pub mod layer2;
 pub mod layer3;
 pub mod layer3_history;

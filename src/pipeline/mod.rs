@@ -14,6 +14,8 @@
 //! May depend on: `model`, `decode`, `enrich`, `aggregate`, `detect`. Lives on: shard cores (ShardCore,
 //! OwnerCore), I/O core (Assembler), replay thread (Engine).
 
+pub mod host;
+
 use crate::aggregate::{AggConfig, OwnedRow, OwnerWindow, PartialBatch, ShardWindow};
 use crate::decode::{DecodeError, Decoded, Decoder, DecoderConfig, FlowSink, InterfaceCounters};
 use crate::detect::{DetectConfig, Detectors};
