@@ -171,7 +171,7 @@ impl SeriesHasher {
 /// Host-input counters of one window (cumulative).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HostCounters {
-    /// Metric samples added.
+    /// Metric samples added (counted by the caller of [`HostWindow::add`]).
     pub samples: u64,
     /// Syslog messages counted.
     pub messages: u64,
@@ -331,6 +331,11 @@ impl HostMerge {
                 }
             }
         }
+    }
+
+    /// The newest arrival second added since the last flush.
+    pub fn pending_arrival(&self) -> u64 {
+        self.pending_arrival
     }
 
     /// Rows waiting for [`HostMerge::flush`].

@@ -70,6 +70,25 @@ impl AlertDoc {
         }
     }
 
+    /// A host detector's alert: layer 1 (inline statistics on the I/O core's merged host rows),
+    /// dimension `host` (or `process` for a process's memory, key `host/process`).
+    pub fn from_host(a: &crate::detect::host::HostAlert) -> AlertDoc {
+        let process = a.metric == "rss_bytes";
+        AlertDoc {
+            layer: 1,
+            second: a.second,
+            dimension: if process { "process" } else { "host" }.into(),
+            key: if process { format!("{}/{}", a.host, a.subject) } else { a.host.clone() },
+            metric: a.metric.into(),
+            kind: a.kind.name().into(),
+            value: a.value,
+            expected: a.expected,
+            score: a.score,
+            z: f64::NAN,
+            reason: a.reason.clone(),
+        }
+    }
+
     /// The layer-3 alert of an anomaly result: metric = the feature that drove it (highest
     /// relevant attribution), value and expected = that feature's actual and expected values
     /// over the interval, score = the grade, reason naming every feature.

@@ -11,6 +11,7 @@
 
 mod alerts;
 mod general;
+pub mod hosts;
 pub mod overrides;
 mod pipeline;
 mod sinks;
@@ -65,6 +66,8 @@ pub struct Config {
     pub http: Http,
     /// Enrichment tables (GeoIP, ASN, networks file).
     pub enrich: crate::enrich::EnrichConfig,
+    /// Host metrics and syslog inputs, and the host detectors.
+    pub hosts: hosts::Hosts,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             layer3: Layer3::default(),
             http: Http::default(),
             enrich: Default::default(),
+            hosts: hosts::Hosts::default(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl Config {
         self.validate_pipeline(&mut e);
         self.validate_sinks(&mut e);
         self.validate_alerts(&mut e);
+        self.validate_hosts(&mut e);
         e
     }
 

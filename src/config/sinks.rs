@@ -58,6 +58,9 @@ pub struct KafkaSink {
     /// Layer-3 anomaly results topic (the anomaly-detection plugin's result documents).
     #[serde(default = "anomaly_results_topic")]
     pub anomaly_results_topic: String,
+    /// Host rows topic (metric series and syslog counts per second, JSON).
+    #[serde(default = "hosts_topic")]
+    pub hosts_topic: String,
     /// Compression codec.
     #[serde(default)]
     pub compression: Compression,
@@ -202,6 +205,10 @@ fn alerts_topic() -> String {
 fn incidents_topic() -> String {
     "flowshard.incidents".into()
 }
+fn hosts_topic() -> String {
+    "flowshard.hosts".into()
+}
+
 fn anomaly_results_topic() -> String {
     "flowshard.anomaly-results".into()
 }
@@ -233,6 +240,7 @@ impl KafkaSink {
             alerts_topic: alerts_topic(),
             incidents_topic: incidents_topic(),
             anomaly_results_topic: anomaly_results_topic(),
+            hosts_topic: hosts_topic(),
             compression: Compression::default(),
             partitions: partitions(),
             replication_factor: one(),
@@ -306,6 +314,7 @@ impl Config {
                     ("alerts_topic", &k.alerts_topic),
                     ("incidents_topic", &k.incidents_topic),
                     ("anomaly_results_topic", &k.anomaly_results_topic),
+                    ("hosts_topic", &k.hosts_topic),
                     ("flows_topic", &k.flows_topic),
                 ] {
                     if t.is_empty()

@@ -286,7 +286,6 @@ impl<'a> Fields<'a> {
 /// Appends `b` to `out` with line-protocol escapes (`\,` `\=` `\ ` `\"` `\\`) removed.
 pub fn unescape(b: &[u8], out: &mut String) {
     let mut i = 0;
-    let start = out.len();
     let mut bytes = Vec::with_capacity(b.len());
     while i < b.len() {
         if b[i] == b'\\' && i + 1 < b.len() && matches!(b[i + 1], b',' | b'=' | b' ' | b'"' | b'\\') {
@@ -296,7 +295,6 @@ pub fn unescape(b: &[u8], out: &mut String) {
         i += 1;
     }
     out.push_str(&String::from_utf8_lossy(&bytes));
-    debug_assert!(out.len() >= start);
 }
 
 /// Converts a timestamp in the given precision to milliseconds.
@@ -341,7 +339,9 @@ impl Precision {
 mod tests {
     use super::*;
 
-    fn names(l: &Line<'_>) -> (String, Vec<(String, String)>, Vec<(String, Value)>) {
+    type Parts = (String, Vec<(String, String)>, Vec<(String, Value)>);
+
+    fn names(l: &Line<'_>) -> Parts {
         let mut m = String::new();
         unescape(l.measurement, &mut m);
         let tags = l

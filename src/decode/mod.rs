@@ -18,6 +18,7 @@ pub mod lineproto;
 pub mod netflow_v5;
 pub mod netflow_v9;
 pub mod packet;
+pub mod remote_write;
 pub mod sflow;
 pub mod syslog;
 pub mod templates;

@@ -246,6 +246,8 @@ pub struct Framer {
     pub bad_length: u64,
     skip: usize,
     skip_to_newline: bool,
+    octets: bool,
+    reported: u64,
 }
 
 impl Framer {
@@ -258,6 +260,33 @@ impl Framer {
             bad_length: 0,
             skip: 0,
             skip_to_newline: false,
+            octets: true,
+            reported: 0,
+        }
+    }
+
+    /// A framer that splits at newlines only (line protocol: a line may start with a digit).
+    pub fn lines(max: usize) -> Framer {
+        Framer { octets: false, ..Framer::new(max) }
+    }
+
+    /// Frames dropped (oversize or bad length) since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        let all = self.oversize + self.bad_length;
+        let d = all - self.reported;
+        self.reported = all;
+        d
+    }
+
+    /// The end of the stream: a last frame without its delimiter is complete.
+    pub fn finish(&mut self, out: &mut dyn FnMut(&[u8])) {
+        let b = std::mem::take(&mut self.buf);
+        let used = self.drain_from(&b, out);
+        let rest = &b[used..];
+        let partial =
+            self.skip > 0 || self.skip_to_newline || (self.octets && rest.first().is_some_and(u8::is_ascii_digit));
+        if !rest.is_empty() && !partial {
+            out(rest);
         }
     }
 
@@ -300,9 +329,16 @@ impl Framer {
 
     /// Emits every complete frame at the start of the buffer; returns the bytes consumed.
     fn drain(&mut self, out: &mut dyn FnMut(&[u8])) -> usize {
+        let buf = std::mem::take(&mut self.buf);
+        let used = self.drain_from(&buf, out);
+        self.buf = buf;
+        used
+    }
+
+    fn drain_from(&mut self, buf: &[u8], out: &mut dyn FnMut(&[u8])) -> usize {
         let mut at = 0;
         loop {
-            let b = &self.buf[at..];
+            let b = &buf[at..];
             // skip stray delimiters between frames
             let lead = b.iter().take_while(|&&c| matches!(c, b'\n' | b'\r' | 0)).count();
             if lead > 0 {
@@ -312,7 +348,7 @@ impl Framer {
             if b.is_empty() {
                 return at;
             }
-            if b[0].is_ascii_digit() {
+            if self.octets && b[0].is_ascii_digit() {
                 let len = match b.iter().take(11).position(|&c| c == b' ') {
                     Some(sp) => {
                         std::str::from_utf8(&b[..sp]).ok().and_then(|s| s.parse::<usize>().ok()).map(|l| (sp, l))
@@ -331,7 +367,7 @@ impl Framer {
                         }
                         None => {
                             self.skip_to_newline = true;
-                            return self.buf.len();
+                            return buf.len();
                         }
                     }
                 };
@@ -343,7 +379,7 @@ impl Framer {
                         continue;
                     }
                     self.skip = len - have;
-                    return self.buf.len();
+                    return buf.len();
                 }
                 if b.len() < sp + 1 + len {
                     return at;

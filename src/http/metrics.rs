@@ -256,6 +256,85 @@ pub fn metrics(p: &Published) -> String {
             .into_iter()
             .map(|(k, n)| (format!("state=\"{k}\""), n as f64)),
     );
+    // host inputs: every shard's and the HTTP ingest's (input="http")
+    let hs: Vec<(String, crate::ops::HostStatus)> = sh
+        .iter()
+        .filter_map(|st| st.hosts.clone().map(|h| (format!("input=\"shard{}\"", st.shard), h)))
+        .chain(p.host_http.clone().map(|h| ("input=\"http\"".to_string(), h)))
+        .collect();
+    family(
+        "flowshard_host_input_total",
+        "counter",
+        "Host input accepted: line-protocol lines, metric samples, syslog messages, datagrams; by input (shard or http).",
+        &mut hs.iter().flat_map(|(l, h)| {
+            [
+                ("lines", h.input.lines),
+                ("samples", h.window.samples),
+                ("messages", h.window.messages),
+                ("datagrams", h.datagrams),
+            ]
+            .into_iter()
+            .map(move |(w, n)| (format!("{l},what=\"{w}\""), n as f64))
+        }),
+    );
+    family(
+        "flowshard_host_refused_total",
+        "counter",
+        "Host input refused or dropped, by input and reason (line_*: line-protocol errors; syslog_*: syslog errors).",
+        &mut hs.iter().flat_map(|(l, h)| {
+            let i = &h.input;
+            let w = &h.window;
+            let lines = crate::decode::lineproto::LineError::ALL
+                .iter()
+                .map(move |r| (format!("line_{}", r.name()), i.line_errors[r.index()]));
+            let sys = crate::decode::syslog::SyslogError::ALL
+                .iter()
+                .enumerate()
+                .map(move |(k, r)| (format!("syslog_{}", r.label()), i.syslog_errors[k]));
+            lines
+                .chain(sys)
+                .chain([
+                    ("remote_write_bad_body".to_string(), i.remote_write_errors),
+                    ("non_finite_sample".to_string(), i.non_finite),
+                    ("string_field".to_string(), i.string_fields),
+                    ("oversize_frame".to_string(), i.oversize_frames),
+                    ("pattern_overflow".to_string(), i.pattern_overflow),
+                    ("series_overflow".to_string(), w.series_overflow),
+                    ("cell_overflow".to_string(), w.cell_overflow),
+                    ("out_of_range_timestamp".to_string(), w.out_of_range),
+                    ("handoff_full".to_string(), h.handoff_dropped),
+                    ("connection_limit".to_string(), h.connections_refused),
+                ])
+                .map(move |(r, n)| (format!("{l},reason=\"{r}\""), n as f64))
+        }),
+    );
+    family(
+        "flowshard_host_series",
+        "gauge",
+        "Host series known, per input window (shards, http) and merged on the I/O core (input=\"io\").",
+        &mut hs
+            .iter()
+            .map(|(l, h)| (l.clone(), h.series as f64))
+            .chain(std::iter::once(("input=\"io\"".to_string(), p.io.host_series as f64))),
+    );
+    family(
+        "flowshard_host_connections",
+        "gauge",
+        "Open host-input TCP connections, by shard.",
+        &mut hs.iter().filter(|(l, _)| l != "input=\"http\"").map(|(l, h)| (l.clone(), h.connections as f64)),
+    );
+    family(
+        "flowshard_host_rows_total",
+        "counter",
+        "Host rows (series-seconds) written to the sinks.",
+        &mut std::iter::once((String::new(), p.io.host_rows as f64)),
+    );
+    family(
+        "flowshard_hosts_tracked",
+        "gauge",
+        "Hosts the host detectors track.",
+        &mut std::iter::once((String::new(), p.io.host_detect.hosts as f64)),
+    );
     family(
         "flowshard_process_resident_memory_bytes",
         "gauge",

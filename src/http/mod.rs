@@ -11,12 +11,15 @@
 //! `/api/flows` (a filtered slice of the raw-flows topic, [`crate::tools::slice`]) reads Kafka:
 //! it runs on a thread of its own, one query at a time, never holding the state lock.
 //!
+//! `/api/v2/write` and `/api/v1/write` take host metrics ([`ingest`]) on this thread.
+//!
 //! May depend on: `ops`, `sink` (counters), `pipeline`, `model`, `alert`, `tools` (slices), `enrich`
-//! (filters). Lives on: the I/O core.
+//! (filters), `decode` (host writes). Lives on: the I/O core.
 
 pub mod api;
 pub mod feedback;
 pub mod hot;
+pub mod ingest;
 pub mod metrics;
 
 pub use api::{exporters, overview, route, VIEW};
@@ -41,6 +44,8 @@ pub struct Published {
     pub flows: Option<Arc<crate::sink::flows::FlowsStats>>,
     /// Where operator feedback from the API goes (None: read-only API).
     pub feedback: Option<feedback::FeedbackTarget>,
+    /// Host writes over HTTP (line protocol, remote-write): their counters.
+    pub host_http: Option<crate::ops::HostStatus>,
 }
 
 /// Shared between the I/O loop and the HTTP thread.
@@ -55,6 +60,7 @@ pub fn shared(n: usize) -> Shared {
         sinks: Vec::new(),
         flows: None,
         feedback: None,
+        host_http: None,
     }))
 }
 
@@ -92,6 +98,7 @@ pub fn serve(
     stop: Arc<std::sync::atomic::AtomicBool>,
     cpu: Option<usize>,
     slices: Option<Arc<SliceSource>>,
+    mut ingest: Option<ingest::HostIngest>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = tiny_http::Server::from_listener(listener, None).map_err(|e| std::io::Error::other(e.to_string()))?;
     std::thread::Builder::new().name("flowshard-http".into()).spawn(move || {
@@ -118,6 +125,16 @@ pub fn serve(
                 continue;
             }
             let post = *req.method() == tiny_http::Method::Post;
+            let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
+            if post && (path == "/api/v2/write" || path == "/api/v1/write") {
+                let v2 = path == "/api/v2/write";
+                let query = query.to_string();
+                write(req, ingest.as_mut(), v2, &query);
+                if let (Some(i), Ok(mut p)) = (&ingest, state.lock()) {
+                    p.host_http = Some(i.status());
+                }
+                continue;
+            }
             let (code, ctype, body) = match state.lock() {
                 Ok(p) if post => post_route(&p, req.url()),
                 Ok(p) => route(&p, req.url()),
@@ -131,6 +148,25 @@ pub fn serve(
             let _ = req.respond(resp);
         }
     })
+}
+
+/// A host write: line protocol (`v2`) or remote-write.
+fn write(mut req: tiny_http::Request, ingest: Option<&mut ingest::HostIngest>, v2: bool, query: &str) {
+    let Some(ing) = ingest else {
+        let _ = req.respond(
+            tiny_http::Response::from_string("host writes are off: set hosts.http = true\n").with_status_code(404),
+        );
+        return;
+    };
+    let gzip = req.headers().iter().any(|h| h.field.equiv("Content-Encoding") && h.value.as_str() == "gzip");
+    let peer = req.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let now = crate::model::time::now_s();
+    let (code, text) = if v2 {
+        ing.line_protocol(query, req.as_reader(), gzip, &peer, now)
+    } else {
+        ing.remote_write(req.as_reader(), &peer, now)
+    };
+    let _ = req.respond(tiny_http::Response::from_string(text).with_status_code(code));
 }
 
 fn respond_json(req: tiny_http::Request, code: u16, body: String) {
@@ -256,7 +292,7 @@ mod tests {
         let l = bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let h = serve(l, None, shared(1), stop.clone(), None, None).unwrap();
+        let h = serve(l, None, shared(1), stop.clone(), None, None, None).unwrap();
         assert!(std::net::TcpListener::bind(addr).is_err(), "the port stays taken by the server");
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();

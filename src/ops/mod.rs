@@ -51,6 +51,14 @@ pub struct IoCounters {
     pub interfaces_named: u64,
     /// Exporter interfaces seen in the flows that nothing names.
     pub interfaces_unresolved: u64,
+    /// Host rows written (merged series-seconds).
+    pub host_rows: u64,
+    /// Host series known to the I/O core.
+    pub host_series: u64,
+    /// Host rows whose series had no name (dropped).
+    pub host_unnamed: u64,
+    /// The host detectors' counters.
+    pub host_detect: crate::detect::host::HostDetectCounters,
 }
 
 /// One shard's counters at one moment.
@@ -82,6 +90,27 @@ pub struct ShardStatus {
     pub close_lag_p99_us: u64,
     /// Exporters: (address, last second seen, datagrams, records, templates, sampling rate).
     pub exporters: Vec<ExporterStatus>,
+    /// Host inputs (line protocol, syslog) of this shard, when configured.
+    pub hosts: Option<HostStatus>,
+}
+
+/// One shard's host-input counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Bad or skipped input by reason.
+    pub input: crate::pipeline::host::HostInputCounters,
+    /// Samples, messages and bounds.
+    pub window: crate::pipeline::host::HostCounters,
+    /// Series this shard knows.
+    pub series: usize,
+    /// Open TCP connections.
+    pub connections: usize,
+    /// TCP connections refused because `hosts.max_connections` were open.
+    pub connections_refused: u64,
+    /// Datagrams received on host UDP sockets.
+    pub datagrams: u64,
+    /// Host batches dropped because the I/O queue was full.
+    pub handoff_dropped: u64,
 }
 
 /// One exporter as a shard sees it.

@@ -187,7 +187,9 @@ impl HostCore {
                     kind: SeriesKind::Metric,
                 }
             };
-            self.window.add(h.finish(), name, ms, x, now);
+            if self.window.add(h.finish(), name, ms, x, now) {
+                self.window.counters.samples += 1;
+            }
         }
     }
 
@@ -298,7 +300,9 @@ impl HostCore {
             tags: tags_text(allow, labels.iter().copied().filter(|(k, _)| kept(k)), false),
             kind: SeriesKind::Metric,
         };
-        self.window.add(h.finish(), name, ms, value, now);
+        if self.window.add(h.finish(), name, ms, value, now) {
+            self.window.counters.samples += 1;
+        }
     }
 
     /// Closes arrival second `now`.

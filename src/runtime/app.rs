@@ -72,6 +72,47 @@ pub struct RunReport {
 /// Binds every listener for every shard; returns per shard its sockets.
 /// Sockets per shard, the receive buffer granted per socket, and the bound addresses.
 type Bound = (Vec<Vec<socket2::Socket>>, Vec<usize>, Vec<SocketAddr>);
+/// Host-input sockets per shard: (socket, TCP, syslog).
+type HostBound = Vec<Vec<(socket2::Socket, bool, bool)>>;
+
+fn bind_tcp_reuseport(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s)
+}
+
+/// Binds every `[hosts]` socket for every shard (UDP: one `SO_REUSEPORT` socket per shard;
+/// TCP: one `SO_REUSEPORT` listener per shard, so the kernel spreads connections); appends the
+/// bound addresses to `bound` in configuration order.
+fn bind_hosts(cfg: &Config, shards: usize, bound: &mut Vec<SocketAddr>) -> Result<HostBound, RunError> {
+    let mut per_shard: HostBound = (0..shards).map(|_| Vec::new()).collect();
+    for (_, a, tcp, syslog) in cfg.hosts.sockets() {
+        let mut addr: SocketAddr = a.parse().map_err(|_| RunError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: std::io::Error::other(format!("bad address {a:?}")),
+        })?;
+        for socks in per_shard.iter_mut() {
+            let s = if tcp { bind_tcp_reuseport(addr) } else { socket::bind_reuseport(addr, HOST_RCVBUF).map(|x| x.0) }
+                .map_err(|source| RunError::Bind { addr, source })?;
+            if addr.port() == 0 {
+                if let Some(x) = s.local_addr().ok().and_then(|x| x.as_socket()) {
+                    addr = x;
+                }
+            }
+            socks.push((s, tcp, syslog));
+        }
+        bound.push(addr);
+    }
+    Ok(per_shard)
+}
+
+/// Receive buffer asked for host UDP sockets (capped by `net.core.rmem_max`).
+const HOST_RCVBUF: usize = 8 << 20;
 
 fn bind_all(cfg: &Config, shards: usize) -> Result<Bound, RunError> {
     let mut per_shard: Vec<Vec<socket2::Socket>> = (0..shards).map(|_| Vec::new()).collect();
@@ -109,7 +150,8 @@ pub fn run(
 ) -> Result<RunReport, RunError> {
     let pcfg = cfg.pipeline_loaded()?;
     let n = layout.shards.len().max(1);
-    let (sockets, granted, bound) = bind_all(cfg, n)?;
+    let (sockets, granted, mut bound) = bind_all(cfg, n)?;
+    let host_sockets = bind_hosts(cfg, n, &mut bound)?;
     for (l, g) in cfg.listener.iter().zip(granted.iter().step_by(n)) {
         if *g < l.recv_buffer_bytes {
             tracing::warn!(
@@ -143,6 +185,9 @@ pub fn run(
     let jobs_stop = Arc::new(AtomicBool::new(false));
     let to_io = endpoints[0].to_io.clone();
     let to_io3 = to_io.clone();
+    // the HTTP thread's host writes reach the I/O loop through this sender, let go before the
+    // I/O loop is waited for (it ends when every sender is gone)
+    let host_tx = Arc::new(std::sync::Mutex::new(Some(to_io.clone())));
     let job_alerts: jobs::AlertOut = Box::new(move |docs| to_io.send(IoMsg::Alerts(docs)).is_ok());
     let job_results: jobs::layer3::ResultsOut =
         Box::new(move |batch| to_io3.send(IoMsg::Layer3(Box::new(batch))).is_ok());
@@ -180,7 +225,19 @@ pub fn run(
                     busy: AtomicBool::new(false),
                 })
             });
-            Ok((addr, http::serve(l, token, published.clone(), http_stop.clone(), io_pin, slices)?))
+            let to_io = host_tx.clone();
+            let ingest = cfg.hosts.http.then(|| {
+                http::ingest::HostIngest::new(
+                    &cfg.hosts.path(),
+                    n as u16,
+                    cfg.hosts.max_body_bytes,
+                    Box::new(move |b| {
+                        to_io.lock().ok().and_then(|t| t.as_ref().map(|t| t.try_send(IoMsg::Host(b)).is_ok()))
+                            == Some(true)
+                    }),
+                )
+            });
+            Ok((addr, http::serve(l, token, published.clone(), http_stop.clone(), io_pin, slices, ingest)?))
         });
         match started {
             Ok((a, h)) => {
@@ -204,6 +261,7 @@ pub fn run(
         interfaces,
         namer: enrich_slot.clone().map(|slot| crate::enrich::Namer::new(slot, pcfg.enrich.clone(), &pcfg.derived)),
         appliance: cfg.general.appliance_id.clone(),
+        hosts: super::io_loop::HostIo::new(&cfg.hosts.detect),
     };
     let io_thread = std::thread::Builder::new()
         .name("flowshard-io".into())
@@ -217,7 +275,7 @@ pub fn run(
 
     let (status_tx, status_rx) = std::sync::mpsc::channel::<ShardStatus>();
     let mut handles = Vec::new();
-    for ((ep, socks), shard) in endpoints.into_iter().zip(sockets).zip(0..n) {
+    for (((ep, socks), hsocks), shard) in endpoints.into_iter().zip(sockets).zip(host_sockets).zip(0..n) {
         let cpu = layout.shards.get(shard).copied().unwrap_or(shard);
         let placement = if layout.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
         let fds: Vec<i32> = socks.into_iter().map(|s| s.into_raw_fd()).collect();
@@ -227,15 +285,32 @@ pub fn run(
         let slot = enrich_slot.clone();
         let status_tx = status_tx.clone();
         let flows = flows_tx.clone();
+        let hosts = (!hsocks.is_empty()).then(|| shard::HostInputs {
+            socks: hsocks
+                .into_iter()
+                .map(|(s, tcp, syslog)| shard::HostSock { fd: s.into_raw_fd(), tcp, syslog })
+                .collect(),
+            path: cfg.hosts.path(),
+            precision: cfg.hosts.precision,
+            max_frame: cfg.hosts.max_frame_bytes,
+            max_connections: cfg.hosts.max_connections,
+        });
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{shard}"))
             .io_memory(2 << 20)
             // the window tick must not wait behind a busy receive loop
             .preempt_timer(Duration::from_millis(5))
             .spawn(move || async move {
-                let last =
-                    shard::shard_main(shard, n, pcfg, ep, fds, stop, shard::Handed { snapshot, enrich: slot, flows })
-                        .await;
+                let last = shard::shard_main(
+                    shard,
+                    n,
+                    pcfg,
+                    ep,
+                    fds,
+                    stop,
+                    shard::Handed { snapshot, enrich: slot, flows, hosts },
+                )
+                .await;
                 let _ = status_tx.send(last);
             })
             .map_err(|e| RunError::Executor { shard, cpu, reason: e.to_string() })?;
@@ -252,7 +327,10 @@ pub fn run(
     }
     let mut shards: Vec<ShardStatus> = status_rx.iter().collect();
     shards.sort_by_key(|s| s.shard);
-    // The jobs hold a sender to the I/O loop: stop them before waiting for it.
+    // The jobs and the HTTP ingest hold senders to the I/O loop: let go before waiting for it.
+    if let Ok(mut t) = host_tx.lock() {
+        t.take();
+    }
     jobs_stop.store(true, Ordering::Relaxed);
     for j in jobs {
         let _ = j.join();
@@ -300,6 +378,11 @@ impl RunReport {
             "alerts": self.io.alerts,
             "sink_errors": self.io.sink_errors,
             "flows_encoded": self.flows.as_ref().map_or(0, |f| f.records.load(Relaxed)),
+            "host_lines": sum(|s| s.hosts.as_ref().map_or(0, |h| h.input.lines)),
+            "host_samples": sum(|s| s.hosts.as_ref().map_or(0, |h| h.window.samples)),
+            "host_messages": sum(|s| s.hosts.as_ref().map_or(0, |h| h.window.messages)),
+            "host_refused": sum(|s| s.hosts.as_ref().map_or(0, |h| h.input.refused())),
+            "host_rows": self.io.host_rows,
         })
         .to_string()
     }

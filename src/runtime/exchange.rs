@@ -34,6 +34,8 @@ pub enum IoMsg {
     Alerts(Vec<AlertDoc>),
     /// Results of the layer-3 job (one interval's, or none) and its counters.
     Layer3(Box<Layer3Batch>),
+    /// One host-input window's second (a shard's, or the HTTP ingest's).
+    Host(crate::pipeline::host::HostBatch),
 }
 
 /// Seconds of partials a shard may be ahead of an owner before it waits.

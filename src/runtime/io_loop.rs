@@ -54,6 +54,46 @@ pub struct IoLoop {
     pub namer: Option<crate::enrich::Namer>,
     /// Appliance id (result documents).
     pub appliance: String,
+    /// Host rows: merge and detectors (always present; idle without host input).
+    pub hosts: HostIo,
+}
+
+/// The I/O core's host-telemetry state: the merge of every window's batches and the host
+/// detectors.
+pub struct HostIo {
+    /// Merges the shards' (and the HTTP ingest's) batches.
+    pub merge: crate::pipeline::host::HostMerge,
+    /// CPU spike, memory leak, burst and silence detectors.
+    pub detectors: crate::detect::host::HostDetectors,
+    last_add: Option<Instant>,
+    last_tick: u64,
+}
+
+impl HostIo {
+    /// Idle state with these detector settings.
+    pub fn new(cfg: &crate::detect::host::HostDetectConfig) -> HostIo {
+        HostIo {
+            merge: crate::pipeline::host::HostMerge::new(),
+            detectors: crate::detect::host::HostDetectors::new(cfg),
+            last_add: None,
+            last_tick: 0,
+        }
+    }
+
+    /// Adds a batch; returns the merged second of the previous arrival second when this batch
+    /// starts a newer one.
+    fn add(&mut self, b: crate::pipeline::host::HostBatch) -> Option<crate::pipeline::host::HostSecond> {
+        let out = (b.arrival > self.merge.pending_arrival() && self.merge.pending() > 0).then(|| self.merge.flush());
+        self.merge.add(b);
+        self.last_add = Some(Instant::now());
+        out
+    }
+
+    /// The pending rows, once no batch came for 1.2 s.
+    fn due(&mut self) -> Option<crate::pipeline::host::HostSecond> {
+        let late = self.last_add.is_some_and(|t| t.elapsed() > Duration::from_millis(1200));
+        (late && self.merge.pending() > 0).then(|| self.merge.flush())
+    }
 }
 
 /// One finished second and its admitted layer-1 alerts in the shared schema.
@@ -79,6 +119,7 @@ impl IoLoop {
             mut interfaces,
             mut namer,
             appliance,
+            mut hosts,
         } = self;
         let mut events: Vec<IncidentEvent> = Vec::new();
         // data time: the newest second seen (incidents resolve on it)
@@ -131,8 +172,31 @@ impl IoLoop {
                     data_now = j.take(docs, data_now, &mut events);
                     publish(&published, &[], &c);
                 }
+                Ok(IoMsg::Host(b)) => {
+                    if let Some(hs) = hosts.add(b) {
+                        let mut j =
+                            JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+                        data_now = host_second(&mut hosts, hs, &appliance, &mut j, data_now, &mut events);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if let Some(hs) = hosts.due() {
+                let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+                data_now = host_second(&mut hosts, hs, &appliance, &mut j, data_now, &mut events);
+            }
+            let wall = now_s();
+            if wall > hosts.last_tick {
+                hosts.last_tick = wall;
+                let mut alerts = Vec::new();
+                hosts.detectors.tick(wall, &mut alerts);
+                c.host_detect = hosts.detectors.counters.clone();
+                if !alerts.is_empty() {
+                    let docs = alerts.iter().map(AlertDoc::from_host).collect();
+                    let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+                    data_now = j.take(docs, data_now, &mut events);
+                }
             }
             if last_reload.elapsed() >= Duration::from_secs(2) {
                 last_reload = Instant::now();
@@ -186,6 +250,11 @@ impl IoLoop {
                 last_status = Instant::now();
                 status_line(&published, &c);
             }
+        }
+        if hosts.merge.pending() > 0 {
+            let hs = hosts.merge.flush();
+            let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
+            data_now = host_second(&mut hosts, hs, &appliance, &mut j, data_now, &mut events);
         }
         assembler.flush(&mut finished);
         gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
@@ -245,6 +314,35 @@ impl JobAlerts<'_> {
         self.c.gate = self.gate.counters.clone();
         data_now
     }
+}
+
+/// One merged second of host rows: to every sink, through the host detectors, their alerts
+/// through the gate into incidents.
+fn host_second(
+    hosts: &mut HostIo,
+    hs: crate::pipeline::host::HostSecond,
+    appliance: &str,
+    j: &mut JobAlerts<'_>,
+    data_now: u64,
+    events: &mut Vec<IncidentEvent>,
+) -> u64 {
+    let docs = crate::sink::host_docs(&hs, appliance);
+    j.c.host_rows += docs.len() as u64;
+    to_sinks(j.sinks, j.c, |s| s.write_hosts(&docs));
+    for s in j.sinks.iter_mut() {
+        if s.flush().is_err() {
+            j.c.sink_errors += 1;
+        }
+    }
+    let mut alerts = Vec::new();
+    hosts.detectors.observe(&hs, &mut alerts);
+    j.c.host_series = hosts.merge.series() as u64;
+    j.c.host_unnamed = hosts.merge.unnamed;
+    j.c.host_detect = hosts.detectors.counters.clone();
+    if alerts.is_empty() {
+        return data_now;
+    }
+    j.take(alerts.iter().map(AlertDoc::from_host).collect(), data_now, events)
 }
 
 fn status_line(published: &Shared, c: &IoCounters) {

@@ -22,10 +22,13 @@
 
 use super::exchange::{Endpoints, IoMsg};
 use super::socket;
+use crate::decode::lineproto::Precision;
+use crate::decode::syslog::Framer;
 use crate::decode::templates::Snapshot;
 use crate::decode::ErrorReason;
 use crate::model::Ip;
 use crate::ops::ShardStatus;
+use crate::pipeline::host::HostCore;
 use crate::pipeline::{OwnerCore, OwnerOutput, PipelineConfig, ShardCore};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -54,6 +57,63 @@ struct Shared {
     lag: Histogram<u64>,
     handoff_dropped: u64,
     received: u64,
+    host: Option<HostState>,
+}
+
+/// A shard's host inputs: the core that parses and rolls up, and the connection counters.
+struct HostState {
+    core: HostCore,
+    precision: Precision,
+    connections: usize,
+    refused: u64,
+    datagrams: u64,
+    handoff_dropped: u64,
+}
+
+/// One host-input socket of a shard (bound on the main thread).
+pub(super) struct HostSock {
+    /// The socket (UDP bound, or TCP listening, non-blocking).
+    pub fd: i32,
+    /// TCP (else UDP).
+    pub tcp: bool,
+    /// Syslog (else line protocol).
+    pub syslog: bool,
+}
+
+/// What a shard needs for host inputs.
+pub(super) struct HostInputs {
+    /// Its sockets.
+    pub socks: Vec<HostSock>,
+    /// Series bounds and tag allow-list.
+    pub path: crate::pipeline::host::HostPathConfig,
+    /// Line-protocol timestamp unit.
+    pub precision: Precision,
+    /// Longest TCP frame.
+    pub max_frame: usize,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// Writes `ip` as text into `buf` (no allocation); returns the text.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write as _;
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(c, "{ip}");
+    let n = c.position() as usize;
+    &buf[..n]
+}
+
+impl HostState {
+    /// One datagram or frame of host input from `from`.
+    fn input(&mut self, data: &[u8], syslog: bool, from: Option<std::net::SocketAddr>, now: u64) {
+        let mut buf = [0u8; 48];
+        let host = from.map_or(&b"unknown"[..], |a| ip_text(a.ip(), &mut buf));
+        if syslog {
+            self.core.syslog(data, host, now);
+        } else {
+            self.core.lines(data, self.precision, host, now);
+        }
+    }
 }
 
 impl Shared {
@@ -84,18 +144,27 @@ impl Shared {
     }
 }
 
-fn status_of(sh: &Shared, shard: usize, fds: &[i32]) -> ShardStatus {
+fn status_of(sh: &Shared, shard: usize, fds: &[i32], host_fds: &[i32]) -> ShardStatus {
     ShardStatus {
         shard: shard as u16,
         decode: sh.core.decoder.counters.clone(),
         ingest: sh.core.counters.clone(),
         owner: sh.owner.counters.clone(),
-        kernel_drops: fds.iter().filter_map(|&fd| socket::kernel_drops(fd)).sum(),
+        kernel_drops: fds.iter().chain(host_fds).filter_map(|&fd| socket::kernel_drops(fd)).sum(),
         received: sh.received,
         templates: sh.core.decoder.templates.len(),
         tracked_keys: sh.owner.tracked(),
         evictions: sh.core.evictions() + sh.owner.counters.late_batches,
         handoff_dropped: sh.handoff_dropped,
+        hosts: sh.host.as_ref().map(|h| crate::ops::HostStatus {
+            input: h.core.counters.clone(),
+            window: h.core.window.counters.clone(),
+            series: h.core.window.known(),
+            connections: h.connections,
+            connections_refused: h.refused,
+            datagrams: h.datagrams,
+            handoff_dropped: h.handoff_dropped,
+        }),
         close_lag_p50_us: sh.lag.value_at_quantile(0.5),
         close_lag_p99_us: sh.lag.value_at_quantile(0.99),
         exporters: {
@@ -127,6 +196,8 @@ pub(super) struct Handed {
     pub enrich: Option<Arc<crate::enrich::Slot>>,
     /// The raw-flows queue and its 1-in-N sampling, when a Kafka sink writes flows.
     pub flows: Option<(crate::sink::flows::FlowsTx, u32)>,
+    /// Host inputs, when `[hosts]` configures sockets.
+    pub hosts: Option<HostInputs>,
 }
 
 /// One shard's life: connect the exchange, receive and decode until `stop`, close a window
@@ -140,7 +211,25 @@ pub(super) async fn shard_main(
     stop: Arc<AtomicBool>,
     handed: Handed,
 ) -> ShardStatus {
-    let Handed { snapshot, enrich, flows } = handed;
+    let Handed { snapshot, enrich, flows, hosts } = handed;
+    let (host_socks, host_cfg) = match hosts {
+        Some(h) => {
+            let state = HostState {
+                core: HostCore::new(&h.path, shard as u16),
+                precision: h.precision,
+                connections: 0,
+                refused: 0,
+                datagrams: 0,
+                handoff_dropped: 0,
+            };
+            (h.socks, Some((state, h.max_frame, h.max_connections)))
+        }
+        None => (Vec::new(), None),
+    };
+    let (host_state, max_frame, max_conns) = match host_cfg {
+        Some((s, f, c)) => (Some(s), f, c),
+        None => (None, 0, 0),
+    };
     let mut core = ShardCore::new(&pcfg, shard as u16, n);
     if let Some((_, every)) = &flows {
         core.set_tap(*every);
@@ -156,6 +245,7 @@ pub(super) async fn shard_main(
         lag: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid"),
         handoff_dropped: 0,
         received: 0,
+        host: host_state,
     }));
     let now_s = Rc::new(Cell::new(unix_now().0));
     let to_io = ep.to_io.clone();
@@ -230,12 +320,66 @@ pub(super) async fn shard_main(
         }));
     }
 
+    // Host inputs: UDP receive loops and TCP accept loops.
+    let mut host_fds = Vec::new();
+    let mut tcp_tasks = Vec::new();
+    for hs in host_socks {
+        host_fds.push(hs.fd);
+        let sh = sh.clone();
+        let stop = stop.clone();
+        let now_s = now_s.clone();
+        if hs.tcp {
+            tcp_tasks.push(tcp_loop(hs, sh, stop, now_s, max_frame, max_conns));
+            continue;
+        }
+        // SAFETY: fd came from into_raw_fd of a socket we own; ownership moves to glommio.
+        let sock = unsafe { glommio::net::UdpSocket::from_raw_fd(hs.fd) };
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        loops.push(glommio::spawn_local(async move {
+            let mut first = vec![0u8; socket::MAX_DATAGRAM];
+            let mut batch = socket::RecvBatch::new(RECV_BATCH);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((len, from)) = sock.recv_from(&mut first).await {
+                    let mut s = sh.borrow_mut();
+                    let now = now_s.get();
+                    if let Some(h) = s.host.as_mut() {
+                        h.datagrams += 1;
+                        h.input(&first[..len.min(first.len())], hs.syslog, Some(from), now);
+                        for _ in 0..16 {
+                            let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
+                            for i in 0..got {
+                                let (data, from, truncated) = batch.get(i);
+                                h.datagrams += 1;
+                                if truncated {
+                                    h.core.counters.oversize_frames += 1;
+                                    continue;
+                                }
+                                h.input(data, hs.syslog, from, now);
+                            }
+                            if got < RECV_BATCH {
+                                break;
+                            }
+                        }
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+            sock
+        }));
+    }
+
     // Tick loop.
     let mut open = now_s.get();
     let mut enrich_seen = 0u64;
     let mut last_status = 0u64;
     let close_and_send = |second: u64| {
         let mut s = sh.borrow_mut();
+        if let Some(h) = s.host.as_mut() {
+            let b = h.core.close(second);
+            if to_io.try_send(IoMsg::Host(b)).is_err() {
+                h.handoff_dropped += 1;
+            }
+        }
         s.hand_off_flows(true);
         let mut batches = s.core.close(second);
         let own = std::mem::take(&mut batches[shard]);
@@ -279,7 +423,7 @@ pub(super) async fn shard_main(
                 let n = s.core.decoder.templates.expire(cur);
                 s.core.decoder.counters.templates_expired += n as u64;
             }
-            let st = status_of(&s, shard, &fds);
+            let st = status_of(&s, shard, &fds, &host_fds);
             // the close-lag percentiles in a status are those of the last interval
             s.lag.reset();
             let _ = to_io.try_send(IoMsg::Status(Box::new(st)));
@@ -290,6 +434,9 @@ pub(super) async fn shard_main(
     let mut socks = Vec::new();
     for l in loops {
         socks.push(l.await);
+    }
+    for t in tcp_tasks {
+        t.await;
     }
     let mut batches = close_and_send(open);
     for (owner, tx) in &senders {
@@ -310,10 +457,119 @@ pub(super) async fn shard_main(
     }
     let _ =
         to_io.send_timeout(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()), Duration::from_secs(1));
-    let st = status_of(&s, shard, &fds);
+    let st = status_of(&s, shard, &fds, &host_fds);
     let _ = to_io.send_timeout(IoMsg::Status(Box::new(st.clone())), Duration::from_secs(1));
     // the raw-flows encoder ends once every shard has let go of its queue
     s.flows = None;
     drop(socks);
     st
+}
+
+/// Spawns the accept loop of one host TCP listener: connections are accepted without blocking
+/// (polled every 50 ms, so the stop flag is seen), each read on a task of its own with a
+/// per-connection framer (syslog: RFC 6587 octet counting or newlines; line protocol:
+/// newlines), at most `max_conns` open per shard (the rest closed and counted).
+fn tcp_loop(
+    hs: HostSock,
+    sh: Rc<RefCell<Shared>>,
+    stop: Arc<AtomicBool>,
+    now_s: Rc<Cell<u64>>,
+    max_frame: usize,
+    max_conns: usize,
+) -> glommio::Task<()> {
+    glommio::spawn_local(async move {
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: accept4 on a listening socket we own; a null address is allowed.
+            let fd = unsafe {
+                libc::accept4(
+                    hs.fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            // SAFETY: fd is a connected socket just accepted; ownership moves to glommio.
+            let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+            {
+                let mut s = sh.borrow_mut();
+                let Some(h) = s.host.as_mut() else { break };
+                if h.connections >= max_conns {
+                    h.refused += 1;
+                    continue;
+                }
+                h.connections += 1;
+            }
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let peer = stream.peer_addr().ok();
+            let (sh, stop, now_s) = (sh.clone(), stop.clone(), now_s.clone());
+            let syslog = hs.syslog;
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncReadExt;
+                let mut stream = stream;
+                let mut buf = vec![0u8; 64 << 10];
+                let mut framer = if syslog { Framer::new(max_frame) } else { Framer::lines(max_frame) };
+                let mut frames: Vec<(usize, usize)> = Vec::new();
+                let mut store: Vec<u8> = Vec::new();
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::TimedOut
+                                || e.kind() == std::io::ErrorKind::WouldBlock =>
+                        {
+                            continue
+                        }
+                        Err(_) => break,
+                    };
+                    store.clear();
+                    frames.clear();
+                    framer.push(&buf[..n], &mut |f| {
+                        frames.push((store.len(), f.len()));
+                        store.extend_from_slice(f);
+                    });
+                    {
+                        let mut s = sh.borrow_mut();
+                        let now = now_s.get();
+                        if let Some(h) = s.host.as_mut() {
+                            h.core.counters.oversize_frames += framer.take_dropped();
+                            for &(at, len) in &frames {
+                                h.input(&store[at..at + len], syslog, peer, now);
+                            }
+                        }
+                    }
+                    glommio::yield_if_needed().await;
+                }
+                // a last line without its newline still counts
+                framer.finish(&mut |f| {
+                    let mut s = sh.borrow_mut();
+                    let now = now_s.get();
+                    if let Some(h) = s.host.as_mut() {
+                        h.input(f, syslog, peer, now);
+                    }
+                });
+                if let Some(h) = sh.borrow_mut().host.as_mut() {
+                    h.connections -= 1;
+                }
+            })
+            .detach();
+        }
+        // SAFETY: hs.fd is the listening socket this loop owned.
+        unsafe { libc::close(hs.fd) };
+        // connection tasks end on the stop flag (within one read timeout): wait for them, so
+        // what they read is in the shard's last window
+        for _ in 0..100 {
+            if sh.borrow().host.as_ref().is_none_or(|h| h.connections == 0) {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    })
 }

@@ -262,6 +262,17 @@ impl Sink for Spooled {
         self.append(fb)
     }
 
+    fn write_hosts(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let mut fb = FrameBuilder::new();
+        for d in docs {
+            fb.push(super::frame::Kind::Host, d.second, &d.id, &d.json);
+        }
+        self.append(fb)
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }

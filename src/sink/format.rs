@@ -10,7 +10,11 @@
 //! "dimension":…,"key":…,"metric":…,"kind":…,"value":…,"expected":…,"baseline":…,"score":…,
 //! "z":…,"reason":…}`
 //!
-//! May depend on: `model`. Lives on: I/O cores.
+//! Host row: `{"type":"host","appliance":…,"second":…,"host":…,"metric":…,"tags":…,
+//! "kind":…,"count":…,"sum":…,"min":…,"max":…,"last":…,"last_ms":…}` (`tags` as `k=v,k=v`;
+//! syslog rows also carry `"severity"` and `"facility"`)
+//!
+//! May depend on: `model`, `pipeline` (host rows). Lives on: I/O cores.
 
 use crate::model::json::esc;
 use crate::model::Rollup;
@@ -46,6 +50,45 @@ pub fn rollup(out: &mut String, appliance: &str, r: &Rollup) {
         net_fields(out, n);
     }
     out.push('}');
+}
+
+/// Appends one host row as a JSON object (no newline).
+pub fn host_row(out: &mut String, appliance: &str, r: &crate::pipeline::host::HostRow) {
+    use crate::pipeline::host::SeriesKind;
+    out.push_str("{\"type\":\"host\",\"appliance\":");
+    esc(out, appliance);
+    let _ = write!(out, ",\"second\":{},\"host\":", r.second);
+    esc(out, &r.name.host);
+    out.push_str(",\"metric\":");
+    esc(out, &r.name.metric);
+    out.push_str(",\"tags\":");
+    esc(out, &r.name.tags);
+    let kind = match r.name.kind {
+        SeriesKind::Metric => "metric",
+        SeriesKind::Syslog { severity, facility } => {
+            let _ = write!(out, ",\"severity\":{severity},\"facility\":{facility}");
+            "syslog"
+        }
+        SeriesKind::AuthFailure => "auth_failure",
+        SeriesKind::Pattern => "pattern",
+    };
+    let a = &r.agg;
+    let num = |out: &mut String, k: &str, v: f64| {
+        // JSON has no NaN/Inf; inputs refuse them, so this is a guard only
+        let v = if v.is_finite() { v } else { 0.0 };
+        let _ = write!(out, ",\"{k}\":{v}");
+    };
+    let _ = write!(out, ",\"kind\":\"{kind}\",\"count\":{}", a.count);
+    num(out, "sum", a.sum);
+    num(out, "min", a.min);
+    num(out, "max", a.max);
+    num(out, "last", a.last);
+    let _ = write!(out, ",\"last_ms\":{}}}", a.last_ms);
+}
+
+/// The document id of a host row: appliance, series and second (stable across retries).
+pub fn host_row_id(appliance: &str, r: &crate::pipeline::host::HostRow) -> String {
+    format!("{appliance}-h{:016x}-{}", r.id, r.second)
 }
 
 /// Appends `,"net_role":…,"net_site":…,"net_tenant":…` (the non-empty ones).

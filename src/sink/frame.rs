@@ -22,6 +22,8 @@ pub enum Kind {
     AnomalyResult = 3,
     /// A batch of raw flow records (protobuf `FlowBatch`, [`super::flows`]).
     Flows = 4,
+    /// A host row (metric series or syslog counts of one second).
+    Host = 5,
 }
 
 /// One record of a frame, borrowed from the frame's bytes.
@@ -111,6 +113,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<Record<'_>>, Malformed> {
             2 => Kind::Incident,
             3 => Kind::AnomalyResult,
             4 => Kind::Flows,
+            5 => Kind::Host,
             _ => return Err(Malformed(p - 1)),
         };
         let second = u64::from_le_bytes(take(&mut p, 8)?.try_into().map_err(|_| Malformed(p))?);

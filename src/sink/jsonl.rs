@@ -103,6 +103,17 @@ impl Sink for JsonLines {
         }
         self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
     }
+    fn write_hosts(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
+        if !self.rollups || docs.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for d in docs {
+            self.buf.push_str(&d.json);
+            self.buf.push('\n');
+        }
+        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+    }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io { sink: self.name, source })
     }

@@ -82,7 +82,8 @@ pub fn create_topics(k: &KafkaSink, appliance: &str, extra: &[&str]) -> Result<V
         c.set(key, v);
     }
     let admin: AdminClient<DefaultClientContext> = c.create()?;
-    let mut names: Vec<&str> = vec![&k.rollups_topic, &k.alerts_topic, &k.incidents_topic, &k.anomaly_results_topic];
+    let mut names: Vec<&str> =
+        vec![&k.rollups_topic, &k.alerts_topic, &k.incidents_topic, &k.anomaly_results_topic, &k.hosts_topic];
     names.extend_from_slice(extra);
     let topics: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, k.partitions, TopicReplication::Fixed(k.replication_factor))).collect();
@@ -223,6 +224,7 @@ impl Backend for KafkaBackend {
                 Kind::Incident => &self.k.incidents_topic,
                 Kind::AnomalyResult => &self.k.anomaly_results_topic,
                 Kind::Flows => &self.k.flows_topic,
+                Kind::Host => &self.k.hosts_topic,
             };
             let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i)).key(r.key).payload(r.value);
             if r.kind == Kind::Flows {

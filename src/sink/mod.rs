@@ -76,6 +76,12 @@ pub trait Sink {
     fn write_results(&mut self, _docs: &[Doc]) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Writes host rows (metric series and syslog counts), already rendered
+    /// ([`host_docs`]): JSON lines, Kafka `hosts_topic`, OpenSearch `<prefix>-hosts-*`; the
+    /// default ignores them.
+    fn write_hosts(&mut self, _docs: &[Doc]) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Shutdown begins: no more seconds come. The sink's thread starts its grace period now;
     /// the I/O loop closes every sink first and then waits for each ([`Sink::finish`]), so the
     /// grace periods run at the same time, not one after the other.
@@ -95,6 +101,18 @@ pub struct Doc {
     pub second: u64,
     /// JSON object, one line.
     pub json: String,
+}
+
+/// The documents of one merged second of host rows (rendered once, for every sink).
+pub fn host_docs(hs: &crate::pipeline::host::HostSecond, appliance: &str) -> Vec<Doc> {
+    hs.rows
+        .iter()
+        .map(|r| {
+            let mut json = String::with_capacity(256);
+            format::host_row(&mut json, appliance, r);
+            Doc { id: format::host_row_id(appliance, r), second: r.second, json }
+        })
+        .collect()
 }
 
 /// The documents of layer-3 results (rendered once, for every sink).

@@ -115,6 +115,14 @@ pub fn rollup_index(prefix: &str, period: Period, second: u64, out: &mut String)
     };
 }
 
+/// Name of the host-rows index holding `second`: `<prefix>-hosts-YYYYMMDD[-HH[MM]]`, the
+/// rollups' period, so retention treats both alike.
+pub fn host_index(prefix: &str, period: Period, second: u64, out: &mut String) {
+    rollup_index(prefix, period, second, out);
+    let at = prefix.len();
+    out.replace_range(at..at + "-rollups-".len(), "-hosts-");
+}
+
 /// Start second of a rollup index from its name (None if it is not one of ours).
 pub fn index_start(prefix: &str, name: &str) -> Option<(u64, Period)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix("-rollups-")?;
@@ -182,6 +190,30 @@ pub fn alert_mappings() -> serde_json::Value {
             "z": {"type": "double"},
             "reason": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}}
     }))
+}
+
+/// Mappings of host rows ([`crate::sink::format::host_row`]).
+pub fn host_mappings() -> serde_json::Value {
+    serde_json::json!({
+        "dynamic": false,
+        "properties": {
+            "type": {"type": "keyword"},
+            "appliance": {"type": "keyword"},
+            "second": {"type": "date", "format": "epoch_second"},
+            "host": {"type": "keyword"},
+            "metric": {"type": "keyword"},
+            "tags": {"type": "keyword"},
+            "kind": {"type": "keyword"},
+            "severity": {"type": "byte"},
+            "facility": {"type": "byte"},
+            "count": {"type": "long"},
+            "sum": {"type": "double"},
+            "min": {"type": "double"},
+            "max": {"type": "double"},
+            "last": {"type": "double"},
+            "last_ms": {"type": "date", "format": "epoch_millis"}
+        }
+    })
 }
 
 /// Mappings of the layer-3 anomaly results: the OpenSearch anomaly-detection plugin's
@@ -347,6 +379,7 @@ impl Client {
             ("alerts", format!("{p}-alerts*"), alert_mappings()),
             ("incidents", format!("{p}-incidents*"), incident_mappings()),
             ("anomaly-results", format!("{p}-anomaly-results*"), anomaly_result_mappings()),
+            ("hosts", format!("{p}-hosts-*"), host_mappings()),
         ] {
             let t = serde_json::json!({
                 "index_patterns": [pattern],
@@ -514,6 +547,7 @@ pub fn bulk_lines(out: &mut Vec<u8>, prefix: &str, period: Period, r: &Record<'_
             index.clear();
             let _ = write!(index, "{prefix}-anomaly-results");
         }
+        Kind::Host => host_index(prefix, period, r.second, index),
         // raw flows go to Kafka only; an OpenSearch spool never holds them
         Kind::Flows => return,
     }
