@@ -107,7 +107,9 @@ impl Config {
                     "write an address and port such as \"0.0.0.0:8094\" (no host names)",
                 )),
                 Ok(addr) => {
-                    if seen.contains(&(addr, tcp)) || (!tcp && flows.contains(&addr)) {
+                    // port 0 picks a free port per socket: never a clash
+                    let clash = seen.contains(&(addr, tcp)) || (!tcp && flows.contains(&addr));
+                    if addr.port() != 0 && clash {
                         e.push(err(
                             field,
                             format!("{addr} ({}) is used by another listener", if tcp { "TCP" } else { "UDP" }),

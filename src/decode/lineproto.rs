@@ -275,7 +275,8 @@ impl<'a> Fields<'a> {
         let i = i.min(b.len());
         let v = &b[eq + 1..i];
         self.0 = b.get(i + 1..).unwrap_or(&[]);
-        if key.is_empty() {
+        // a comma must be followed by another field
+        if key.is_empty() || (i < b.len() && self.0.is_empty()) {
             self.0 = &[];
             return Some(Err(LineError::BadField));
         }
@@ -411,6 +412,8 @@ mod tests {
         assert_eq!(parse_line(b"cpu").unwrap_err(), LineError::BadField);
         assert_eq!(parse_line(b"cpu v").unwrap_err(), LineError::BadField);
         assert_eq!(parse_line(b"cpu =1").unwrap_err(), LineError::BadField);
+        assert_eq!(parse_line(b"cpu v=1,").unwrap_err(), LineError::BadField);
+        assert_eq!(parse_line(b"cpu v=1, 12").unwrap_err(), LineError::BadField);
         assert_eq!(parse_line(b"cpu v=abc").unwrap_err(), LineError::BadValue);
         assert_eq!(parse_line(b"cpu v=1x").unwrap_err(), LineError::BadValue);
         assert_eq!(parse_line(b"cpu v=nan").unwrap_err(), LineError::BadValue);

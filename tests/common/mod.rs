@@ -66,6 +66,7 @@ pub fn sum_lines(text: &str) -> Sums {
             Some("alert") => s.alerts.push(v),
             Some("incident") => s.incidents.push(v),
             Some("anomaly_result") => s.results.push(v),
+            Some("host") => {}
             _ => panic!("unknown line {line}"),
         }
     }
@@ -85,6 +86,8 @@ pub fn top(s: &Sums, dim: &str, n: usize) -> Vec<(String, u64)> {
 pub struct Running {
     pub child: Child,
     pub addr: String,
+    /// Every bound address of the ready line (flow listeners, then `[hosts]` sockets).
+    pub addrs: Vec<String>,
     pub http: Option<String>,
     stderr_lines: std::sync::mpsc::Receiver<String>,
     stdout: std::thread::JoinHandle<String>,
@@ -117,19 +120,20 @@ impl Running {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (addr, http) = loop {
+        let (addr, http, addrs) = loop {
             let l = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("flowshard did not become ready");
             if let Some(a) = l.strip_prefix("ready ") {
                 let udp = a.split_whitespace().next().expect("address").to_string();
                 let http = a.split_whitespace().find_map(|w| w.strip_prefix("http=")).map(str::to_string);
-                break (udp, http);
+                let all = a.split_whitespace().filter(|w| !w.starts_with("http=")).map(str::to_string).collect();
+                break (udp, http, all);
             }
         };
         // Executors connect their exchange right after binding; give them a moment.
         std::thread::sleep(Duration::from_millis(300));
-        Running { child, addr, http, stderr_lines: rx, stdout }
+        Running { child, addr, addrs, http, stderr_lines: rx, stdout }
     }
 
     /// Sends SIGINT, waits for exit; returns (exit ok, stdout, stderr lines).
