@@ -2,9 +2,9 @@
 //! error or authentication-failure messages, and hosts going silent.
 //!
 //! **Signals.** Agents name things differently, so rows are first mapped to a few per-host
-//! signals ([`Signal`]): CPU busy % (Telegraf `cpu.usage_idle`/`usage_active` of `cpu-total`, or
-//! node_exporter's `node_cpu_seconds_total{mode="idle"}` counters turned into a busy fraction
-//! over all CPUs), available and total memory (Telegraf `mem.*`, node_exporter
+//! signals ([`Signal`]): CPU busy % (Telegraf `cpu.usage_active`, else 100 − `usage_idle` −
+//! `usage_iowait`, of `cpu-total`; or node_exporter's `node_cpu_seconds_total` idle and iowait
+//! counters turned into a busy fraction over all CPUs — time waiting for I/O is idle time), available and total memory (Telegraf `mem.*`, node_exporter
 //! `node_memory_Mem{Available,Total}_bytes`) and per-process resident memory (Telegraf
 //! `procstat.memory_rss`).
 //!
@@ -33,7 +33,7 @@
 use crate::aggregate::host::{HostRow, HostSecond, SeriesKind};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// `[hosts.detect]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,12 +190,15 @@ pub enum Signal {
     MemTotal(f64),
 }
 
+/// Samples a host's CPU baseline needs before a spike can be judged against it.
+const MIN_BASELINE_SAMPLES: u64 = 30;
 const SLOTS: usize = 96;
 const DAYS: usize = 7;
 
 #[derive(Debug, Default)]
 struct Cpu {
     last: u64,
+    learnt: u64,
     baseline: Option<f64>,
     run_start: Option<u64>,
     run_sum: f64,
@@ -232,8 +235,8 @@ struct Host {
     gap: f64,
     silent_alerted: u64,
     cpu: Cpu,
-    /// node_exporter idle counters per cpu: (cpu label, last value, last ms)
-    idle: Vec<(String, f64, i64)>,
+    /// node_exporter idle and iowait counters: (cpu, is iowait, last value, last ms)
+    idle: Vec<(String, bool, f64, i64)>,
     mem_total: Option<f64>,
     mem_available: Option<f64>,
     mem_trend: Trend,
@@ -535,8 +538,10 @@ fn observe_host(
 ) {
     let mut metrics = false;
     let (mut errors, mut auth) = (0u64, 0u64);
-    // per sample second: cpu busy from node_exporter idle counters
-    let mut idle_sec: Option<(u64, f64, u32)> = None;
+    // per sample second: (idle + iowait rate summed over CPUs, CPUs) from node_exporter's
+    // counters, and Telegraf's cpu-total percentages (active, idle, iowait)
+    let mut node: BTreeMap<u64, (f64, u32)> = BTreeMap::new();
+    let mut telegraf: BTreeMap<u64, [Option<f64>; 3]> = BTreeMap::new();
     let mut signals: Vec<(u64, Signal)> = Vec::new();
     let mut rss: Vec<(u64, &str, f64)> = Vec::new();
     for r in rows {
@@ -556,50 +561,57 @@ fn observe_host(
             SeriesKind::Metric => metrics = true,
         }
         let total_cpu = n.tag("cpu").is_none_or(|c| c == "cpu-total");
+        let tel = |i: usize, t: &mut BTreeMap<u64, [Option<f64>; 3]>| t.entry(r.second).or_default()[i] = Some(r.agg.mean());
         match n.metric.as_str() {
-            "cpu.usage_idle" if total_cpu => signals.push((r.second, Signal::CpuBusy(100.0 - r.agg.mean()))),
-            "cpu.usage_active" if total_cpu => signals.push((r.second, Signal::CpuBusy(r.agg.mean()))),
+            "cpu.usage_active" if total_cpu => tel(0, &mut telegraf),
+            "cpu.usage_idle" if total_cpu => tel(1, &mut telegraf),
+            "cpu.usage_iowait" if total_cpu => tel(2, &mut telegraf),
             "mem.available" | "node_memory_MemAvailable_bytes" => {
                 signals.push((r.second, Signal::MemAvailable(r.agg.last)));
             }
             "mem.total" | "node_memory_MemTotal_bytes" => signals.push((r.second, Signal::MemTotal(r.agg.last))),
             "procstat.memory_rss" => rss.push((r.second, n.tag("process_name").unwrap_or("?"), r.agg.last)),
-            "node_cpu_seconds_total" if n.tag("mode") == Some("idle") => {
-                let cpu = n.tag("cpu").unwrap_or("");
+            "node_cpu_seconds_total" => {
+                let mode = n.tag("mode").unwrap_or("");
+                if mode != "idle" && mode != "iowait" {
+                    continue;
+                }
+                // waiting for I/O is idle time (what Telegraf's usage_active leaves out too;
+                // some kernels account idle time as iowait)
+                let (cpu, iowait) = (n.tag("cpu").unwrap_or(""), mode == "iowait");
                 let (v, ms) = (r.agg.last, r.agg.last_ms);
-                let slot = match h.idle.iter_mut().find(|x| x.0 == cpu) {
-                    Some(s) => s,
-                    None => {
-                        h.idle.push((cpu.to_string(), v, ms));
-                        continue;
+                let Some(slot) = h.idle.iter_mut().find(|x| x.0 == cpu && x.1 == iowait) else {
+                    if h.idle.len() < 4096 {
+                        h.idle.push((cpu.to_string(), iowait, v, ms));
                     }
+                    continue;
                 };
-                let dt = (ms - slot.2) as f64 / 1000.0;
-                let dv = v - slot.1;
-                if dt > 0.0 {
-                    *slot = (cpu.to_string(), v, ms);
-                    if dv >= 0.0 {
-                        let rate = (dv / dt).min(1.0);
-                        match &mut idle_sec {
-                            Some(x) if x.0 == r.second => {
-                                x.1 += rate;
-                                x.2 += 1;
-                            }
-                            _ => {
-                                if let Some((s, sum, k)) = idle_sec.take() {
-                                    signals.push((s, Signal::CpuBusy(100.0 * (1.0 - sum / f64::from(k)))));
-                                }
-                                idle_sec = Some((r.second, rate, 1));
-                            }
-                        }
-                    }
+                let dt = (ms - slot.3) as f64 / 1000.0;
+                let dv = v - slot.2;
+                if dt <= 0.0 {
+                    continue;
+                }
+                slot.2 = v;
+                slot.3 = ms;
+                if dv >= 0.0 {
+                    let e = node.entry(r.second).or_default();
+                    e.0 += dv / dt;
+                    e.1 += u32::from(mode == "idle");
                 }
             }
             _ => {}
         }
     }
-    if let Some((s, sum, k)) = idle_sec {
-        signals.push((s, Signal::CpuBusy(100.0 * (1.0 - sum / f64::from(k)))));
+    for (s, (rate, cpus)) in node {
+        if cpus > 0 {
+            signals.push((s, Signal::CpuBusy(100.0 * (1.0 - rate / f64::from(cpus)))));
+        }
+    }
+    for (s, [active, idle, iowait]) in telegraf {
+        let busy = active.or_else(|| idle.map(|i| 100.0 - i - iowait.unwrap_or(0.0)));
+        if let Some(b) = busy {
+            signals.push((s, Signal::CpuBusy(b)));
+        }
     }
     if metrics {
         if h.arrivals > 0 && now > h.last {
@@ -734,13 +746,15 @@ fn cpu(cfg: &HostDetectConfig, name: &str, c: &mut Cpu, sec: u64, busy: f64, out
     } else {
         c.run_start = None;
     }
-    // the baseline learns slowly, and not from a run in progress
+    // the baseline learns slowly, and not from a run in progress: a running mean of the first
+    // samples, then an exponential average with the configured time constant
     if c.run_start.is_none() {
-        let a = 1.0 - (-dt / cfg.cpu_baseline_s.max(1) as f64).exp();
+        c.learnt += 1;
+        let a = (1.0 - (-dt / cfg.cpu_baseline_s.max(1) as f64).exp()).max(1.0 / c.learnt as f64);
         c.baseline = Some(base + a * (busy - base));
     }
     let Some(start) = c.run_start else { return };
-    if sec - start < cfg.cpu_sustain_s || sec < c.alerted_at + 60 {
+    if c.learnt < MIN_BASELINE_SAMPLES || sec - start < cfg.cpu_sustain_s || sec < c.alerted_at + 60 {
         return;
     }
     let mean = c.run_sum / c.run_n.max(1) as f64;
