@@ -158,8 +158,11 @@ fn line_protocol_over_udp_tcp_and_http_sums_exactly_and_counts_bad_lines() {
             std::thread::sleep(Duration::from_micros(300));
         }
     }
-    sock.send_to(b"cpu,host=alpha usage_idle=1\nbad\ncpu,host=alpha usage_idle=x\n,host=a v=1\ncpu v=1 12x\ncpu,host v=1\n", &udp_addr)
-        .unwrap();
+    sock.send_to(
+        b"cpu,host=alpha usage_idle=1\nbad\ncpu,host=alpha usage_idle=x\n,host=a v=1\ncpu v=1 12x\ncpu,host v=1\n",
+        &udp_addr,
+    )
+    .unwrap();
     add(&mut exp, "alpha", "cpu.usage_idle", "", 1.0);
     lines_sent += 1;
 
@@ -197,7 +200,12 @@ fn line_protocol_over_udp_tcp_and_http_sums_exactly_and_counts_bad_lines() {
     gz.write_all(lp.as_bytes()).unwrap();
     let (code, text) = post(&http, "/api/v2/write?precision=s", "Content-Encoding: gzip\r\n", &gz.finish().unwrap());
     assert_eq!(code, 204, "{text}");
-    let (code, text) = post(&http, "/api/v2/write", "", b"net,host=delta rx=5i\nnet,host=delta rx=\nnet rx=1 1 1 1\nnet,host=delta rx=7i\nbad\nx,=y v=1\n");
+    let (code, text) = post(
+        &http,
+        "/api/v2/write",
+        "",
+        b"net,host=delta rx=5i\nnet,host=delta rx=\nnet rx=1 1 1 1\nnet,host=delta rx=7i\nbad\nx,=y v=1\n",
+    );
     assert_eq!(code, 400, "partial write: {text}");
     assert!(text.contains("partial write: 4 line(s) refused"), "{text}");
     add(&mut exp, "delta", "net.rx", "", 5.0);
@@ -222,7 +230,11 @@ fn line_protocol_over_udp_tcp_and_http_sums_exactly_and_counts_bad_lines() {
         assert_eq!((g.0, g.1, g.2, g.3), (e.0, e.1, e.2, e.3), "series {k:?}: (count, sum, min, max)");
     }
     let s = common::summary(&err);
-    assert_eq!(s["host_lines"].as_u64().unwrap() + 602, lines_sent, "HTTP lines are counted on the HTTP thread, not shards");
+    assert_eq!(
+        s["host_lines"].as_u64().unwrap() + 602,
+        lines_sent,
+        "HTTP lines are counted on the HTTP thread, not shards"
+    );
 }
 
 #[test]
@@ -251,7 +263,13 @@ fn rsyslog_forwarding_over_udp_and_tcp_is_counted_exactly() {
     let _rs = spawn(
         "rsyslogd",
         "rsyslogd",
-        &["-n".into(), "-f".into(), conf_path.display().to_string(), "-i".into(), work.join("pid").display().to_string()],
+        &[
+            "-n".into(),
+            "-f".into(),
+            conf_path.display().to_string(),
+            "-i".into(),
+            work.join("pid").display().to_string(),
+        ],
         &dir.path().join("rsyslog.log"),
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -264,7 +282,14 @@ fn rsyslog_forwarding_over_udp_and_tcp_is_counted_exactly() {
         let host = if via_tcp { "origin-tcp" } else { "origin-udp" };
         let sev = [3u64, 4, 6, 6, 6, 7, 2][(i % 7) as usize];
         let pri = 8 + sev; // facility user
-        let msg = format!("<{pri}>Dec  3 12:00:00 {host} app{}[{}]: request {i} took {} ms from 10.0.{}.{}", i % 3, 100 + i % 5, i % 97, i % 200, i % 250);
+        let msg = format!(
+            "<{pri}>Dec  3 12:00:00 {host} app{}[{}]: request {i} took {} ms from 10.0.{}.{}",
+            i % 3,
+            100 + i % 5,
+            i % 97,
+            i % 200,
+            i % 250
+        );
         sock.send_to(msg.as_bytes(), ("127.0.0.1", if via_tcp { in_tcp } else { in_udp })).unwrap();
         *exp.entry((host.to_string(), sev)).or_default() += 1;
         sent += 1;
@@ -302,7 +327,10 @@ fn rsyslog_forwarding_over_udp_and_tcp_is_counted_exactly() {
     assert_eq!(patterns, sent, "every message has a pattern");
     // numbers and addresses masked: 3 apps × 2 origins, one shape each
     assert_eq!(pattern_keys.len(), 6, "{pattern_keys:?}");
-    assert!(pattern_keys.iter().all(|(_, t)| t.contains("pattern=request <*> took <*> ms from <*>")), "{pattern_keys:?}");
+    assert!(
+        pattern_keys.iter().all(|(_, t)| t.contains("pattern=request <*> took <*> ms from <*>")),
+        "{pattern_keys:?}"
+    );
 }
 
 fn prometheus(dir: &Path, node_port: u16, flowshard_http: &str) -> (Proc, Proc, String) {
@@ -406,7 +434,9 @@ fn prometheus_remote_write_of_node_exporter_equals_what_prometheus_stores() {
     for (metric, labels, ms, v) in &want {
         let tags = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let key = (metric.clone(), tags, ms.div_euclid(1000));
-        let got = have.get(&key).unwrap_or_else(|| panic!("Prometheus sample {key:?} at {ms} = {v} is not in flowshard's rows"));
+        let got = have
+            .get(&key)
+            .unwrap_or_else(|| panic!("Prometheus sample {key:?} at {ms} = {v} is not in flowshard's rows"));
         if got.2 == 1 {
             assert_eq!((got.0, got.1), (*v, *ms), "{key:?}");
         }
@@ -511,15 +541,25 @@ fn a_steadily_growing_process_is_a_leak_with_a_time_to_exhaustion_and_a_steady_o
     let (ok, _, err) = fs.stop();
     assert!(ok, "{err:?}");
     let (_, _, incidents) = host_rows(&out);
+    // the process's leak and the host's falling available memory are one incident (the same
+    // evidence at the same time): the leaking process is its key or a related key
     let leaks = incidents_of(&incidents, "memory_leak", "open");
-    let procs: Vec<_> = leaks.iter().filter(|i| i["dimension"] == "process").collect();
-    assert!(
-        procs.iter().any(|i| i["key"] == "leakhost/leaker"),
-        "the leaking process is an incident: {leaks:?}"
-    );
-    assert!(!leaks.iter().any(|i| i["key"] == "leakhost/steady"), "{leaks:?}");
-    let reason = procs.iter().find(|i| i["key"] == "leakhost/leaker").unwrap()["reason"].as_str().unwrap().to_string();
+    assert_eq!(leaks.len(), 1, "one incident: {leaks:?}");
+    let keys: Vec<String> =
+        std::iter::once(format!("{}:{}", leaks[0]["dimension"].as_str().unwrap(), leaks[0]["key"].as_str().unwrap()))
+            .chain(leaks[0]["related"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()))
+            .collect();
+    assert!(keys.contains(&"process:leakhost/leaker".to_string()), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("steady")), "{keys:?}");
+    // the process's own alert: its slope and time to exhaustion
+    let text = std::fs::read_to_string(&out).unwrap();
+    let alert: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "alert" && v["key"] == "leakhost/leaker" && v["kind"] == "memory_leak")
+        .expect("an alert for the leaking process");
+    let reason = alert["reason"].as_str().unwrap();
     assert!(reason.contains("exhausted in ~"), "{reason}");
-    let slope = procs.iter().find(|i| i["key"] == "leakhost/leaker").unwrap()["value"].as_f64().unwrap();
+    let slope = alert["value"].as_f64().unwrap();
     assert!((slope - 16.0 * 1048576.0).abs() < 4.0 * 1048576.0, "slope {slope} B/s, 16 MiB/s grown");
 }

@@ -561,7 +561,8 @@ fn observe_host(
             SeriesKind::Metric => metrics = true,
         }
         let total_cpu = n.tag("cpu").is_none_or(|c| c == "cpu-total");
-        let tel = |i: usize, t: &mut BTreeMap<u64, [Option<f64>; 3]>| t.entry(r.second).or_default()[i] = Some(r.agg.mean());
+        let tel =
+            |i: usize, t: &mut BTreeMap<u64, [Option<f64>; 3]>| t.entry(r.second).or_default()[i] = Some(r.agg.mean());
         match n.metric.as_str() {
             "cpu.usage_active" if total_cpu => tel(0, &mut telegraf),
             "cpu.usage_idle" if total_cpu => tel(1, &mut telegraf),
