@@ -14,6 +14,7 @@
 //!
 //! The tests run one at a time (the CPU burn must not share the machine with another test's
 //! judgement).
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 
