@@ -564,3 +564,85 @@ fn a_steadily_growing_process_is_a_leak_with_a_time_to_exhaustion_and_a_steady_o
     let slope = alert["value"].as_f64().unwrap();
     assert!((slope - 16.0 * 1048576.0).abs() < 4.0 * 1048576.0, "slope {slope} B/s, 16 MiB/s grown");
 }
+
+#[test]
+fn telegraf_json_from_kafka_sums_exactly_and_counts_bad_messages() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let topic = common::unique("hostsjson");
+    let brokers = common::kafka();
+    // Telegraf's topic exists before flowshard reads it (the cluster does not auto-create)
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let made = futures_executor::block_on(admin.create_topics(
+        &[rdkafka::admin::NewTopic::new(&topic, 2, rdkafka::admin::TopicReplication::Fixed(1))],
+        &rdkafka::admin::AdminOptions::new(),
+    ))
+    .unwrap();
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    let (fs, out) = start(
+        dir.path(),
+        &format!(
+            "[hosts.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{topic}\"\n[hosts.kafka.properties]\n\"auto.offset.reset\" = \"earliest\"\n"
+        ),
+    );
+    let http = fs.http.clone().unwrap();
+    let p: BaseProducer = rdkafka::config::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut exp = Series::new();
+    let mut metrics = 0u64;
+    let hosts = ["k1", "k2"];
+    let metric = |i: u64| {
+        let h = hosts[(i % 2) as usize];
+        let v = (i % 37) as f64;
+        (
+            h,
+            v,
+            format!(
+                r#"{{"fields":{{"used":{v},"path_note":"x"}},"name":"disk","tags":{{"host":"{h}","path":"/var","rack":"r{i}"}},"timestamp":{}}}"#,
+                now - 2
+            ),
+        )
+    };
+    let mut msgs = Vec::new();
+    for i in 0..300u64 {
+        let (h, v, m) = metric(i);
+        add(&mut exp, h, "disk.used", "path=/var", v);
+        metrics += 1;
+        msgs.push(m);
+    }
+    for b in 0..20u64 {
+        let mut items = Vec::new();
+        for j in 0..10 {
+            let (h, v, m) = metric(1000 + b * 10 + j);
+            add(&mut exp, h, "disk.used", "path=/var", v);
+            metrics += 1;
+            items.push(m);
+        }
+        msgs.push(format!(r#"{{"metrics":[{}]}}"#, items.join(",")));
+    }
+    for bad in ["{not json", r#"{"fields":{"a":1}}"#, "[1,2,3]", r#"{"metrics":[{"name":"x"}]}"#, ""] {
+        msgs.push(bad.to_string());
+    }
+    for m in &msgs {
+        p.send(BaseRecord::<(), str>::to(&topic).payload(m.as_str())).unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(20)).unwrap();
+    wait_until("every JSON metric consumed", 90, || {
+        metric_where(&http, "flowshard_host_input_total", "input=\"kafka\",what=\"json_metrics\"") as u64 >= metrics
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let refused = metric_where(&http, "flowshard_host_refused_total", "input=\"kafka\",reason=\"json_bad_message\"");
+    let (ok, _, err) = fs.stop();
+    assert!(ok, "{err:?}");
+    assert_eq!(refused, 5.0, "malformed messages counted");
+    let (got, _, _) = host_rows(&out);
+    let got: Series = got.into_iter().filter(|(k, _)| k.0.starts_with('k')).collect();
+    assert_eq!(got.len(), exp.len(), "{got:?}");
+    for (k, e) in &exp {
+        let g = &got[k];
+        assert_eq!((g.0, g.1, g.2, g.3), (e.0, e.1, e.2, e.3), "series {k:?}");
+    }
+}

@@ -43,8 +43,35 @@ pub struct Hosts {
     pub max_connections: usize,
     /// Largest HTTP write body, bytes (after decompression).
     pub max_body_bytes: usize,
+    /// Telegraf JSON metrics consumed from a Kafka topic (unset: off).
+    pub kafka: Option<HostsKafka>,
     /// Host detectors.
     pub detect: HostDetectConfig,
+}
+
+/// `[hosts.kafka]`: where Telegraf's Kafka output (`data_format = "json"`) writes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostsKafka {
+    /// Bootstrap servers, e.g. "10.0.0.5:9092".
+    pub brokers: String,
+    /// Topic.
+    #[serde(default = "hosts_kafka_topic")]
+    pub topic: String,
+    /// Consumer group, shared by the appliances that split the topic.
+    #[serde(default = "hosts_kafka_group")]
+    pub group_id: String,
+    /// Extra librdkafka properties (TLS, SASL).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn hosts_kafka_topic() -> String {
+    "telegraf".into()
+}
+
+fn hosts_kafka_group() -> String {
+    "flowshard-hosts".into()
 }
 
 impl Default for Hosts {
@@ -63,6 +90,7 @@ impl Default for Hosts {
             max_frame_bytes: 64 << 10,
             max_connections: 1024,
             max_body_bytes: 32 << 20,
+            kafka: None,
             detect: HostDetectConfig::default(),
         }
     }
@@ -128,6 +156,25 @@ impl Config {
         }
         if h.max_connections == 0 {
             e.push(err("hosts.max_connections", "0", "allow at least one connection per shard, e.g. 1024"));
+        }
+        if let Some(k) = &h.kafka {
+            if k.brokers
+                .split(',')
+                .any(|b| b.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
+            {
+                e.push(err(
+                    "hosts.kafka.brokers",
+                    format!("{:?} is not a list of host:port", k.brokers),
+                    "use e.g. \"10.0.0.5:9092\"",
+                ));
+            }
+            if k.topic.is_empty() {
+                e.push(err(
+                    "hosts.kafka.topic",
+                    "empty",
+                    "name the topic Telegraf's Kafka output writes, e.g. \"telegraf\"",
+                ));
+            }
         }
         for (field, problem, fix) in h.detect.check() {
             e.push(err(format!("hosts.detect.{field}"), problem, fix));

@@ -14,6 +14,7 @@
 
 pub mod cursor;
 pub mod ipfix;
+pub mod json_metrics;
 pub mod lineproto;
 pub mod netflow_v5;
 pub mod netflow_v9;

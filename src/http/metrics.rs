@@ -261,6 +261,7 @@ pub fn metrics(p: &Published) -> String {
         .iter()
         .filter_map(|st| st.hosts.clone().map(|h| (format!("input=\"shard{}\"", st.shard), h)))
         .chain(p.host_http.clone().map(|h| ("input=\"http\"".to_string(), h)))
+        .chain(p.host_kafka.clone().map(|h| ("input=\"kafka\"".to_string(), h)))
         .collect();
     family(
         "flowshard_host_input_total",
@@ -271,6 +272,7 @@ pub fn metrics(p: &Published) -> String {
                 ("lines", h.input.lines),
                 ("samples", h.window.samples),
                 ("messages", h.window.messages),
+                ("json_metrics", h.input.json_metrics),
                 ("datagrams", h.datagrams),
             ]
             .into_iter()
@@ -295,6 +297,7 @@ pub fn metrics(p: &Published) -> String {
                 .chain(sys)
                 .chain([
                     ("remote_write_bad_body".to_string(), i.remote_write_errors),
+                    ("json_bad_message".to_string(), i.json_errors),
                     ("non_finite_sample".to_string(), i.non_finite),
                     ("string_field".to_string(), i.string_fields),
                     ("oversize_frame".to_string(), i.oversize_frames),
@@ -321,7 +324,7 @@ pub fn metrics(p: &Published) -> String {
         "flowshard_host_connections",
         "gauge",
         "Open host-input TCP connections, by shard.",
-        &mut hs.iter().filter(|(l, _)| l != "input=\"http\"").map(|(l, h)| (l.clone(), h.connections as f64)),
+        &mut hs.iter().filter(|(l, _)| l.starts_with("input=\"shard")).map(|(l, h)| (l.clone(), h.connections as f64)),
     );
     family(
         "flowshard_host_rows_total",

@@ -46,6 +46,8 @@ pub struct Published {
     pub feedback: Option<feedback::FeedbackTarget>,
     /// Host writes over HTTP (line protocol, remote-write): their counters.
     pub host_http: Option<crate::ops::HostStatus>,
+    /// The host-metrics Kafka consumer's counters.
+    pub host_kafka: Option<crate::ops::HostStatus>,
 }
 
 /// Shared between the I/O loop and the HTTP thread.
@@ -61,6 +63,7 @@ pub fn shared(n: usize) -> Shared {
         flows: None,
         feedback: None,
         host_http: None,
+        host_kafka: None,
     }))
 }
 

@@ -5,10 +5,12 @@
 //! alerts they raise to the I/O loop through an [`AlertOut`] the runtime gives them, so they do
 //! not know the runtime's message type.
 //!
-//! May depend on: `detect`, `enrich`, `alert`, `sink`, `config`, `model`. Lives on: I/O cores.
+//! May depend on: `detect`, `enrich`, `alert`, `sink`, `config`, `model`, `pipeline` (the host
+//! core), `ops` (status type). Lives on: I/O cores.
 
 pub mod enrich;
 pub mod feedback;
+pub mod hosts;
 pub mod layer2;
 pub mod layer3;
 pub mod snmp;

@@ -61,12 +61,19 @@ pub struct HostInputCounters {
     pub non_finite: u64,
     /// TCP frames longer than the limit (skipped).
     pub oversize_frames: u64,
+    /// JSON metric messages refused (not JSON, or not a metric).
+    pub json_errors: u64,
+    /// JSON metrics accepted.
+    pub json_metrics: u64,
 }
 
 impl HostInputCounters {
     /// Total of refused input units (lines, messages, requests).
     pub fn refused(&self) -> u64 {
-        self.line_errors.iter().sum::<u64>() + self.syslog_errors.iter().sum::<u64>() + self.remote_write_errors
+        self.line_errors.iter().sum::<u64>()
+            + self.syslog_errors.iter().sum::<u64>()
+            + self.remote_write_errors
+            + self.json_errors
     }
 }
 
@@ -302,6 +309,45 @@ impl HostCore {
         };
         if self.window.add(h.finish(), name, ms, value, now) {
             self.window.counters.samples += 1;
+        }
+    }
+
+    /// Adds one Telegraf JSON message (a metric or a batch; `buf` is rewritten by the parser)
+    /// received at Unix second `now`; a metric without a `host` tag is named `fallback_host`.
+    pub fn json(&mut self, buf: &mut [u8], fallback_host: &[u8], now: u64) {
+        let r = crate::decode::json_metrics::parse(buf, |m| {
+            self.counters.json_metrics += 1;
+            self.counters.string_fields += m.strings;
+            let host = m.tags.iter().find(|(k, _)| *k == "host").map_or(fallback_host, |(_, v)| v.as_bytes());
+            let ms = m.ms.unwrap_or(now as i64 * 1000);
+            let allow = &self.cfg.tags;
+            let mut base = SeriesHasher::new(0, host);
+            base.part(m.name.as_bytes());
+            for (k, v) in &m.tags {
+                if *k != "host" && allowed(allow, k.as_bytes()) {
+                    base.tag(k.as_bytes(), v.as_bytes());
+                }
+            }
+            for (field, x) in &m.fields {
+                let mut h = base;
+                h.part(field.as_bytes());
+                let name = || SeriesName {
+                    host: text(host),
+                    metric: format!("{}.{field}", m.name),
+                    tags: tags_text(
+                        allow,
+                        m.tags.iter().filter(|(k, _)| *k != "host").map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                        false,
+                    ),
+                    kind: SeriesKind::Metric,
+                };
+                if x.is_finite() && self.window.add(h.finish(), name, ms, *x, now) {
+                    self.window.counters.samples += 1;
+                }
+            }
+        });
+        if r.is_err() {
+            self.counters.json_errors += 1;
         }
     }
 

@@ -196,6 +196,26 @@ pub fn run(
     let jobs::Started { jobs, layer3, interfaces } =
         jobs::start(cfg, io_pin, job_alerts, job_results, enrich_slot.clone(), &jobs_stop, &mut sink_stats)?;
     let published = http::shared(n);
+    let mut jobs = jobs;
+    if let Some(k) = &cfg.hosts.kafka {
+        let st = SinkStats::new("hosts-kafka", None);
+        sink_stats.push(st.clone());
+        let tx = host_tx.clone();
+        let out: jobs::hosts::BatchOut = Box::new(move |b| {
+            tx.lock().ok().and_then(|t| t.as_ref().map(|t| t.try_send(IoMsg::Host(b)).is_ok())) == Some(true)
+        });
+        let p2 = published.clone();
+        let status: jobs::hosts::StatusOut = Box::new(move |h| {
+            if let Ok(mut p) = p2.lock() {
+                p.host_kafka = Some(h);
+            }
+        });
+        let (k, path, stop) = (k.clone(), cfg.hosts.path(), jobs_stop.clone());
+        let source = n as u16 + 1;
+        jobs.push(crate::sink::delivery::spawn_on("hosts-kafka", io_pin, move || {
+            jobs::hosts::consume(&k, &path, source, &out, &status, &st, &stop)
+        })?);
+    }
     if let Ok(mut p) = published.lock() {
         p.feedback = Some(http::feedback::FeedbackTarget {
             state_dir: cfg.general.state_dir.clone(),
