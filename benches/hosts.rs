@@ -156,27 +156,37 @@ fn benches(c: &mut Criterion) {
             core.close(NOW)
         })
     });
-    g.bench_function("json_parse_simd_json", |b| {
-        let mut buf = Vec::new();
-        b.iter(|| {
-            let mut n = 0;
-            for m in &js {
-                buf.clear();
-                buf.extend_from_slice(m);
-                n += flowshard::decode::json_metrics::parse(&mut buf, |m| n += m.fields.len()).unwrap_or(0);
-            }
-            n
+    // one metric a message (Telegraf's default) and 100 a message (batch format)
+    let batches: Vec<Vec<u8>> = js
+        .chunks(100)
+        .map(|c| {
+            let items: Vec<&str> = c.iter().map(|m| std::str::from_utf8(m).expect("utf8")).collect();
+            format!(r#"{{"metrics":[{}]}}"#, items.join(",")).into_bytes()
         })
-    });
-    g.bench_function("json_parse_serde_json", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for m in &js {
-                n += flowshard::decode::json_metrics::parse_serde(m, |_, k| n += k).unwrap_or(0);
-            }
-            n
-        })
-    });
+        .collect();
+    for (label, set) in [("single", &js), ("batch100", &batches)] {
+        g.bench_function(format!("json_{label}_simd_json"), |b| {
+            let mut buf = Vec::new();
+            b.iter(|| {
+                let mut n = 0;
+                for m in set.iter() {
+                    buf.clear();
+                    buf.extend_from_slice(m);
+                    let _ = flowshard::decode::json_metrics::parse(&mut buf, |m| n += m.fields.len() + m.tags.len());
+                }
+                n
+            })
+        });
+        g.bench_function(format!("json_{label}_serde_json"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for m in set.iter() {
+                    let _ = flowshard::decode::json_metrics::parse_serde(m, |m| n += m.fields.len() + m.tags.len());
+                }
+                n
+            })
+        });
+    }
     g.finish();
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
 #                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks] [--enrich] [--flows]
-#                     [--capture PCAP]
+#                     [--capture PCAP] [--host-lines RATE]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -16,11 +16,15 @@
 #          every record.
 # --capture PCAP: offer a real exporter's capture looped (`flowshard gen --capture`, one
 #          exporter) instead of generated traffic; --protocol then only labels the report.
+# --host-lines RATE: the same shard also takes host metrics: InfluxDB line protocol over UDP
+#          (500 hosts x 8 metrics, 20 lines a datagram) at RATE lines/s from a sender on the
+#          generator's CPU for the whole run; lines sent and accepted go to hosts.txt. Compare
+#          with a run without to see what host input costs flow ingest.
 # --flows: every record also to the raw-flows Kafka topic (flows = true); records encoded,
 #          delivered and dropped (by reason) go to flows.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""
+host_lines=0; quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
     --flows) flows=1 ;;
     --protocol) proto="$2"; shift ;;
     --capture) capture="$2"; shift ;;
+    --host-lines) host_lines="$2"; shift ;;
     --rates) rates="$2"; shift ;;
     --step-seconds) step="$2"; shift ;;
     --shard-cpu) shard_cpu="$2"; shift ;;
@@ -119,9 +124,45 @@ if [ $sinks = 1 ] || [ $flows = 1 ]; then
     for c in $(pgrep -P "$pid" 2>/dev/null); do taskset -a -p -c "$last" "$c" >/dev/null 2>&1 || true; done
   done
 fi
+if [ "$host_lines" != 0 ]; then
+  printf '[hosts]\nline_udp = ["127.0.0.1:%s"]\n' $((port + 2)) >> "$out/flowshard.toml"
+fi
 $bin run --config "$out/flowshard.toml" 2> "$out/flowshard.log" &
 fs=$!
-trap 'kill -INT $fs 2>/dev/null || true; wait $fs 2>/dev/null || true' EXIT
+hl=""
+if [ "$host_lines" != 0 ]; then
+  # paced line-protocol sender: RATE lines/s in 20-line datagrams until killed; prints lines sent
+  taskset -c "$gen_cpu" python3 - "$((port + 2))" "$host_lines" > "$out/hosts-sent.txt" <<'PY' &
+import socket, sys, time, signal
+port, rate = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+metrics = [("cpu", "usage_idle", ",cpu=cpu-total"), ("cpu", "usage_user", ",cpu=cpu-total"), ("mem", "available", ""),
+           ("mem", "used", ""), ("disk", "free", ",path=/"), ("net", "bytes_recv", ",interface=eth0"),
+           ("net", "bytes_sent", ",interface=eth0"), ("system", "load1", "")]
+lines = [f"{m},host=h{h:03d}{t} {f}={(h * 7 + i) % 100}.5".encode() for h in range(500) for i, (m, f, t) in enumerate(metrics)]
+dgrams = [b"\n".join(lines[i:i + 20]) for i in range(0, len(lines), 20)]
+sent = 0
+stop = False
+def done(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, done)
+t0 = time.monotonic()
+i = 0
+while not stop:
+    due = sent / rate
+    now = time.monotonic() - t0
+    if now < due:
+        time.sleep(min(due - now, 0.01))
+        continue
+    s.sendto(dgrams[i % len(dgrams)], ("127.0.0.1", port))
+    i += 1
+    sent += 20
+print(sent)
+PY
+  hl=$!
+fi
+trap 'kill $hl 2>/dev/null || true; kill -INT $fs 2>/dev/null || true; wait $fs 2>/dev/null || true' EXIT
 # ready once the first status line is out (loading enrichment tables takes a moment)
 for _ in $(seq 100); do grep -q 'flowshard status' "$out/flowshard.log" 2>/dev/null && break; sleep 0.2; done
 
@@ -193,7 +234,12 @@ if [ $flows = 1 ]; then
   curl -s "127.0.0.1:$((port + 1))/metrics" | grep -E '^flowshard_(flows_encoded|sink_records_total\{sink="kafka_flows"|spool_(bytes|frames_total)\{sink="kafka_flows")' > "$out/flows.txt" || true
   echo "raw flows (encoded, delivered messages, dropped by reason):"; cat "$out/flows.txt"
 fi
+if [ -n "$hl" ]; then kill "$hl"; wait "$hl" 2>/dev/null || true; sleep 2; fi
 kill -INT $fs; wait $fs || true; trap - EXIT
+if [ -n "$hl" ]; then
+  acc=$(tail -1 "$out/flowshard.log" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read()).get("host_lines", 0))')
+  echo "host lines: offered $host_lines/s, sent $(cat "$out/hosts-sent.txt"), accepted $acc" | tee "$out/hosts.txt"
+fi
 
 python3 scripts/lib/plot.py "$out/steps.csv" "$out/capacity.svg" "flowshard capacity, 1 shard, $proto over loopback"
 {

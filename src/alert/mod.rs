@@ -523,4 +523,35 @@ mod tests {
         assert_eq!(v["layer"], 2);
         assert_eq!(v["expected"], 1.0);
     }
+
+    #[test]
+    fn host_alerts_take_feedback_like_flow_alerts() {
+        let a = crate::detect::host::HostAlert {
+            second: 100,
+            kind: crate::detect::host::HostAlertKind::CpuSpike,
+            host: "web1".into(),
+            subject: "cpu".into(),
+            metric: "cpu_busy_pct",
+            value: 99.0,
+            expected: 10.0,
+            score: 0.9,
+            exhaustion_s: None,
+            reason: String::new(),
+        };
+        let d = AlertDoc::from_host(&a);
+        assert_eq!((d.layer, d.dimension.as_str(), d.key.as_str(), d.kind.as_str()), (1, "host", "web1", "cpu_spike"));
+        let mut s = Suppressions::default();
+        s.apply(
+            Feedback::Suppress {
+                dimension: Some("host".into()),
+                key: "web1".into(),
+                until: 1000,
+                layer: None,
+                reason: String::new(),
+            },
+            50,
+        );
+        assert!(s.silences(&d, 100));
+        assert!(!s.silences(&AlertDoc { key: "web2".into(), ..d.clone() }, 100));
+    }
 }

@@ -315,7 +315,7 @@ impl HostCore {
     /// Adds one Telegraf JSON message (a metric or a batch; `buf` is rewritten by the parser)
     /// received at Unix second `now`; a metric without a `host` tag is named `fallback_host`.
     pub fn json(&mut self, buf: &mut [u8], fallback_host: &[u8], now: u64) {
-        let r = crate::decode::json_metrics::parse(buf, |m| {
+        let r = crate::decode::json_metrics::parse_best(buf, |m| {
             self.counters.json_metrics += 1;
             self.counters.string_fields += m.strings;
             let host = m.tags.iter().find(|(k, _)| *k == "host").map_or(fallback_host, |(_, v)| v.as_bytes());
