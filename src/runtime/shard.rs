@@ -282,42 +282,22 @@ pub(super) async fn shard_main(
         let sh = sh.clone();
         let stop = stop.clone();
         let now_s = now_s.clone();
-        loops.push(glommio::spawn_local(async move {
-            let mut first = vec![0u8; socket::MAX_DATAGRAM];
-            let mut batch = socket::RecvBatch::new(RECV_BATCH);
-            while !stop.load(Ordering::Relaxed) {
-                // An error is the read timeout: loop to check the stop flag.
-                if let Ok((len, from)) = sock.recv_from(&mut first).await {
-                    {
-                        let mut s = sh.borrow_mut();
-                        s.received += 1;
-                        let now = now_s.get();
-                        let _ = s.core.ingest(&first[..len.min(first.len())], Ip::from(from.ip()), now);
-                        // Drain what else is queued, a batch at a time, at most 16 batches
-                        // before giving the tick and exchange tasks a chance to run.
-                        for _ in 0..16 {
-                            let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
-                            for i in 0..got {
-                                let (data, from, truncated) = batch.get(i);
-                                s.received += 1;
-                                if truncated {
-                                    s.core.decoder.counters.errors[ErrorReason::Truncated.index()] += 1;
-                                    continue;
-                                }
-                                let src = from.map_or(Ip::UNSPECIFIED, |a| Ip::from(a.ip()));
-                                let _ = s.core.ingest(data, src, now);
-                            }
-                            if got < RECV_BATCH {
-                                break;
-                            }
-                        }
-                        s.hand_off_flows(false);
-                    }
+        let sh2 = sh.clone();
+        loops.push(glommio::spawn_local(receive_loop(
+            sock,
+            stop,
+            move |data, from, truncated| {
+                let mut s = sh.borrow_mut();
+                s.received += 1;
+                if truncated {
+                    s.core.decoder.counters.errors[ErrorReason::Truncated.index()] += 1;
+                    return;
                 }
-                glommio::yield_if_needed().await;
-            }
-            sock
-        }));
+                let src = from.map_or(Ip::UNSPECIFIED, |a| Ip::from(a.ip()));
+                let _ = s.core.ingest(data, src, now_s.get());
+            },
+            move || sh2.borrow_mut().hand_off_flows(false),
+        )));
     }
 
     // Host inputs: UDP receive loops and TCP accept loops.
@@ -335,37 +315,23 @@ pub(super) async fn shard_main(
         // SAFETY: fd came from into_raw_fd of a socket we own; ownership moves to glommio.
         let sock = unsafe { glommio::net::UdpSocket::from_raw_fd(hs.fd) };
         let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
-        loops.push(glommio::spawn_local(async move {
-            let mut first = vec![0u8; socket::MAX_DATAGRAM];
-            let mut batch = socket::RecvBatch::new(RECV_BATCH);
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((len, from)) = sock.recv_from(&mut first).await {
-                    let mut s = sh.borrow_mut();
-                    let now = now_s.get();
-                    if let Some(h) = s.host.as_mut() {
-                        h.datagrams += 1;
-                        h.input(&first[..len.min(first.len())], hs.syslog, Some(from), now);
-                        for _ in 0..16 {
-                            let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
-                            for i in 0..got {
-                                let (data, from, truncated) = batch.get(i);
-                                h.datagrams += 1;
-                                if truncated {
-                                    h.core.counters.oversize_frames += 1;
-                                    continue;
-                                }
-                                h.input(data, hs.syslog, from, now);
-                            }
-                            if got < RECV_BATCH {
-                                break;
-                            }
-                        }
+        let syslog = hs.syslog;
+        loops.push(glommio::spawn_local(receive_loop(
+            sock,
+            stop,
+            move |data, from, truncated| {
+                let mut s = sh.borrow_mut();
+                if let Some(h) = s.host.as_mut() {
+                    h.datagrams += 1;
+                    if truncated {
+                        h.core.counters.oversize_frames += 1;
+                    } else {
+                        h.input(data, syslog, from, now_s.get());
                     }
                 }
-                glommio::yield_if_needed().await;
-            }
-            sock
-        }));
+            },
+            || {},
+        )));
     }
 
     // Tick loop.
@@ -463,6 +429,39 @@ pub(super) async fn shard_main(
     s.flows = None;
     drop(socks);
     st
+}
+
+/// One UDP socket's receive loop until `stop`: wait for a datagram (io_uring `recv_from`), then
+/// drain what else is queued with `recvmmsg(MSG_DONTWAIT)`, a batch at a time, at most 16
+/// batches before giving the tick and exchange tasks a chance to run. `each` sees every
+/// datagram (payload, source, truncated); `after` runs once per wake-up. Returns the socket.
+async fn receive_loop(
+    sock: glommio::net::UdpSocket,
+    stop: Arc<AtomicBool>,
+    mut each: impl FnMut(&[u8], Option<std::net::SocketAddr>, bool),
+    mut after: impl FnMut(),
+) -> glommio::net::UdpSocket {
+    let mut first = vec![0u8; socket::MAX_DATAGRAM];
+    let mut batch = socket::RecvBatch::new(RECV_BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        // An error is the read timeout: loop to check the stop flag.
+        if let Ok((len, from)) = sock.recv_from(&mut first).await {
+            each(&first[..len.min(first.len())], Some(from), false);
+            for _ in 0..16 {
+                let got = batch.recv(sock.as_raw_fd()).unwrap_or(0);
+                for i in 0..got {
+                    let (data, from, truncated) = batch.get(i);
+                    each(data, from, truncated);
+                }
+                if got < RECV_BATCH {
+                    break;
+                }
+            }
+            after();
+        }
+        glommio::yield_if_needed().await;
+    }
+    sock
 }
 
 /// Spawns the accept loop of one host TCP listener: connections are accepted without blocking

@@ -48,6 +48,19 @@ impl JsonLines {
         Ok(JsonLines::new("file", out, appliance, rollups, alerts))
     }
 
+    /// Writes already rendered documents, one a line.
+    fn write_docs(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for d in docs {
+            self.buf.push_str(&d.json);
+            self.buf.push('\n');
+        }
+        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+    }
+
     fn push_alerts(&mut self, alerts: &[AlertDoc]) {
         for a in alerts {
             a.write_json(&mut self.buf, &self.appliance);
@@ -93,26 +106,16 @@ impl Sink for JsonLines {
         self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
     }
     fn write_results(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
-        if !self.alerts || docs.is_empty() {
+        if !self.alerts {
             return Ok(());
         }
-        self.buf.clear();
-        for d in docs {
-            self.buf.push_str(&d.json);
-            self.buf.push('\n');
-        }
-        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+        self.write_docs(docs)
     }
     fn write_hosts(&mut self, docs: &[super::Doc]) -> Result<(), SinkError> {
-        if !self.rollups || docs.is_empty() {
+        if !self.rollups {
             return Ok(());
         }
-        self.buf.clear();
-        for d in docs {
-            self.buf.push_str(&d.json);
-            self.buf.push('\n');
-        }
-        self.out.write_all(self.buf.as_bytes()).map_err(|source| SinkError::Io { sink: self.name, source })
+        self.write_docs(docs)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io { sink: self.name, source })
