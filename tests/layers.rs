@@ -263,6 +263,7 @@ rollups_topic = "{u}.rollups"
 alerts_topic = "{u}.alerts"
 incidents_topic = "{u}.incidents"
 anomaly_results_topic = "{u}.anomaly-results"
+hosts_topic = "{u}.hosts"
 "#,
             os = opensearch(),
             kafka = kafka()

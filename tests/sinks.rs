@@ -37,11 +37,11 @@ fn write_config(dir: &Path, u: &str, sinks: &[&str], extra: &str) -> PathBuf {
     for k in sinks {
         match *k {
             "kafka" => s.push_str(&format!(
-                "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\nrollups_topic = \"{u}.rollups\"\nalerts_topic = \"{u}.alerts\"\nincidents_topic = \"{u}.incidents\"\nanomaly_results_topic = \"{u}.anomaly-results\"\npartitions = 3\n",
+                "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\nrollups_topic = \"{u}.rollups\"\nalerts_topic = \"{u}.alerts\"\nincidents_topic = \"{u}.incidents\"\nanomaly_results_topic = \"{u}.anomaly-results\"\nhosts_topic = \"{u}.hosts\"\npartitions = 3\n",
                 kafka()
             )),
             "kafka-flows" => s.push_str(&format!(
-                "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\nrollups_topic = \"{u}.rollups\"\nalerts_topic = \"{u}.alerts\"\nincidents_topic = \"{u}.incidents\"\nanomaly_results_topic = \"{u}.anomaly-results\"\npartitions = 3\nflows = true\nflows_topic = \"{u}.flows\"\n",
+                "[[sink]]\ntype = \"kafka\"\nbrokers = \"{}\"\nrollups_topic = \"{u}.rollups\"\nalerts_topic = \"{u}.alerts\"\nincidents_topic = \"{u}.incidents\"\nanomaly_results_topic = \"{u}.anomaly-results\"\nhosts_topic = \"{u}.hosts\"\npartitions = 3\nflows = true\nflows_topic = \"{u}.flows\"\n",
                 kafka()
             )),
             "valkey" => s.push_str(&format!("[[sink]]\ntype = \"valkey\"\nurl = \"{}\"\nprefix = \"{u}\"\n", valkey())),

@@ -195,7 +195,7 @@ const MIN_BASELINE_SAMPLES: u64 = 30;
 const SLOTS: usize = 96;
 const DAYS: usize = 7;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Cpu {
     last: u64,
     learnt: u64,
@@ -209,14 +209,14 @@ struct Cpu {
     minute: (u64, f64, u32),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Trend {
     step: (u64, f64, u32),
     points: VecDeque<(f64, f64)>,
     last_alert: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Burst {
     /// per second counts of the last window (second, count)
     recent: VecDeque<(u64, u64)>,
@@ -227,7 +227,7 @@ struct Burst {
     alerted_at: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Host {
     first: u64,
     last: u64,
@@ -525,6 +525,31 @@ impl HostDetectors {
     /// Hosts tracked.
     pub fn hosts(&self) -> usize {
         self.hosts.len()
+    }
+
+    /// What the detectors have learnt (baselines, time-of-day profiles, leak windows, message
+    /// rates, reporting gaps), to survive a restart ([`HostDetectors::restore`]).
+    pub fn save(&self) -> Vec<u8> {
+        bincode::serialize(&self.hosts).unwrap_or_default()
+    }
+
+    /// Restores what [`HostDetectors::save`] wrote, at Unix second `now`; returns the hosts
+    /// restored. The time the appliance was down is not silence: every host counts as heard
+    /// at `now`. An unreadable snapshot is an error and changes nothing.
+    pub fn restore(&mut self, bytes: &[u8], now: u64) -> Result<usize, String> {
+        let mut hosts: FxHashMap<String, Host> = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        hosts.retain(|_, h| now.saturating_sub(h.last) < 86_400);
+        for h in hosts.values_mut() {
+            h.last = h.last.max(now);
+            h.silent_alerted = 0;
+        }
+        while hosts.len() > self.cfg.max_hosts {
+            let Some(k) = hosts.keys().next().cloned() else { break };
+            hosts.remove(&k);
+        }
+        self.hosts = hosts;
+        self.counters.hosts = self.hosts.len() as u64;
+        Ok(self.hosts.len())
     }
 }
 
@@ -925,6 +950,24 @@ mod tests {
         assert!(a.iter().all(|x| x.kind == HostAlertKind::CpuSpike && x.host == "web1"));
         assert_eq!(a[0].second, t0 + 4260, "dated at the start of the episode");
         assert!(a.len() >= 7 && a.windows(2).all(|w| w[1].second >= w[0].second + 60), "repeats once a minute: {a:?}");
+    }
+
+    #[test]
+    fn what_was_learnt_survives_a_restart_and_downtime_is_not_silence() {
+        let mut d = HostDetectors::new(&HostDetectConfig::default());
+        let t0 = 1_700_000_000 - 1_700_000_000 % 86_400;
+        let busy = |t: u64| if (7200..9600).contains(&(t % 86_400)) { 95.0 } else { 10.0 };
+        assert!(!cpu_day(&mut d, t0, 86_400, busy).is_empty());
+        let saved = d.save();
+        // ten minutes down, then the same host on its second day: the batch job is known
+        let mut e = HostDetectors::new(&HostDetectConfig::default());
+        assert_eq!(e.restore(&saved, t0 + 86_400 + 600).unwrap(), 1);
+        let mut out = Vec::new();
+        e.tick(t0 + 86_400 + 601, &mut out);
+        assert!(out.is_empty(), "downtime is not silence: {out:?}");
+        assert!(cpu_day(&mut e, t0 + 86_400 + 600, 86_400 - 600, busy).is_empty());
+        assert!(e.restore(b"not a snapshot", t0).is_err());
+        assert_eq!(e.hosts(), 1, "a bad snapshot changes nothing");
     }
 
     #[test]

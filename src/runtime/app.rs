@@ -281,7 +281,8 @@ pub fn run(
         interfaces,
         namer: enrich_slot.clone().map(|slot| crate::enrich::Namer::new(slot, pcfg.enrich.clone(), &pcfg.derived)),
         appliance: cfg.general.appliance_id.clone(),
-        hosts: super::io_loop::HostIo::new(&cfg.hosts.detect),
+        hosts: super::io_loop::HostIo::new(&cfg.hosts.detect)
+            .with_state(cfg.general.state_dir.join("host-detectors.bin")),
     };
     let io_thread = std::thread::Builder::new()
         .name("flowshard-io".into())

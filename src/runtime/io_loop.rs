@@ -67,6 +67,9 @@ pub struct HostIo {
     pub detectors: crate::detect::host::HostDetectors,
     last_add: Option<Instant>,
     last_tick: u64,
+    /// Where the detectors' learnt state is kept across restarts.
+    state: Option<PathBuf>,
+    last_save: Instant,
 }
 
 impl HostIo {
@@ -77,6 +80,39 @@ impl HostIo {
             detectors: crate::detect::host::HostDetectors::new(cfg),
             last_add: None,
             last_tick: 0,
+            state: None,
+            last_save: Instant::now(),
+        }
+    }
+
+    /// Keeps the detectors' state in `path` (restored from it now, saved every minute and at
+    /// shutdown). A missing file is a first start; an unreadable one is logged and ignored.
+    pub fn with_state(mut self, path: PathBuf) -> HostIo {
+        match std::fs::read(&path) {
+            Ok(b) => match self.detectors.restore(&b, now_s()) {
+                Ok(n) => tracing::info!("host detectors: {n} host(s) restored from {}", path.display()),
+                Err(e) => tracing::warn!("host detectors: ignoring unreadable {}: {e}", path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("host detectors: cannot read {}: {e}", path.display()),
+        }
+        self.state = Some(path);
+        self
+    }
+
+    /// Writes the detectors' state (atomically: a temporary file renamed), when it has any.
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        let Some(path) = &self.state else { return };
+        if self.detectors.hosts() == 0 {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(&tmp, self.detectors.save()).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!("host detectors: cannot save {}: {e}", path.display());
         }
     }
 
@@ -186,6 +222,9 @@ impl IoLoop {
                 let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
                 data_now = host_second(&mut hosts, hs, &appliance, &mut j, data_now, &mut events);
             }
+            if hosts.last_save.elapsed() >= Duration::from_secs(60) {
+                hosts.save();
+            }
             let wall = now_s();
             if wall > hosts.last_tick {
                 hosts.last_tick = wall;
@@ -256,6 +295,7 @@ impl IoLoop {
             let mut j = JobAlerts { gate: &mut gate, sinks: &mut sinks, c: &mut c, incidents: &mut incidents };
             data_now = host_second(&mut hosts, hs, &appliance, &mut j, data_now, &mut events);
         }
+        hosts.save();
         assembler.flush(&mut finished);
         gate_layer1(&mut gate, &mut finished, &mut done, &mut c);
         emit(&mut sinks, &done, &mut c);
