@@ -14,8 +14,9 @@
 //! **Bounded.** A window knows at most `max_series` series; a sample of a new series beyond it
 //! is dropped and counted (`series_overflow`), never stored. The open window holds at most
 //! `4 × max_series` (series, second) cells (a sender stamping every sample with another second
-//! cannot grow it further; counted as `cell_overflow`). The I/O core forgets names not seen for
-//! `forget_after_s`.
+//! cannot grow it further; counted as `cell_overflow`). Nothing is forgotten: the I/O core holds
+//! at most the windows' series, and a series that stopped reporting keeps its place in its
+//! window until restart (after enough churn, new series are dropped and counted).
 //!
 //! May depend on: `model`. Lives on: shard cores and the HTTP ingest thread (windows), the I/O
 //! core (merge); replay and tests.
@@ -266,12 +267,6 @@ impl HostWindow {
         rows.sort_unstable_by_key(|r| (r.1, r.0));
         HostBatch { source, arrival, names: std::mem::take(&mut self.names), rows }
     }
-
-    /// Forgets series (so they are named again when they return): called by the owner when
-    /// the I/O core asks, e.g. after it forgot them.
-    pub fn forget_all(&mut self) {
-        self.known.clear();
-    }
 }
 
 /// One merged row: a series' aggregate of one sample second.
@@ -363,11 +358,6 @@ impl HostMerge {
     /// Series known.
     pub fn series(&self) -> usize {
         self.names.len()
-    }
-
-    /// Every known series with the arrival second it was last seen.
-    pub fn each(&self) -> impl Iterator<Item = (u64, &Arc<SeriesName>, u64)> {
-        self.names.iter().map(|(id, (n, t))| (*id, n, *t))
     }
 }
 

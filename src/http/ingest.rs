@@ -22,8 +22,6 @@ pub struct HostIngest {
     core: HostCore,
     send: BatchOut,
     max_body: usize,
-    /// Requests answered 204.
-    pub requests: u64,
     /// Batches the I/O queue had no room for (their rows are lost; counted).
     pub handoff_dropped: u64,
 }
@@ -34,7 +32,7 @@ pub type Answer = (u16, String);
 impl HostIngest {
     /// Host input on the HTTP thread (window source id `source`, after the shards').
     pub fn new(cfg: &HostPathConfig, source: u16, max_body: usize, send: BatchOut) -> HostIngest {
-        HostIngest { core: HostCore::new(cfg, source), send, max_body, requests: 0, handoff_dropped: 0 }
+        HostIngest { core: HostCore::new(cfg, source), send, max_body, handoff_dropped: 0 }
     }
 
     /// The counters, as a shard's host status (no connections).
@@ -101,7 +99,6 @@ impl HostIngest {
                 format!("partial write: {refused} line(s) refused (first reason: {reason}); the other lines were accepted\n"),
             );
         }
-        self.requests += 1;
         (204, String::new())
     }
 
@@ -127,7 +124,6 @@ impl HostIngest {
             }
         }
         self.hand_off(now);
-        self.requests += 1;
         (204, String::new())
     }
 }

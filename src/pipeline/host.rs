@@ -55,7 +55,7 @@ pub struct HostInputCounters {
     pub syslog_errors: [u64; 4],
     /// Messages counted under `<other>` because the pattern table was full.
     pub pattern_overflow: u64,
-    /// Remote-write requests refused (bad snappy or protobuf), and samples in them.
+    /// Remote-write requests refused (bad snappy or protobuf, or too large).
     pub remote_write_errors: u64,
     /// Remote-write samples that were NaN or ±Inf (Prometheus' stale markers included; skipped).
     pub non_finite: u64,
