@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
 #                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks] [--enrich] [--flows]
-#                     [--capture PCAP] [--host-lines RATE]
+#                     [--capture PCAP] [--host-lines RATE] [--shards N] [--spread off|auto|always]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -22,9 +22,15 @@
 #          with a run without to see what host input costs flow ingest.
 # --flows: every record also to the raw-flows Kafka topic (flows = true); records encoded,
 #          delivered and dropped (by reason) go to flows.txt.
+# --shards N: N shards on CPUs --shard-cpu .. --shard-cpu+N-1 (shard CPU % is then their sum,
+#          and shard_cpus in steps.csv gives each). On a 2-CPU box the second shard shares its
+#          CPU with the generator.
+# --spread MODE: the listener's exporter spread (default: the built-in `auto`). With
+#          --capture the generator is one exporter with one source port, so `off` decodes
+#          everything on the shard the kernel picks and `always` hands datagrams to every shard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-host_lines=0; quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""
+host_lines=0; quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""; nshards=1; spread=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -39,6 +45,8 @@ while [ $# -gt 0 ]; do
     --shard-cpu) shard_cpu="$2"; shift ;;
     --gen-cpu) gen_cpu="$2"; shift ;;
     --out) out="$2"; shift ;;
+    --shards) nshards="$2"; shift ;;
+    --spread) spread="$2"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -61,14 +69,18 @@ source scripts/lib/host.sh
 raise_udp_limits
 
 port=$((20000 + RANDOM % 20000))
+shard_cpus=$(seq -s ' ' "$shard_cpu" $((shard_cpu + nshards - 1)))
+spread_line=""
+[ -z "$spread" ] || spread_line="spread = \"$spread\""
 cat > "$out/flowshard.toml" <<CONF
 [general]
 status_interval_s = 1
 state_dir = "$out/state"
 [[listener]]
 address = "127.0.0.1:$port"
+$spread_line
 [cores]
-shards = [$shard_cpu]
+shards = [$(echo "$shard_cpus" | sed 's/ /, /g')]
 io = [$last]
 pin = true
 [[sink]]
@@ -171,14 +183,21 @@ field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<< "$2"; }
 udp_rcvbuf() { awk '/^Udp:/ {n++; if (n==2) print $6}' /proc/net/snmp; }
 softnet_drops() { python3 -c 'print(sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")))'; }
 cpu_busy() { awk -v c="cpu$1" '$1==c {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+# the shard CPUs: busy jiffies summed, total jiffies of one CPU, and each CPU's busy jiffies
+shards_busy() {
+  local b=0 t=0 each=""
+  for c in $shard_cpus; do read -r x y <<< "$(cpu_busy "$c")"; b=$((b + x)); t=$y; each="$each $x"; done
+  echo "$b $t$each"
+}
 
-echo "offered_rps,accepted_rps,loss_pct,app_loss_records,kernel_drops,shard_cpu_pct,gen_cpu_pct,rss_mib,close_lag_p99_ms" > "$out/steps.csv"
+echo "offered_rps,accepted_rps,loss_pct,app_loss_records,kernel_drops,shard_cpu_pct,gen_cpu_pct,rss_mib,close_lag_p99_ms,shard_cpus" > "$out/steps.csv"
 best=0
 for rate in $rates; do
-  s0=$(status); k0=$(udp_rcvbuf); n0=$(softnet_drops); read -r b0 t0 <<< "$(cpu_busy "$shard_cpu")"; read -r gb0 gt0 <<< "$(cpu_busy "$gen_cpu")"
+  s0=$(status); k0=$(udp_rcvbuf); n0=$(softnet_drops); read -r b0 t0 e0 <<< "$(shards_busy)"; read -r gb0 gt0 <<< "$(cpu_busy "$gen_cpu")"
   # shellcheck disable=SC2086
   g=$(taskset -c "$gen_cpu" $bin gen $traffic --to "127.0.0.1:$port" --rate "$rate" --duration "$step" 2>&1 | tail -1)
-  read -r b1 t1 <<< "$(cpu_busy "$shard_cpu")"; read -r gb1 gt1 <<< "$(cpu_busy "$gen_cpu")"
+  read -r b1 t1 e1 <<< "$(shards_busy)"; read -r gb1 gt1 <<< "$(cpu_busy "$gen_cpu")"
+  each=$(python3 -c "import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); t=max(1, float(sys.argv[3])); print('/'.join(f'{100*(float(y)-float(x))/t:.0f}' for x, y in zip(a, b)))" "$e0" "$e1" "$((t1 - t0))")
   sleep 2
   s1=$(status); k1=$(udp_rcvbuf); n1=$(softnet_drops)
   offered=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['records'])" "$g")
@@ -195,7 +214,7 @@ cpu = 100 * (b1 - b0) / max(1, t1 - t0); gcpu = 100 * (gb1 - gb0) / max(1, gt1 -
 print(f"{o/s:.0f},{a/s:.0f},{loss:.4f},{max(0,o-a):.0f},{cpu:.0f},{gcpu:.0f}")
 PY
 )
-  echo "$row,$kd,$rss,$lag" | awk -F, '{print $1","$2","$3","$4","$7","$5","$6","$8","$9}' >> "$out/steps.csv"
+  echo "$row,$kd,$rss,$lag,$each" | awk -F, '{print $1","$2","$3","$4","$7","$5","$6","$8","$9","$10}' >> "$out/steps.csv"
   loss=$(echo "$row" | cut -d, -f3)
   echo "step $rate: $(tail -1 "$out/steps.csv")"
   if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.01 else 1)" "$loss"; then best=$rate; fi
@@ -212,7 +231,7 @@ if command -v perf >/dev/null; then
   wait $gp || true
   if command -v inferno-collapse-perf >/dev/null; then
     perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf > "$out/stacks.folded" || true
-    inferno-flamegraph --title "flowshard at $prof records/s ($proto, 1 shard)" < "$out/stacks.folded" > "$out/flamegraph.svg" || true
+    inferno-flamegraph --title "flowshard at $prof records/s ($proto, $nshards shard(s)${spread:+, spread $spread})" < "$out/stacks.folded" > "$out/flamegraph.svg" || true
   else
     perf report -i "$out/perf.data" --no-children --stdio --percent-limit 1 > "$out/profile.txt" 2>/dev/null || true
     echo "inferno not installed (cargo install inferno): wrote profile.txt instead of flamegraph.svg" >&2
@@ -241,15 +260,15 @@ if [ -n "$hl" ]; then
   echo "host lines: offered $host_lines/s, sent $(cat "$out/hosts-sent.txt"), accepted $acc" | tee "$out/hosts.txt"
 fi
 
-python3 scripts/lib/plot.py "$out/steps.csv" "$out/capacity.svg" "flowshard capacity, 1 shard, $proto over loopback"
+python3 scripts/lib/plot.py "$out/steps.csv" "$out/capacity.svg" "flowshard capacity, $nshards shard(s)${spread:+ spread $spread}, $proto over loopback"
 {
-  echo "# flowshard capacity ($proto, 1 shard core, loopback)"
+  echo "# flowshard capacity ($proto, $nshards shard core(s)${spread:+, spread $spread}, loopback)"
   echo
-  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r). Shard on CPU $shard_cpu, generator on CPU $gen_cpu, I/O thread on CPU $last. $(date -u +%FT%TZ)."
+  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r). Shards on CPU(s) $shard_cpus, generator on CPU $gen_cpu, I/O thread on CPU $last. $(date -u +%FT%TZ)."
   echo
-  echo "| offered rec/s | accepted rec/s | loss % | kernel drops (rcvbuf + backlog) | shard CPU % | generator CPU % | RSS MiB | window-close lag p99 ms |"
+  echo "| offered rec/s | accepted rec/s | loss % | kernel drops (rcvbuf + backlog) | shard CPU % (each) | generator CPU % | RSS MiB | window-close lag p99 ms |"
   echo "|---|---|---|---|---|---|---|---|"
-  tail -n +2 "$out/steps.csv" | awk -F, '{printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $5, $6, $7, $8, $9}'
+  tail -n +2 "$out/steps.csv" | awk -F, '{printf "| %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n", $1, $2, $3, $5, $6, $10, $7, $8, $9}'
   echo
   echo "Highest offered rate with < 0.01 % loss: **$best records/s**. Flamegraph: flamegraph.svg (at $prof records/s)."
 } > "$out/table.md"

@@ -23,7 +23,9 @@
 //! ## The data path, module by module
 //!
 //! 1. **Receive** ([`runtime::socket`]): batched receive (`recvmmsg`), the kernel's drop
-//!    counter (`SO_MEMINFO`).
+//!    counter (`SO_MEMINFO`). A busy exporter that the kernel's hash puts on one shard is
+//!    spread: that shard hands its datagrams to every shard in turn, templates and sampling
+//!    copied ahead of the data in the same ordered queue ([`runtime::spread`]).
 //! 2. **Decode** ([`decode`]): the protocol is sniffed per datagram; decoders are sans-I/O,
 //!    panic-free (one [`decode::cursor::Cursor`]) and allocation-free per record.
 //! 3. **Pre-aggregate** ([`aggregate`]): per second and dimension, bounded tables with
@@ -49,6 +51,8 @@
 //! ## Invariants
 //!
 //! * A key's state lives on exactly one core (its owner).
+//! * A shard decodes an exporter's data only with the templates and sampling rate the exporter
+//!   had sent before that data, whichever shard received it.
 //! * For every second and dimension, the sum over keys (with `other`) equals the true total.
 //! * While per-second cardinality stays under the bounds, rollups are identical for any shard
 //!   count (property-tested against an independent reference).

@@ -28,7 +28,10 @@ pub fn run(a: Args) -> Result<()> {
     let Args { duration, http, rate } = a;
     use crate::tools::gen::{self, wire, GenConfig, Model};
     let mut cfg = Config {
-        listener: vec![crate::config::Listener { address: "127.0.0.1:0".into(), recv_buffer_bytes: 8 << 20 }],
+        listener: vec![crate::config::Listener {
+            recv_buffer_bytes: 8 << 20,
+            ..crate::config::Listener::new("127.0.0.1:0")
+        }],
         ..Config::default()
     };
     cfg.http.address = http;

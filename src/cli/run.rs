@@ -48,6 +48,9 @@ pub struct Args {
     /// Override the appliance id.
     #[arg(long)]
     pub appliance: Option<String>,
+    /// Override every listener's exporter spread: off, auto or always.
+    #[arg(long)]
+    pub spread: Option<crate::config::SpreadMode>,
 }
 
 /// Runs the subcommand.
@@ -65,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
         valkey: a.valkey,
         opensearch: a.opensearch,
         appliance: a.appliance,
+        spread: a.spread,
     };
     overrides.apply(&mut cfg, &host);
     check(&cfg, &host)?;

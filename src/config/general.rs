@@ -53,10 +53,60 @@ pub struct Listener {
     /// `SO_RCVBUF` per shard socket, bytes (the kernel caps it at `net.core.rmem_max`).
     #[serde(default = "default_rcvbuf")]
     pub recv_buffer_bytes: usize,
+    /// Whether one exporter's datagrams are handed from the shard the kernel gave them to
+    /// every shard (see `runtime::spread`): `auto` spreads an exporter that sends at least
+    /// `spread_above` datagrams/s to one shard, `always` spreads every exporter, `off` never.
+    #[serde(default)]
+    pub spread: SpreadMode,
+    /// Datagrams per second from one exporter on one shard above which `auto` spreads it.
+    #[serde(default = "default_spread_above")]
+    pub spread_above: u32,
+}
+
+impl Listener {
+    /// A listener on `address` with the default buffer and spread settings.
+    pub fn new(address: impl Into<String>) -> Listener {
+        Listener {
+            address: address.into(),
+            recv_buffer_bytes: default_rcvbuf(),
+            spread: SpreadMode::default(),
+            spread_above: default_spread_above(),
+        }
+    }
+}
+
+/// How a listener spreads one exporter's datagrams over the shards.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpreadMode {
+    /// Each datagram is decoded on the shard the kernel gave it to.
+    Off,
+    /// An exporter is spread while it sends at least `spread_above` datagrams/s to one shard.
+    #[default]
+    Auto,
+    /// Every exporter's datagrams are spread.
+    Always,
+}
+
+impl std::str::FromStr for SpreadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(SpreadMode::Off),
+            "auto" => Ok(SpreadMode::Auto),
+            "always" => Ok(SpreadMode::Always),
+            _ => Err(format!("{s:?} is not a spread mode (off, auto, always)")),
+        }
+    }
 }
 
 pub(super) fn default_rcvbuf() -> usize {
     32 << 20
+}
+
+/// 10,000 datagrams/s is about 300,000 records/s of NetFlow v5 or IPFIX: a tenth of a core.
+fn default_spread_above() -> u32 {
+    10_000
 }
 
 /// CPU layout.
@@ -134,6 +184,13 @@ impl Config {
                     format!("listener[{i}].recv_buffer_bytes"),
                     format!("{} is too small to absorb bursts", l.recv_buffer_bytes),
                     "use at least 65536; 33554432 (32 MiB) is recommended",
+                ));
+            }
+            if l.spread == SpreadMode::Auto && l.spread_above == 0 {
+                e.push(err(
+                    format!("listener[{i}].spread_above"),
+                    "0 datagrams/s would spread every exporter",
+                    "use spread = \"always\" for that, or a rate such as 10000",
                 ));
             }
         }

@@ -23,12 +23,11 @@ pub use crate::detect::layer2::Layer2;
 pub use crate::detect::layer3::Layer3;
 pub use crate::detect::DetectConfig;
 pub use alerts::{AlertmanagerCfg, Alerts, Webhook, WebhookFormat};
-pub use general::{Cores, General, Handoff, Http, Listener, WhenFull};
+pub use general::{Cores, General, Handoff, Http, Listener, SpreadMode, WhenFull};
 pub use overrides::Overrides;
 pub use sinks::{Compression, IndexPeriod, KafkaSink, OpensearchSink, Sink, Spool, ValkeySink};
 
 use crate::pipeline::PipelineConfig;
-use general::default_rcvbuf;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -74,10 +73,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             general: General::default(),
-            listener: ["0.0.0.0:2055", "0.0.0.0:4739", "0.0.0.0:6343"]
-                .iter()
-                .map(|a| Listener { address: a.to_string(), recv_buffer_bytes: default_rcvbuf() })
-                .collect(),
+            listener: ["0.0.0.0:2055", "0.0.0.0:4739", "0.0.0.0:6343"].into_iter().map(Listener::new).collect(),
             cores: Cores::default(),
             decode: DecoderConfig::default(),
             aggregate: AggConfig::default(),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// What the command line may override.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// Replace the listeners (keeping the first one's receive buffer).
+    /// Replace the listeners (keeping the first one's receive buffer and spread settings).
     pub listen: Vec<String>,
     /// Run this many shards on CPUs 0..N-1, I/O on the next CPU (not pinned when that is more
     /// than the host has).
@@ -30,6 +30,8 @@ pub struct Overrides {
     pub opensearch: Option<String>,
     /// Appliance id.
     pub appliance: Option<String>,
+    /// Spread mode of every listener.
+    pub spread: Option<super::general::SpreadMode>,
 }
 
 impl Overrides {
@@ -54,9 +56,13 @@ impl Overrides {
             cfg.general.appliance_id = a;
         }
         if !self.listen.is_empty() {
-            let buf = cfg.listener.first().map_or(super::default_rcvbuf(), |l| l.recv_buffer_bytes);
-            cfg.listener =
-                self.listen.into_iter().map(|address| Listener { address, recv_buffer_bytes: buf }).collect();
+            let first = cfg.listener.first().cloned().unwrap_or_else(|| Listener::new(""));
+            cfg.listener = self.listen.into_iter().map(|address| Listener { address, ..first.clone() }).collect();
+        }
+        if let Some(m) = self.spread {
+            for l in &mut cfg.listener {
+                l.spread = m;
+            }
         }
         if let Some(n) = self.shards {
             let n = n.max(1);

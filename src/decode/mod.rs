@@ -362,7 +362,7 @@ impl Decoder {
             return Err(DecodeError::UnknownVersion { version });
         };
         self.counters.datagrams[protocol.index()] += 1;
-        let mut ctx = Ctx { dec: self, sink, records: 0 };
+        let mut ctx = Ctx { dec: self, sink, records: 0, learn_only: false };
         let res = match protocol {
             Protocol::NetflowV5 => netflow_v5::decode(data, source, &mut ctx),
             Protocol::NetflowV9 => netflow_v9::decode(data, source, now, &mut ctx),
@@ -379,6 +379,57 @@ impl Decoder {
             }
         }
     }
+
+    /// Applies the state a NetFlow v9 / IPFIX datagram carries — its templates, withdrawals
+    /// and options data (sampling rates) — without decoding its flow records and without
+    /// touching any counter: the shard that received the datagram decoded and counted it, and
+    /// hands this copy on so that every shard decodes the exporter's later data alike.
+    pub fn learn(&mut self, data: &[u8], source: Ip, now: u64) {
+        let saved = self.counters.clone();
+        let mut none = |_: &FlowRecord| {};
+        let mut ctx = Ctx { dec: self, sink: &mut none, records: 0, learn_only: true };
+        let _ = match sniff(data) {
+            Some(Protocol::NetflowV9) => netflow_v9::decode(data, source, now, &mut ctx),
+            Some(Protocol::Ipfix) => ipfix::decode(data, source, now, &mut ctx),
+            _ => Ok(()),
+        };
+        self.counters = saved;
+    }
+
+    /// Whether a datagram carries state that every shard decoding this exporter needs: a
+    /// NetFlow v9 / IPFIX template or options-template set, or a data set of an options
+    /// template (sampling). One pass over the set headers, one template lookup per data set.
+    pub fn carries_state(&self, data: &[u8], source: Ip) -> bool {
+        let (family, header, domain_at) = match sniff(data) {
+            Some(Protocol::NetflowV9) => (templates::Family::V9, netflow_v9::HEADER_LEN, 16),
+            Some(Protocol::Ipfix) => (templates::Family::Ipfix, ipfix::HEADER_LEN, 12),
+            _ => return false,
+        };
+        let Some(d) = data.get(domain_at..domain_at + 4) else { return false };
+        let domain = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        let end = match family {
+            // the IPFIX message length bounds the sets
+            templates::Family::Ipfix => usize::from(u16::from_be_bytes([data[2], data[3]])).min(data.len()),
+            templates::Family::V9 => data.len(),
+        };
+        let mut at = header;
+        while at + 4 <= end {
+            let id = u16::from_be_bytes([data[at], data[at + 1]]);
+            let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+            if id < 256 {
+                if matches!((family, id), (templates::Family::V9, 0 | 1) | (templates::Family::Ipfix, 2 | 3)) {
+                    return true;
+                }
+            } else if self.templates.is_options(&templates::TemplateKey { exporter: source, domain, id, family }) {
+                return true;
+            }
+            if len < 4 {
+                break;
+            }
+            at += len;
+        }
+        false
+    }
 }
 
 /// What the protocol modules see: the decoder state and the sink, with the record count.
@@ -386,6 +437,8 @@ pub(crate) struct Ctx<'a, S: FlowSink> {
     pub(crate) dec: &'a mut Decoder,
     pub(crate) sink: &'a mut S,
     pub(crate) records: u32,
+    /// Apply templates and options data (sampling) only: flow data sets are skipped.
+    pub(crate) learn_only: bool,
 }
 
 impl<S: FlowSink> Ctx<'_, S> {

@@ -383,11 +383,26 @@ impl TemplateStore {
         v
     }
 
+    /// Whether `key` names a cached options template.
+    pub fn is_options(&self, key: &TemplateKey) -> bool {
+        self.map.get(key).is_some_and(|t| t.options)
+    }
+
     /// Everything cached, for the state directory.
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_where(|_| true)
+    }
+
+    /// What is cached for these exporters (templates and sampling rates).
+    pub fn snapshot_of(&self, exporters: &[Ip]) -> Snapshot {
+        self.snapshot_where(|e| exporters.contains(&e))
+    }
+
+    fn snapshot_where(&self, keep: impl Fn(Ip) -> bool) -> Snapshot {
         let mut templates: Vec<_> = self
             .map
             .iter()
+            .filter(|(k, _)| keep(k.exporter))
             .map(|(k, t)| PersistedTemplate {
                 exporter: k.exporter.to_std(),
                 domain: k.domain,
@@ -403,6 +418,7 @@ impl TemplateStore {
         let mut sampling: Vec<_> = self
             .sampling
             .iter()
+            .filter(|((e, _, _), _)| keep(*e))
             .map(|((e, d, s), r)| PersistedSampling { exporter: e.to_std(), domain: *d, sampler: *s, rate: *r })
             .collect();
         sampling.sort_by_key(|s| (s.exporter, s.domain, s.sampler));
@@ -411,6 +427,17 @@ impl TemplateStore {
 
     /// Loads a snapshot (entries over the limit or malformed are skipped); returns templates loaded.
     pub fn restore(&mut self, snap: &Snapshot) -> usize {
+        self.load(snap, false)
+    }
+
+    /// Takes what another shard holds for some exporters as it is, whatever this store holds
+    /// for them (the other shard received the exporter's datagrams in order, so its state is
+    /// the current one); returns templates loaded.
+    pub fn sync(&mut self, snap: &Snapshot) -> usize {
+        self.load(snap, true)
+    }
+
+    fn load(&mut self, snap: &Snapshot, overwrite: bool) -> usize {
         let mut n = 0;
         for p in &snap.templates {
             if self.map.len() >= self.max {
@@ -418,7 +445,7 @@ impl TemplateStore {
             }
             if let Some(t) = Template::compile(&p.fields, p.scope_fields, p.options, p.refreshed) {
                 let key = TemplateKey { exporter: Ip::from(p.exporter), domain: p.domain, id: p.id, family: p.family };
-                let newer = self.map.get(&key).is_none_or(|old| old.refreshed <= p.refreshed);
+                let newer = overwrite || self.map.get(&key).is_none_or(|old| old.refreshed <= p.refreshed);
                 if newer {
                     self.map.insert(key, Rc::new(t));
                     n += 1;
@@ -657,6 +684,9 @@ pub(crate) fn data_set<S: FlowSink>(
         ctx.count(ErrorReason::TemplateMissing);
         return Ok(());
     };
+    if ctx.learn_only && !t.options {
+        return Ok(());
+    }
     let domain_rate = ctx.dec.templates.sampling.get(&(exporter, domain, ANY_SAMPLER)).copied();
     // Anything shorter than the smallest record is padding.
     while c.remaining() >= t.min_len {
@@ -786,6 +816,48 @@ mod tests {
         d.decode(&msgs[2], Ip::from_v4(0xc0000202), 1000, &mut sink).unwrap();
         assert_eq!(n, 0);
         assert_eq!(d.counters.errors[ErrorReason::TemplateMissing.index()], 1);
+    }
+
+    #[test]
+    fn learning_from_a_copy_applies_state_without_counting() {
+        let exporter = Ip::from_v4(0xc0000201);
+        let mut t = vec![1, 44, 0, 2];
+        t.extend(fields(&[(8, 4, None), (1, 4, None)]));
+        let mut o = vec![1, 144, 0, 2, 0, 1];
+        o.extend(fields(&[(149, 4, None), (34, 4, None)]));
+        let state = ipfix(7, &[(2, t), (3, o)]);
+        let data = ipfix(7, &[(300, vec![10, 0, 0, 1, 0, 0, 0, 9])]);
+        let opt_data = ipfix(7, &[(400, vec![0, 0, 0, 7, 0, 0, 0, 10]), (300, vec![10, 0, 0, 1, 0, 0, 0, 9])]);
+        let mut rx = Decoder::new(&DecoderConfig::default());
+        // what carries state is told apart from plain data (options data needs the template)
+        assert!(rx.carries_state(&state, exporter));
+        assert!(!rx.carries_state(&data, exporter));
+        assert!(!rx.carries_state(&opt_data, exporter), "options template not known yet");
+        decode_all(&mut rx, exporter, std::slice::from_ref(&state));
+        assert!(rx.carries_state(&opt_data, exporter));
+        assert!(!rx.carries_state(&data, exporter));
+        assert!(!rx.carries_state(&[0, 10, 0, 16], exporter), "short input is not state");
+
+        // another shard learns from copies: templates and sampling, no records, no counters
+        let mut other = Decoder::new(&DecoderConfig::default());
+        other.learn(&state, exporter, 1000);
+        other.learn(&opt_data, exporter, 1000);
+        assert_eq!(other.counters, crate::decode::DecodeCounters::default());
+        assert_eq!(other.templates.len(), 2);
+        assert_eq!(other.templates.sampling(exporter, 7), Some(10));
+        let recs = decode_all(&mut other, exporter, &[data]);
+        assert_eq!((recs.len(), recs[0].bytes, recs[0].sampling_rate), (1, 90, 10));
+
+        // a sync takes the sender's state even over a newer-looking one
+        let mut third = Decoder::new(&DecoderConfig::default());
+        let mut t2 = vec![1, 44, 0, 1];
+        t2.extend(fields(&[(8, 4, None)]));
+        decode_all(&mut third, exporter, &[ipfix(7, &[(2, t2)])]);
+        let snap = other.templates.snapshot_of(&[exporter]);
+        assert!(other.templates.snapshot_of(&[Ip::from_v4(1)]).templates.is_empty());
+        assert_eq!(third.templates.sync(&snap), 2);
+        let recs = decode_all(&mut third, exporter, &[ipfix(7, &[(300, vec![10, 0, 0, 1, 0, 0, 0, 9])])]);
+        assert_eq!((recs.len(), recs[0].bytes), (1, 90));
     }
 
     #[test]

@@ -119,6 +119,32 @@ pub fn metrics(p: &Published) -> String {
         &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.handoff_dropped as f64)),
     );
     family(
+        "flowshard_spread_datagrams_total",
+        "counter",
+        "Exporter spread, by shard: datagrams handed to another shard (forwarded), decoded for another shard (taken), template/options datagrams copied to every shard (state_copy).",
+        &mut sh.iter().flat_map(|st| {
+            [("forwarded", st.spread.forwarded), ("taken", st.spread.taken), ("state_copy", st.spread.state_copies)]
+                .into_iter()
+                .map(move |(k, v)| (format!("shard=\"{}\",kind=\"{k}\"", st.shard), v as f64))
+        }),
+    );
+    family(
+        "flowshard_spread_events_total",
+        "counter",
+        "Exporter spread, by shard: template syncs sent (sync), turns lost to a full queue (busy), state copies that found a full queue (stale; that shard is synced before it gets more).",
+        &mut sh.iter().flat_map(|st| {
+            [("sync", st.spread.syncs), ("busy", st.spread.busy), ("stale", st.spread.stale)]
+                .into_iter()
+                .map(move |(k, v)| (format!("shard=\"{}\",event=\"{k}\"", st.shard), v as f64))
+        }),
+    );
+    family(
+        "flowshard_spread_exporters",
+        "gauge",
+        "Exporters a shard spreads over every shard now.",
+        &mut sh.iter().map(|st| (format!("shard=\"{}\"", st.shard), st.spread.exporters as f64)),
+    );
+    family(
         "flowshard_exchange_late_batches_total",
         "counter",
         "Partial batches that arrived after their second was finished.",

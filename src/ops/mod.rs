@@ -92,6 +92,28 @@ pub struct ShardStatus {
     pub exporters: Vec<ExporterStatus>,
     /// Host inputs (line protocol, syslog) of this shard, when configured.
     pub hosts: Option<HostStatus>,
+    /// Exporter spread: datagrams handed on and taken over.
+    pub spread: SpreadCounters,
+}
+
+/// One shard's exporter-spread counters (see `runtime::spread`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpreadCounters {
+    /// Datagrams this shard received and handed to another shard to decode.
+    pub forwarded: u64,
+    /// Datagrams another shard received and this shard decoded.
+    pub taken: u64,
+    /// Template / options datagrams copied to the other shards (decoded here as well).
+    pub state_copies: u64,
+    /// Template syncs sent: when an exporter starts being spread, or after a stall.
+    pub syncs: u64,
+    /// Times a datagram's turn went to a shard whose queue was full (decoded elsewhere).
+    pub busy: u64,
+    /// State copies that found a full queue: that shard got no more data of this shard's
+    /// exporters until a sync reached it.
+    pub stale: u64,
+    /// Exporters this shard spreads now.
+    pub exporters: u64,
 }
 
 /// One shard's host-input counters.

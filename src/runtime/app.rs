@@ -181,7 +181,9 @@ pub fn run(
         flows_tx = Some((tx, k.flows_sample));
         flows_sink = Some(fs);
     }
-    let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16);
+    let spread = cfg.listener.iter().any(|l| l.spread != crate::config::SpreadMode::Off);
+    let (endpoints, io_rx) = exchange::build(n, cfg.handoff.queue_seconds * n + 16, spread);
+    let listeners: Vec<_> = cfg.listener.iter().map(|l| (l.spread, l.spread_above)).collect();
     let jobs_stop = Arc::new(AtomicBool::new(false));
     let to_io = endpoints[0].to_io.clone();
     let to_io3 = to_io.clone();
@@ -306,6 +308,7 @@ pub fn run(
         let slot = enrich_slot.clone();
         let status_tx = status_tx.clone();
         let flows = flows_tx.clone();
+        let listeners = listeners.clone();
         let hosts = (!hsocks.is_empty()).then(|| shard::HostInputs {
             socks: hsocks
                 .into_iter()
@@ -329,7 +332,7 @@ pub fn run(
                     ep,
                     fds,
                     stop,
-                    shard::Handed { snapshot, enrich: slot, flows, hosts },
+                    shard::Handed { snapshot, enrich: slot, flows, hosts, listeners },
                 )
                 .await;
                 let _ = status_tx.send(last);
@@ -404,6 +407,18 @@ impl RunReport {
             "host_messages": sum(|s| s.hosts.as_ref().map_or(0, |h| h.window.messages)),
             "host_refused": sum(|s| s.hosts.as_ref().map_or(0, |h| h.input.refused())),
             "host_rows": self.io.host_rows,
+            "shards": self.shards.iter().map(|s| serde_json::json!({
+                "shard": s.shard,
+                "datagrams": s.received,
+                "records": s.ingest.records,
+                "decode_errors": s.decode.error_total(),
+                "spread_forwarded": s.spread.forwarded,
+                "spread_taken": s.spread.taken,
+                "spread_state_copies": s.spread.state_copies,
+                "spread_syncs": s.spread.syncs,
+                "spread_busy": s.spread.busy,
+                "spread_stale": s.spread.stale,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     }

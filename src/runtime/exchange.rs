@@ -8,11 +8,16 @@
 //! * shard → I/O: one crossbeam bounded MPSC channel of [`IoMsg`]; shards only `try_send`
 //!   (policy `drop_newest`, every drop counted), so a slow sink never stalls a shard.
 //!
+//! * shard → shard, exporter spread: one glommio shared channel of [`Fwd`] per ordered pair
+//!   (only when a listener spreads and there are several shards), each with a crossbeam queue
+//!   that returns the emptied batches to their sender.
+//!
 //! The one other cross-core queue, shards → the raw-flows encoder, is
 //! [`crate::sink::flows::FlowsTx`] (bounded, `try_send`, drops counted in records).
 //!
 //! Lives on: created on the main thread; ends live on shard cores and the I/O core.
 
+use super::spread::{Fwd, FwdBatch};
 use crate::aggregate::PartialBatch;
 use crate::alert::AlertDoc;
 use crate::decode::templates::Snapshot;
@@ -51,10 +56,17 @@ pub struct Endpoints {
     pub from_shards: Vec<SharedReceiver<PartialBatch>>,
     /// To the I/O core.
     pub to_io: crossbeam_channel::Sender<IoMsg>,
+    /// Exporter spread, when on: to every other shard (index = shard).
+    pub fwd_to: Vec<Option<SharedSender<Fwd>>>,
+    /// From every other shard, with the queue its emptied batches go back on.
+    pub fwd_from: Vec<(SharedReceiver<Fwd>, crossbeam_channel::Sender<Box<FwdBatch>>)>,
+    /// Where this shard's handed-on batches come back.
+    pub fwd_returns: Option<crossbeam_channel::Receiver<Box<FwdBatch>>>,
 }
 
-/// Creates all channels for `n` shards; returns each shard's endpoints and the I/O receiver.
-pub fn build(n: usize, io_capacity: usize) -> (Vec<Endpoints>, crossbeam_channel::Receiver<IoMsg>) {
+/// Creates all channels for `n` shards (with the spread channels when `spread`); returns each
+/// shard's endpoints and the I/O receiver.
+pub fn build(n: usize, io_capacity: usize, spread: bool) -> (Vec<Endpoints>, crossbeam_channel::Receiver<IoMsg>) {
     let (io_tx, io_rx) = crossbeam_channel::bounded(io_capacity.max(1));
     let mut eps: Vec<Endpoints> = (0..n)
         .map(|i| Endpoints {
@@ -62,8 +74,25 @@ pub fn build(n: usize, io_capacity: usize) -> (Vec<Endpoints>, crossbeam_channel
             to_owner: (0..n).map(|_| None).collect(),
             from_shards: Vec::new(),
             to_io: io_tx.clone(),
+            fwd_to: (0..n).map(|_| None).collect(),
+            fwd_from: Vec::new(),
+            fwd_returns: None,
         })
         .collect();
+    if spread && n > 1 {
+        // every batch a shard can have out: DEPTH queued per peer, one pending, one spare
+        let returns: Vec<_> = (0..n).map(|_| crossbeam_channel::bounded((super::spread::DEPTH + 2) * n)).collect();
+        for from in 0..n {
+            eps[from].fwd_returns = Some(returns[from].1.clone());
+            for to in 0..n {
+                if from != to {
+                    let (tx, rx) = shared_channel::new_bounded(super::spread::DEPTH);
+                    eps[from].fwd_to[to] = Some(tx);
+                    eps[to].fwd_from.push((rx, returns[from].0.clone()));
+                }
+            }
+        }
+    }
     for from in 0..n {
         for to in 0..n {
             if from != to {

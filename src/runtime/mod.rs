@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod io_loop;
 pub mod shard;
 pub mod socket;
+pub mod spread;
 pub mod state;
 
 pub use app::{run, RunError, RunReport};

@@ -7,21 +7,25 @@
 //! * one receive loop per listener socket: wait for a datagram (io_uring `recv_from`), then
 //!   drain up to a batch with `recvmmsg(MSG_DONTWAIT)`, decoding into the open window;
 //! * one exchange task per other shard: receive partial batches and merge them as owner;
+//! * when a listener spreads exporters (`runtime::spread`), one task per other shard that
+//!   decodes the datagrams that shard handed on, in the order it sent them;
 //! * the tick loop: at each wall-clock second boundary, close the window, send partials to
 //!   their owners, hand finished seconds to the I/O core; every second, a status snapshot; when
 //!   templates changed, a snapshot for the state directory.
 //!
-//! Shutdown order (explicit, tested): stop flag → receive loops end → each shard closes its
-//! open window and sends it → senders close → owners finish every second they hold → shards
+//! Shutdown order (explicit, tested): stop flag → receive loops end → each shard sends what it
+//! still has to hand on and closes those channels → it decodes what the others handed it until
+//! they have all closed → it closes its open window and sends it → senders close → owners finish every second they hold → shards
 //! send final status and templates → executors end → the I/O thread drains, flushes the sinks
 //! and returns.
 //!
-//! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`, `sink` (only the raw-flows hand-off,
+//! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`, `config` (listener spread modes), `sink` (only the raw-flows hand-off,
 //! `sink::flows::FlowsTx`). Lives on: shard cores (one executor
 //! each; everything here is built on its core and never moves).
 
 use super::exchange::{Endpoints, IoMsg};
 use super::socket;
+use super::spread::{Fwd, Spreader};
 use crate::decode::lineproto::Precision;
 use crate::decode::syslog::Framer;
 use crate::decode::templates::Snapshot;
@@ -30,6 +34,7 @@ use crate::model::Ip;
 use crate::ops::ShardStatus;
 use crate::pipeline::host::HostCore;
 use crate::pipeline::{OwnerCore, OwnerOutput, PipelineConfig, ShardCore};
+use glommio::channels::shared_channel::ConnectedSender;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -58,6 +63,7 @@ struct Shared {
     handoff_dropped: u64,
     received: u64,
     host: Option<HostState>,
+    spread: Option<Spreader<ConnectedSender<Fwd>>>,
 }
 
 /// A shard's host inputs: the core that parses and rolls up, and the connection counters.
@@ -117,6 +123,52 @@ impl HostState {
 }
 
 impl Shared {
+    /// One flow datagram from `src` on listener `listener`: decoded here, or handed on when its
+    /// exporter is spread (a datagram that carries templates or sampling is decoded here and
+    /// copied to every shard).
+    #[inline]
+    fn datagram(&mut self, listener: u16, data: &[u8], src: Ip, now: u64) {
+        if let Some(sp) = self.spread.as_mut() {
+            if sp.spreads(listener, src) {
+                if self.core.decoder.carries_state(data, src) {
+                    let _ = self.core.ingest(data, src, now);
+                    sp.copy_state(data, src);
+                    return;
+                }
+                if sp.forward(data, src, &self.core.decoder.templates) {
+                    return;
+                }
+            }
+        }
+        let _ = self.core.ingest(data, src, now);
+    }
+
+    /// One message another shard handed on: its datagrams decoded here (state copies only
+    /// learnt from), or a template sync; the emptied batch goes back to its sender.
+    fn take(&mut self, m: Fwd, now: u64, back: &crossbeam_channel::Sender<Box<super::spread::FwdBatch>>) {
+        match m {
+            Fwd::Batch(b) => {
+                let mut taken = 0;
+                for (data, src, state) in b.iter() {
+                    if state {
+                        self.core.decoder.learn(data, src, now);
+                    } else {
+                        let _ = self.core.ingest(data, src, now);
+                        taken += 1;
+                    }
+                }
+                if let Some(sp) = self.spread.as_mut() {
+                    sp.counters.taken += taken;
+                }
+                let _ = back.try_send(b);
+                self.hand_off_flows(false);
+            }
+            Fwd::Sync(snap) => {
+                self.core.decoder.templates.sync(&snap);
+            }
+        }
+    }
+
     /// Hands the raw-flow batches on (never waits); `all` includes the open one.
     fn hand_off_flows(&mut self, all: bool) {
         if let Some(f) = &self.flows {
@@ -165,6 +217,7 @@ fn status_of(sh: &Shared, shard: usize, fds: &[i32], host_fds: &[i32]) -> ShardS
             datagrams: h.datagrams,
             handoff_dropped: h.handoff_dropped,
         }),
+        spread: sh.spread.as_ref().map(|s| s.counters.clone()).unwrap_or_default(),
         close_lag_p50_us: sh.lag.value_at_quantile(0.5),
         close_lag_p99_us: sh.lag.value_at_quantile(0.99),
         exporters: {
@@ -198,6 +251,8 @@ pub(super) struct Handed {
     pub flows: Option<(crate::sink::flows::FlowsTx, u32)>,
     /// Host inputs, when `[hosts]` configures sockets.
     pub hosts: Option<HostInputs>,
+    /// Spread mode and threshold of each flow listener (in the order of the sockets).
+    pub listeners: Vec<(crate::config::SpreadMode, u32)>,
 }
 
 /// One shard's life: connect the exchange, receive and decode until `stop`, close a window
@@ -211,7 +266,7 @@ pub(super) async fn shard_main(
     stop: Arc<AtomicBool>,
     handed: Handed,
 ) -> ShardStatus {
-    let Handed { snapshot, enrich, flows, hosts } = handed;
+    let Handed { snapshot, enrich, flows, hosts, listeners } = handed;
     let (host_socks, host_cfg) = match hosts {
         Some(h) => {
             let state = HostState {
@@ -246,6 +301,7 @@ pub(super) async fn shard_main(
         handoff_dropped: 0,
         received: 0,
         host: host_state,
+        spread: None,
     }));
     let now_s = Rc::new(Cell::new(unix_now().0));
     let to_io = ep.to_io.clone();
@@ -273,9 +329,35 @@ pub(super) async fn shard_main(
         }
     }
 
+    // Exporter spread: decode what the other shards hand on, in their order; connect the
+    // links to them.
+    let mut takers = Vec::new();
+    for (rx, back) in ep.fwd_from {
+        let sh = sh.clone();
+        let now_s = now_s.clone();
+        takers.push(glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(m) = rx.recv().await {
+                sh.borrow_mut().take(m, now_s.get(), &back);
+                glommio::yield_if_needed().await;
+            }
+        }));
+    }
+    if !ep.fwd_to.is_empty() && ep.fwd_to.iter().any(Option::is_some) {
+        let mut links = Vec::new();
+        for tx in ep.fwd_to {
+            links.push(match tx {
+                Some(tx) => Some(tx.connect().await),
+                None => None,
+            });
+        }
+        sh.borrow_mut().spread = Some(Spreader::new(shard, links, listeners, ep.fwd_returns));
+    }
+
     // Receive loops.
     let mut loops = Vec::new();
-    for &fd in &fds {
+    for (listener, &fd) in fds.iter().enumerate() {
+        let listener = listener as u16;
         // SAFETY: fd came from into_raw_fd of a socket we own; ownership moves to glommio.
         let sock = unsafe { glommio::net::UdpSocket::from_raw_fd(fd) };
         let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
@@ -294,9 +376,15 @@ pub(super) async fn shard_main(
                     return;
                 }
                 let src = from.map_or(Ip::UNSPECIFIED, |a| Ip::from(a.ip()));
-                let _ = s.core.ingest(data, src, now_s.get());
+                s.datagram(listener, data, src, now_s.get());
             },
-            move || sh2.borrow_mut().hand_off_flows(false),
+            move || {
+                let mut s = sh2.borrow_mut();
+                if let Some(sp) = s.spread.as_mut() {
+                    sp.flush();
+                }
+                s.hand_off_flows(false);
+            },
         )));
     }
 
@@ -382,6 +470,10 @@ pub(super) async fn shard_main(
         if cur > last_status {
             last_status = cur;
             let mut s = sh.borrow_mut();
+            if let Some(sp) = s.spread.as_mut() {
+                sp.tick();
+                sp.flush();
+            }
             if s.core.decoder.templates.take_dirty() {
                 let _ = to_io.try_send(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()));
             }
@@ -402,6 +494,18 @@ pub(super) async fn shard_main(
         socks.push(l.await);
     }
     for t in tcp_tasks {
+        t.await;
+    }
+    // what is still to hand on goes now (waiting for room), then the links close; then take
+    // what the others hand on until they have all closed
+    let rest = sh.borrow_mut().spread.as_mut().map(|sp| sp.finish()).unwrap_or_default();
+    for (batch, link) in rest {
+        if let Some(b) = batch {
+            let _ = link.send(Fwd::Batch(b)).await;
+        }
+        link.close();
+    }
+    for t in takers {
         t.await;
     }
     let mut batches = close_and_send(open);
