@@ -2,6 +2,7 @@
 # scripts/capacity.sh [--quick] [--protocol P] [--rates "R1 R2 ..."] [--step-seconds N]
 #                     [--shard-cpu C] [--gen-cpu C] [--out DIR] [--sinks] [--enrich] [--flows]
 #                     [--capture PCAP] [--host-lines RATE] [--shards N] [--spread off|auto|always]
+#                     [--exporters N]
 #
 # End-to-end capacity test over loopback UDP. Runs `flowshard run` with one pinned shard,
 # offers stepped record rates from `flowshard gen` (sendmmsg, pinned to another CPU), and per
@@ -22,15 +23,17 @@
 #          with a run without to see what host input costs flow ingest.
 # --flows: every record also to the raw-flows Kafka topic (flows = true); records encoded,
 #          delivered and dropped (by reason) go to flows.txt.
-# --shards N: N shards on CPUs --shard-cpu .. --shard-cpu+N-1 (shard CPU % is then their sum,
-#          and shard_cpus in steps.csv gives each). On a 2-CPU box the second shard shares its
-#          CPU with the generator.
+# --shards N: N shards on CPUs --shard-cpu .. --shard-cpu+N-1 (shard CPU % is then the sum of
+#          the shard threads' CPU time, and shard_cpus in steps.csv gives each). When the shards
+#          reach the I/O CPU nothing is pinned (the generator still is): on a 2-CPU box the
+#          second shard shares a CPU with the generator and the I/O thread.
+# --exporters N: generated traffic from N exporters (one source port each; default gen's 4).
 # --spread MODE: the listener's exporter spread (default: the built-in `auto`). With
 #          --capture the generator is one exporter with one source port, so `off` decodes
 #          everything on the shard the kernel picks and `always` hands datagrams to every shard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-host_lines=0; quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""; nshards=1; spread=""
+host_lines=0; quick=0; sinks=0; enrich=0; flows=0; proto=ipfix; rates=""; step=15; shard_cpu=0; gen_cpu=""; out=""; capture=""; nshards=1; spread=""; exporters=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift ;;
     --shards) nshards="$2"; shift ;;
     --spread) spread="$2"; shift ;;
+    --exporters) exporters="$2"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -62,7 +66,7 @@ out=${out:-results/capacity-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 cargo build --release --quiet
 bin=target/release/flowshard
-traffic="--protocol $proto --pool 5"
+traffic="--protocol $proto --pool 5${exporters:+ --exporters $exporters}"
 [ -z "$capture" ] || traffic="--capture $capture --exporters 1"
 
 source scripts/lib/host.sh
@@ -82,7 +86,7 @@ $spread_line
 [cores]
 shards = [$(echo "$shard_cpus" | sed 's/ /, /g')]
 io = [$last]
-pin = true
+pin = $([ $((shard_cpu + nshards - 1)) -lt "$last" ] && echo true || echo false)
 [[sink]]
 type = "file"
 path = "/dev/null"
@@ -183,10 +187,21 @@ field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<< "$2"; }
 udp_rcvbuf() { awk '/^Udp:/ {n++; if (n==2) print $6}' /proc/net/snmp; }
 softnet_drops() { python3 -c 'print(sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")))'; }
 cpu_busy() { awk -v c="cpu$1" '$1==c {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-# the shard CPUs: busy jiffies summed, total jiffies of one CPU, and each CPU's busy jiffies
+# busy jiffies of the shard CPU and its total; with several shards, each shard thread's CPU
+# time (utime + stime; the threads float when they outnumber the spare CPUs) summed, then each
 shards_busy() {
-  local b=0 t=0 each=""
-  for c in $shard_cpus; do read -r x y <<< "$(cpu_busy "$c")"; b=$((b + x)); t=$y; each="$each $x"; done
+  if [ "$nshards" = 1 ]; then read -r x y <<< "$(cpu_busy "$shard_cpu")"; echo "$x $y $x"; return; fi
+  local b=0 t each="" x
+  read -r _ t <<< "$(cpu_busy "$shard_cpu")"
+  for i in $(seq 0 $((nshards - 1))); do
+    x=0
+    for f in /proc/$fs/task/*; do
+      # glommio names an executor's threads "shard<i>-<n>"
+      case "$(cat "$f/comm" 2>/dev/null)" in "shard$i-"*) ;; *) continue ;; esac
+      x=$((x + $(awk '{c=$0; sub(/^[^)]*\) /, "", c); split(c, v, " "); print v[12] + v[13]}' "$f/stat")))
+    done
+    b=$((b + x)); each="$each $x"
+  done
   echo "$b $t$each"
 }
 

@@ -381,7 +381,7 @@ pub(super) async fn shard_main(
             move || {
                 let mut s = sh2.borrow_mut();
                 if let Some(sp) = s.spread.as_mut() {
-                    sp.flush();
+                    sp.flush_due(std::time::Instant::now());
                 }
                 s.hand_off_flows(false);
             },
@@ -451,6 +451,10 @@ pub(super) async fn shard_main(
         }
         let cur = unix_now().0;
         now_s.set(cur);
+        // what the receive loops left pending (a quiet exporter) waits at most one tick
+        if let Some(sp) = sh.borrow_mut().spread.as_mut() {
+            sp.flush();
+        }
         // a reloaded enrichment table: swapped between datagrams (one atomic load per tick)
         if let Some(slot) = &enrich {
             let g = slot.generation();
@@ -472,7 +476,6 @@ pub(super) async fn shard_main(
             let mut s = sh.borrow_mut();
             if let Some(sp) = s.spread.as_mut() {
                 sp.tick();
-                sp.flush();
             }
             if s.core.decoder.templates.take_dirty() {
                 let _ = to_io.try_send(IoMsg::Templates(shard as u16, s.core.decoder.templates.snapshot()));
