@@ -524,6 +524,28 @@ mod tests {
     }
 
     #[test]
+    fn batches_go_when_full_enough_or_old_enough() {
+        let q = queue(64);
+        let mut s = Spreader::new(0, vec![None, Some(q.clone())], vec![(SpreadMode::Always, 0)], None);
+        let store = TemplateStore::new(16, 3600);
+        let t0 = std::time::Instant::now();
+        let mut handed = 0;
+        while handed < 5 {
+            handed += usize::from(s.forward(&[1], ip(1), &store));
+        }
+        s.flush_due(t0);
+        s.flush_due(t0 + std::time::Duration::from_micros(500));
+        assert!(q.0.borrow().0.is_empty(), "5 datagrams younger than 1 ms wait");
+        s.flush_due(t0 + FLUSH_AFTER);
+        assert_eq!(q.0.borrow().0.len(), 1, "the oldest waited 1 ms");
+        while handed < 5 + FLUSH_AT {
+            handed += usize::from(s.forward(&[1], ip(1), &store));
+        }
+        s.flush_due(t0 + FLUSH_AFTER);
+        assert_eq!(q.0.borrow().0.len(), 2, "a batch of FLUSH_AT goes at once");
+    }
+
+    #[test]
     fn full_queue_loses_its_turn_and_a_lost_copy_forces_a_sync() {
         let q1 = queue(1);
         let mut s = Spreader::new(0, vec![None, Some(q1.clone())], vec![(SpreadMode::Always, 0)], None);
