@@ -232,7 +232,12 @@ impl<L: Link> Spreader<L> {
     fn settle(&mut self) {
         if let Some(k) = self.last.take() {
             if self.listeners.get(k.0 as usize).is_some_and(|x| x.0 == SpreadMode::Auto) {
-                *self.counts.entry(k).or_insert(0) += self.last_n;
+                // bounded: a flood of spoofed sources is many small exporters, none to spread
+                if let Some(n) = self.counts.get_mut(&k) {
+                    *n += self.last_n;
+                } else if self.counts.len() < MAX_EXPORTERS {
+                    self.counts.insert(k, self.last_n);
+                }
             }
         }
         self.last_n = 0;
@@ -340,20 +345,29 @@ impl<L: Link> Spreader<L> {
                 self.counters.busy += 1;
                 continue;
             }
-            if self.pending[t].as_ref().is_some_and(|p| !p.fits(data.len())) && !self.flush_one(t) {
+            if !self.append(t, data, src, false) {
                 self.counters.busy += 1;
                 continue;
-            }
-            if self.pending[t].is_none() {
-                self.pending[t] = Some(self.take_spare());
-            }
-            if let Some(p) = self.pending[t].as_mut() {
-                p.push(data, src, false);
             }
             self.counters.forwarded += 1;
             return true;
         }
         false
+    }
+
+    /// Appends a datagram to shard `t`'s pending batch, sending the batch first when it is
+    /// full; false when there is no room (the batch is full and its queue too).
+    fn append(&mut self, t: usize, data: &[u8], src: Ip, state: bool) -> bool {
+        if self.pending[t].as_ref().is_some_and(|p| !p.fits(data.len())) && !self.flush_one(t) {
+            return false;
+        }
+        if self.pending[t].is_none() {
+            self.pending[t] = Some(self.take_spare());
+        }
+        if let Some(p) = self.pending[t].as_mut() {
+            p.push(data, src, state);
+        }
+        true
     }
 
     /// Copies a datagram that carries state (already decoded here) to every other shard.
@@ -363,16 +377,10 @@ impl<L: Link> Spreader<L> {
                 // a shard waiting for a sync gets this state with it
                 continue;
             }
-            if self.pending[t].as_ref().is_some_and(|p| !p.fits(data.len())) && !self.flush_one(t) {
+            if !self.append(t, data, src, true) {
                 self.needs_sync[t] = true;
                 self.counters.stale += 1;
                 continue;
-            }
-            if self.pending[t].is_none() {
-                self.pending[t] = Some(self.take_spare());
-            }
-            if let Some(p) = self.pending[t].as_mut() {
-                p.push(data, src, true);
             }
             self.counters.state_copies += 1;
         }
