@@ -105,7 +105,17 @@ impl KeyTable {
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 _mm_prefetch::<_MM_HINT_T0>(self.ctrl.as_ptr().add(i).cast());
-                _mm_prefetch::<_MM_HINT_T0>(self.slots.as_ptr().add(i).cast());
+                // a row is two cache lines (and may straddle a third): the update touches both
+                let row = self.slots.as_ptr().add(i).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(std::mem::size_of::<Row>() - 1));
+                if self.distinct {
+                    let sk = self.sketches.as_ptr().add(i).cast::<i8>();
+                    _mm_prefetch::<_MM_HINT_T0>(sk);
+                    _mm_prefetch::<_MM_HINT_T0>(sk.wrapping_add(64));
+                    _mm_prefetch::<_MM_HINT_T0>(sk.wrapping_add(std::mem::size_of::<Sketch>() - 1));
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
