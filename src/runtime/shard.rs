@@ -15,9 +15,9 @@
 //!
 //! Shutdown order (explicit, tested): stop flag → receive loops end → each shard sends what it
 //! still has to hand on and closes those channels → it decodes what the others handed it until
-//! they have all closed → it closes its open window and sends it → senders close → owners finish every second they hold → shards
-//! send final status and templates → executors end → the I/O thread drains, flushes the sinks
-//! and returns.
+//! they have all closed → it closes its open window and sends it → senders close → owners
+//! finish every second they hold → shards send final status and templates → executors end →
+//! the I/O thread drains, flushes the sinks and returns.
 //!
 //! May depend on: `pipeline`, `decode`, `enrich`, `model`, `ops`, `config` (listener spread modes), `sink` (only the raw-flows hand-off,
 //! `sink::flows::FlowsTx`). Lives on: shard cores (one executor

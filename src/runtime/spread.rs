@@ -158,6 +158,8 @@ pub struct Spreader<L: Link> {
     spread: FxHashMap<(u16, Ip), u32>,
     /// Every exporter this shard has spread (what a sync carries).
     mine: FxHashSet<Ip>,
+    /// Exporters of `always` listeners seen here.
+    always: FxHashSet<Ip>,
     /// Counters.
     pub counters: SpreadCounters,
 }
@@ -189,6 +191,7 @@ impl<L: Link> Spreader<L> {
             last_spread: false,
             spread: FxHashMap::default(),
             mine: FxHashSet::default(),
+            always: FxHashSet::default(),
             counters: SpreadCounters::default(),
         }
     }
@@ -215,17 +218,18 @@ impl<L: Link> Spreader<L> {
         self.last_n = 1;
         self.last_spread = match mode {
             SpreadMode::Auto => self.spread.contains_key(&(l, src)),
-            SpreadMode::Always => self.mine.contains(&src) || self.adopt(src),
+            SpreadMode::Always => self.always.contains(&src) || self.adopt(src),
             SpreadMode::Off => false,
         };
         self.last_spread
     }
 
     fn adopt(&mut self, src: Ip) -> bool {
-        if self.mine.len() >= MAX_EXPORTERS {
+        if self.always.len() >= MAX_EXPORTERS || (self.mine.len() >= MAX_EXPORTERS && !self.mine.contains(&src)) {
             return false;
         }
         self.mine.insert(src);
+        self.always.insert(src);
         true
     }
 
@@ -274,15 +278,10 @@ impl<L: Link> Spreader<L> {
                 *s = t != self.me;
             }
         }
-        self.counters.exporters = self.spread.len() as u64 + self.always_spread();
+        self.counters.exporters = self.spread.len() as u64 + self.always.len() as u64;
         // the spread set may have changed
         self.last = None;
         self.last_n = 0;
-    }
-
-    fn always_spread(&self) -> u64 {
-        let auto: FxHashSet<Ip> = self.spread.keys().map(|k| k.1).collect();
-        self.mine.iter().filter(|e| !auto.contains(e)).count() as u64
     }
 
     fn take_spare(&mut self) -> Box<FwdBatch> {
@@ -487,6 +486,7 @@ mod tests {
         assert!(s.spreads(0, ip(1)));
         s.tick();
         assert!(!s.spreads(0, ip(1)), "quiet for ten seconds");
+        assert_eq!(s.counters.exporters, 0);
         assert!(!s.spreads(1, ip(2)), "an off listener spreads nothing");
     }
 
