@@ -322,15 +322,9 @@ pub(super) async fn shard_main(
             }
         }));
     }
-    let mut senders = Vec::new();
-    for (owner, tx) in ep.to_owner.into_iter().enumerate() {
-        if let Some(tx) = tx {
-            senders.push((owner, tx.connect().await));
-        }
-    }
-
-    // Exporter spread: decode what the other shards hand on, in their order; connect the
-    // links to them.
+    // Exporter spread: decode what the other shards hand on, in their order. Like the
+    // exchange receivers, these connect in their own tasks, spawned before this shard connects
+    // any sender, so that every shard's receivers are waiting before anyone sends.
     let mut takers = Vec::new();
     for (rx, back) in ep.fwd_from {
         let sh = sh.clone();
@@ -343,16 +337,37 @@ pub(super) async fn shard_main(
             }
         }));
     }
-    if !ep.fwd_to.is_empty() && ep.fwd_to.iter().any(Option::is_some) {
-        let mut links = Vec::new();
-        for tx in ep.fwd_to {
-            links.push(match tx {
-                Some(tx) => Some(tx.connect().await),
-                None => None,
-            });
+    // For the first seconds, while the channels connect, keep this executor's reactor
+    // turning: a peer's connect notification that arrives while it sleeps is then seen within
+    // 5 ms (under load, a shard was seen to sleep through one and never start receiving).
+    glommio::spawn_local(async move {
+        for _ in 0..600 {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
         }
-        sh.borrow_mut().spread = Some(Spreader::new(shard, links, listeners, ep.fwd_returns));
+    })
+    .detach();
+    let mut senders = Vec::new();
+    for (owner, tx) in ep.to_owner.into_iter().enumerate() {
+        if let Some(tx) = tx {
+            senders.push((owner, tx.connect().await));
+        }
     }
+    // The spread links connect in a task of their own: receiving never waits for them, and
+    // this shard spreads once they are up.
+    let linker = (ep.fwd_to.iter().any(Option::is_some)).then(|| {
+        let sh = sh.clone();
+        let (fwd_to, returns) = (ep.fwd_to, ep.fwd_returns);
+        glommio::spawn_local(async move {
+            let mut links = Vec::new();
+            for tx in fwd_to {
+                links.push(match tx {
+                    Some(tx) => Some(tx.connect().await),
+                    None => None,
+                });
+            }
+            sh.borrow_mut().spread = Some(Spreader::new(shard, links, listeners, returns));
+        })
+    });
 
     // Receive loops.
     let mut loops = Vec::new();
@@ -499,8 +514,17 @@ pub(super) async fn shard_main(
     for t in tcp_tasks {
         t.await;
     }
-    // what is still to hand on goes now (waiting for room), then the links close; then take
-    // what the others hand on until they have all closed
+    // the links are up by now (a peer's takers connect at its start); then what is still to
+    // hand on goes (waiting for room), the links close, and this shard takes what the others
+    // hand on until they have all closed
+    if let Some(l) = linker {
+        // bounded: a link that never connected has nothing to hand on
+        let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+            l.await;
+            Ok(())
+        })
+        .await;
+    }
     let rest = sh.borrow_mut().spread.as_mut().map(|sp| sp.finish()).unwrap_or_default();
     for (batch, link) in rest {
         if let Some(b) = batch {
@@ -509,7 +533,12 @@ pub(super) async fn shard_main(
         link.close();
     }
     for t in takers {
-        t.await;
+        // a peer whose link never connected never closes it: wait for it only so long
+        let _ = glommio::timer::timeout(Duration::from_secs(5), async {
+            t.await;
+            Ok(())
+        })
+        .await;
     }
     let mut batches = close_and_send(open);
     for (owner, tx) in &senders {
