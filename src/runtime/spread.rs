@@ -196,11 +196,6 @@ impl<L: Link> Spreader<L> {
         }
     }
 
-    /// Whether there is any other shard to spread to.
-    pub fn active(&self) -> bool {
-        self.links.iter().any(Option::is_some)
-    }
-
     /// Whether a datagram from `src` on listener `l` is spread. Counts it for `auto`; one
     /// comparison when the exporter is the previous datagram's.
     #[inline]
@@ -225,11 +220,19 @@ impl<L: Link> Spreader<L> {
     }
 
     fn adopt(&mut self, src: Ip) -> bool {
-        if self.always.len() >= MAX_EXPORTERS || (self.mine.len() >= MAX_EXPORTERS && !self.mine.contains(&src)) {
+        if self.always.len() >= MAX_EXPORTERS || !self.claim(src) {
+            return false;
+        }
+        self.always.insert(src);
+        true
+    }
+
+    /// Adds `src` to the exporters a sync carries; false when that set is full.
+    fn claim(&mut self, src: Ip) -> bool {
+        if self.mine.len() >= MAX_EXPORTERS && !self.mine.contains(&src) {
             return false;
         }
         self.mine.insert(src);
-        self.always.insert(src);
         true
     }
 
@@ -255,16 +258,16 @@ impl<L: Link> Spreader<L> {
             *q += 1;
         }
         let mut started = false;
-        for ((l, src), n) in self.counts.drain() {
+        // taken out while it is drained (its memory is kept for the next second)
+        let mut counts = std::mem::take(&mut self.counts);
+        for ((l, src), n) in counts.drain() {
             let above = self.listeners.get(l as usize).map_or(u32::MAX, |x| x.1);
             if n >= above {
-                if self.spread.insert((l, src), 0).is_none() {
-                    if self.mine.len() >= MAX_EXPORTERS && !self.mine.contains(&src) {
-                        self.spread.remove(&(l, src));
-                        continue;
-                    }
-                    self.mine.insert(src);
+                if !self.spread.contains_key(&(l, src)) && self.claim(src) {
                     started = true;
+                }
+                if self.mine.contains(&src) {
+                    self.spread.insert((l, src), 0);
                 }
             } else if n >= above / 2 {
                 if let Some(q) = self.spread.get_mut(&(l, src)) {
@@ -272,6 +275,7 @@ impl<L: Link> Spreader<L> {
                 }
             }
         }
+        self.counts = counts;
         self.spread.retain(|_, q| *q < QUIET_S);
         if started {
             for (t, s) in self.needs_sync.iter_mut().enumerate() {
@@ -279,9 +283,6 @@ impl<L: Link> Spreader<L> {
             }
         }
         self.counters.exporters = self.spread.len() as u64 + self.always.len() as u64;
-        // the spread set may have changed
-        self.last = None;
-        self.last_n = 0;
     }
 
     fn take_spare(&mut self) -> Box<FwdBatch> {
